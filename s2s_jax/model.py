@@ -1,0 +1,308 @@
+"""The RNN encoder-decoder (Cho 2014, Sutskever 2014) with optional attention (Bahdanau 2015,
+Luong 2015), as pure functions of a parameter pytree and a frozen `Seq2SeqConfig`.
+
+    src ─embed─▶ (reverse?) ─▶ encoder stack ─▶ Encoded(annotations, keys, context C, mask)
+    Encoded, y_{t-1} ─decode_step─▶ logits_t        (one step; inference)
+    Encoded, y_{<T}  ─forward────▶ logits[B, T, V]  (teacher forcing: one lax.scan)
+
+`forward` and `decode_step` share `_core_step` (embedding in, readout vector out); the output
+projection to the vocabulary is applied to all steps at once after the scan in `forward`.
+
+How the context enters the decoder (`Seq2SeqConfig.context`):
+  * "init": C, through a tanh bridge, is each decoder layer's initial state (Sutskever);
+  * "input": C is concatenated to the decoder input at every step (Cho);
+  * "both": both.
+With attention, the per-step input is instead the attention context, recomputed at every step
+from all annotations; "init"/"both" still initialise the decoder from C.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from s2s_jax import attention, rnn
+from s2s_jax.cells import LSTMCarry, get_cell
+from s2s_jax.errors import ConfigError
+
+Array = jax.Array
+
+PAD, BOS, EOS, UNK = 0, 1, 2, 3
+CONTEXT_MODES = ("init", "input", "both")
+
+
+@dataclasses.dataclass(frozen=True)
+class Seq2SeqConfig:
+    """Architecture of an encoder-decoder. Frozen and hashable: a static `jit` argument."""
+
+    src_vocab: int = 64  # source vocabulary size, specials included
+    tgt_vocab: int = 64  # target vocabulary size, specials included
+    cell: str = "gru"  # rnn | gru | lstm
+    src_embed: int = 64
+    tgt_embed: int = 64
+    enc_hidden: int = 128  # per direction
+    dec_hidden: int = 128  # may differ from the encoder's: a bridge maps C to it
+    enc_layers: int = 1
+    dec_layers: int = 1
+    bidirectional: bool = False  # bidirectional encoder (fig. 10.11)
+    context: str = "init"  # init | input | both: how C enters the decoder
+    attention: str = "none"  # none | bahdanau | luong_dot | luong_general
+    attn_dim: int = 128  # hidden size of the additive attention
+    readout: int = 0  # size of the tanh readout before the softmax; 0: tgt_embed if tied else dec_hidden
+    reverse_source: bool = False  # read the source backwards (Sutskever 2014)
+    tie_embeddings: bool = False  # output layer = target embedding transposed
+    residual: bool = False  # residual connections between stacked layers
+    dropout: float = 0.0  # on embeddings, between layers and on the readout (training only)
+    unroll: int = 1  # lax.scan unroll factor
+    projection: str | None = None  # input matmul inside/outside the scan; None: per backend
+
+    def __post_init__(self):
+        def check(ok: bool, msg: str):
+            if not ok:
+                raise ConfigError(msg)
+
+        check(self.cell in ("rnn", "gru", "lstm"), f"cell must be rnn, gru or lstm, not {self.cell!r}")
+        check(self.context in CONTEXT_MODES, f"context must be one of {CONTEXT_MODES}, not {self.context!r}")
+        check(self.attention in attention.KINDS,
+              f"attention must be one of {attention.KINDS}, not {self.attention!r}")
+        check(self.projection in (None, "inside", "outside"),
+              f"projection must be inside, outside or None, not {self.projection!r}")
+        for name in ("src_vocab", "tgt_vocab", "src_embed", "tgt_embed", "enc_hidden",
+                     "dec_hidden", "enc_layers", "dec_layers", "attn_dim", "unroll"):
+            check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
+        check(self.src_vocab > UNK and self.tgt_vocab > UNK, "vocabularies must hold the 4 specials")
+        check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        check(self.attention != "luong_dot" or self.dec_hidden == self.enc_out,
+              f"luong_dot attention needs dec_hidden == encoder output size ({self.enc_out}); "
+              "use luong_general or bahdanau")
+        check(not self.tie_embeddings or self.readout_dim == self.tgt_embed,
+              "tie_embeddings needs readout == tgt_embed (leave readout at 0)")
+
+    @property
+    def enc_out(self) -> int:
+        """Width of the annotations and of the context C."""
+        return self.enc_hidden * (2 if self.bidirectional else 1)
+
+    @property
+    def readout_dim(self) -> int:
+        if self.readout:
+            return self.readout
+        return self.tgt_embed if self.tie_embeddings else self.dec_hidden
+
+    @property
+    def luong(self) -> bool:
+        return self.attention.startswith("luong")
+
+    @property
+    def dec_in(self) -> int:
+        """Width of the first decoder layer's input."""
+        if self.attention == "bahdanau":
+            return self.tgt_embed + self.enc_out
+        if self.luong:
+            return self.tgt_embed + self.readout_dim  # input feeding
+        return self.tgt_embed + (self.enc_out if self.context != "init" else 0)
+
+    @property
+    def readout_in(self) -> int:
+        return self.dec_hidden + self.enc_out + self.tgt_embed
+
+    def replace(self, **changes) -> "Seq2SeqConfig":
+        return dataclasses.replace(self, **changes)
+
+
+class Encoded(NamedTuple):
+    """What the decoder reads of the source."""
+
+    annotations: Array  # float32[B, S, enc_out], zeros at padding
+    keys: Array  # float32[B, S, A], attention keys projected once per source
+    context: Array  # float32[B, enc_out], C: final states of the top encoder layer
+    mask: Array  # bool[B, S], True at real source positions
+
+
+class DecoderState(NamedTuple):
+    """The decoder's recurrent state between steps."""
+
+    carries: tuple  # one cell carry per decoder layer, float32[B, dec_hidden] leaves
+    feed: Array  # float32[B, readout] previous readout (Luong input feeding), else float32[B, 0]
+
+
+def _dense(key, n_in: int, n_out: int) -> dict:
+    w = jax.random.normal(key, (n_in, n_out), jnp.float32) / jnp.sqrt(n_in)
+    return {"w": w, "b": jnp.zeros((n_out,), jnp.float32)}
+
+
+def init(cfg: Seq2SeqConfig, *, key) -> dict:
+    """Fresh parameters for `cfg`: a nested dict of float32 arrays."""
+    cell = get_cell(cfg.cell)
+    keys = iter(jax.random.split(key, 16))
+    params = {
+        "src_embed": jax.random.normal(next(keys), (cfg.src_vocab, cfg.src_embed)) * 0.1,
+        "tgt_embed": jax.random.normal(next(keys), (cfg.tgt_vocab, cfg.tgt_embed)) * 0.1,
+        "encoder": rnn.init_stack(next(keys), cell, cfg.src_embed, cfg.enc_hidden,
+                                  layers=cfg.enc_layers, bidirectional=cfg.bidirectional),
+        "decoder": [layer["fwd"] for layer in rnn.init_stack(
+            next(keys), cell, cfg.dec_in, cfg.dec_hidden, layers=cfg.dec_layers)],
+        "attention": attention.init(next(keys), cfg.attention, cfg.dec_hidden, cfg.enc_out,
+                                    cfg.attn_dim if cfg.attention == "bahdanau" else cfg.dec_hidden),
+        "readout": _dense(next(keys), cfg.readout_in, cfg.readout_dim),
+        "output": _dense(next(keys), cfg.readout_dim, cfg.tgt_vocab),
+    }
+    if cfg.tie_embeddings:
+        del params["output"]["w"]
+    if cfg.context in ("init", "both"):
+        n_states = 2 if cfg.cell == "lstm" else 1
+        params["bridge"] = [[_dense(next(keys), cfg.enc_out, cfg.dec_hidden) for _ in range(n_states)]
+                            for _ in range(cfg.dec_layers)]
+    return params
+
+
+def reverse_within_length(x: Array, lengths: Array) -> Array:
+    """Reverses each row's first `lengths[b]` entries, leaving the padding in place.
+    `x: [B, S, ...]`, `lengths: int32[B]`."""
+    t = jnp.arange(x.shape[1])[None, :]
+    idx = jnp.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+    return jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+def encode(params: dict, src: Array, src_len: Array, *, cfg: Seq2SeqConfig, key=None) -> Encoded:
+    """Reads the source.
+
+    Args:
+      src: int32[B, S] token ids, right-padded with 0.
+      src_len: int32[B] lengths.
+      key: PRNG key for dropout (training); None at inference.
+    """
+    cell = get_cell(cfg.cell)
+    if cfg.reverse_source:
+        src = reverse_within_length(src, src_len)
+    x = params["src_embed"][src]
+    if key is not None:
+        key, sub = jax.random.split(key)
+        x = rnn.dropout(x, cfg.dropout, sub)
+    annotations, finals = rnn.run_stack(
+        cell, params["encoder"], x, src_len, residual=cfg.residual, dropout_rate=cfg.dropout,
+        key=key, unroll=cfg.unroll, projection=cfg.projection)
+    context = jnp.concatenate([carry.h for carry in finals[-1]], axis=-1)
+    keys = attention.precompute(params["attention"], cfg.attention, annotations)
+    mask = rnn.length_mask(src_len, src.shape[1])
+    return Encoded(annotations, keys, context, mask)
+
+
+def init_decoder_state(params: dict, enc: Encoded, *, cfg: Seq2SeqConfig) -> DecoderState:
+    """The decoder state before the first step: from C through the bridge ("init"/"both"),
+    zeros otherwise."""
+    batch = enc.context.shape[0]
+    cell = get_cell(cfg.cell)
+    carries = []
+    for layer in range(cfg.dec_layers):
+        carry = cell.initial_carry(batch, cfg.dec_hidden, enc.context.dtype)
+        if "bridge" in params:
+            states = [jnp.tanh(enc.context @ p["w"] + p["b"]) for p in params["bridge"][layer]]
+            carry = LSTMCarry(*states) if cfg.cell == "lstm" else type(carry)(*states)
+        carries.append(carry)
+    feed_dim = cfg.readout_dim if cfg.luong else 0
+    return DecoderState(tuple(carries), jnp.zeros((batch, feed_dim), enc.context.dtype))
+
+
+def _core_step(params: dict, enc: Encoded, state: DecoderState, emb: Array, *,
+               cfg: Seq2SeqConfig) -> tuple[DecoderState, Array]:
+    """One decoder step from the embedded previous token `emb: float32[B, E]` to the readout
+    `float32[B, R]` (the vector the output layer turns into logits)."""
+    cell = get_cell(cfg.cell)
+    attend = lambda query: attention.attend(params["attention"], cfg.attention, query, enc.keys,
+                                            enc.annotations, enc.mask)[0]
+    if cfg.attention == "bahdanau":  # context from the previous state s_{i-1}
+        ctx = attend(state.carries[-1].h)
+        x = jnp.concatenate([emb, ctx], axis=-1)
+    elif cfg.luong:
+        x = jnp.concatenate([emb, state.feed], axis=-1)
+    else:
+        ctx = enc.context
+        x = jnp.concatenate([emb, ctx], axis=-1) if cfg.context != "init" else emb
+    carries = []
+    for layer, (p, carry) in enumerate(zip(params["decoder"], state.carries)):
+        carry, h = cell.step(p, carry, cell.project(p, x))
+        x = h + x if cfg.residual and layer > 0 else h
+        carries.append(carry)
+    if cfg.luong:  # context from the new state h_t
+        ctx = attend(carries[-1].h)
+    features = jnp.concatenate([x, ctx, emb], axis=-1)
+    readout = jnp.tanh(features @ params["readout"]["w"] + params["readout"]["b"])
+    feed = readout if cfg.luong else state.feed
+    return DecoderState(tuple(carries), feed), readout
+
+
+def output_logits(params: dict, readout: Array) -> Array:
+    """`float32[..., R] -> float32[..., V]` (tied: through the target embedding)."""
+    out = params["output"]
+    w = out["w"] if "w" in out else params["tgt_embed"].T
+    return readout @ w + out["b"]
+
+
+def decode_step(params: dict, enc: Encoded, state: DecoderState, y_prev: Array, *,
+                cfg: Seq2SeqConfig) -> tuple[DecoderState, Array]:
+    """One inference step: `y_prev: int32[B]` -> (new state, logits float32[B, V])."""
+    state, readout = _core_step(params, enc, state, params["tgt_embed"][y_prev], cfg=cfg)
+    return state, output_logits(params, readout)
+
+
+def shift_right(tgt: Array) -> Array:
+    """Decoder inputs under teacher forcing: `<s> y_1 .. y_{T-1}` from `tgt: int32[B, T]`."""
+    bos = jnp.full((tgt.shape[0], 1), BOS, tgt.dtype)
+    return jnp.concatenate([bos, tgt[:, :-1]], axis=1)
+
+
+def forward(params: dict, src: Array, src_len: Array, tgt: Array, *, cfg: Seq2SeqConfig,
+            key=None) -> Array:
+    """Teacher-forced logits.
+
+    Args:
+      src: int32[B, S]; src_len: int32[B].
+      tgt: int32[B, T] target ids `y_1 .. y_n </s>` right-padded; the decoder reads them
+        shifted right behind `<s>`.
+      key: PRNG key for dropout (training); None at inference.
+
+    Returns:
+      logits float32[B, T, V]: logits[:, t] predicts tgt[:, t].
+    """
+    enc_key = out_key = None
+    if key is not None:
+        enc_key, emb_key, out_key = jax.random.split(key, 3)
+    enc = encode(params, src, src_len, cfg=cfg, key=enc_key)
+    emb = params["tgt_embed"][shift_right(tgt)]
+    if key is not None:
+        emb = rnn.dropout(emb, cfg.dropout, emb_key)
+
+    def body(state, emb_t):
+        return _core_step(params, enc, state, emb_t, cfg=cfg)
+
+    state0 = init_decoder_state(params, enc, cfg=cfg)
+    _, readouts = jax.lax.scan(body, state0, jnp.swapaxes(emb, 0, 1), unroll=cfg.unroll)
+    readouts = jnp.swapaxes(readouts, 0, 1)
+    if key is not None:
+        readouts = rnn.dropout(readouts, cfg.dropout, out_key)
+    return output_logits(params, readouts)
+
+
+def token_log_probs(logits: Array, tgt: Array, tgt_len: Array) -> Array:
+    """`log P(tgt[b, t] | ...)` as float32[B, T], zero at t >= tgt_len[b]."""
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    picked = jnp.take_along_axis(logp, tgt[..., None], axis=-1)[..., 0]
+    return jnp.where(rnn.length_mask(tgt_len, tgt.shape[1]), picked, 0.0)
+
+
+def log_prob(params: dict, src: Array, src_len: Array, tgt: Array, tgt_len: Array, *,
+             cfg: Seq2SeqConfig) -> Array:
+    """Scores given outputs: `log P(y | x)` per sequence, float32[B] (Cho 2014's rescoring).
+
+    `tgt: int32[B, T]` holds `y_1 .. y_n </s>`; `tgt_len: int32[B]` counts the `</s>`.
+    """
+    logits = forward(params, src, src_len, tgt, cfg=cfg)
+    return jnp.sum(token_log_probs(logits, tgt, tgt_len), axis=-1)
+
+
+def param_count(params: Any) -> int:
+    return sum(x.size for x in jax.tree.leaves(params))
