@@ -1,0 +1,190 @@
+"""Encoded pairs -> fixed-shape padded batches, in a resumable seeded order.
+
+Shapes come from a few length buckets, so the jitted train step compiles only a few times.
+Every batch has exactly `batch_size` rows; rows that hold no example (a short last batch) have
+`src_len == tgt_len == 0` and only padding. A real row always has `tgt_len >= 1` (its `</s>`).
+
+Training order is a pure function of `(seed, epoch)`: the batch at position `(epoch, index)` is
+the same whether or not the run was interrupted, so a checkpoint stores the position of the next
+batch and `train_batches(start_epoch=..., start_index=...)` resumes exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, NamedTuple, Sequence
+
+import numpy as np
+
+from s2s_jax.data.vocab import EOS, PAD, Vocab
+from s2s_jax.errors import DataError
+
+Example = tuple[list[int], list[int]]  # (source ids, target ids without </s>)
+
+BUCKET_MULTIPLE = 8  # Lengths are multiples of 8: friendly to accelerator tiling.
+SORT_CHUNK_BATCHES = 100  # Length-sort within windows of this many batches.
+
+
+class Batch(NamedTuple):
+    """A padded batch (numpy arrays)."""
+
+    src: np.ndarray  # int32[B, S]: source ids, then PAD.
+    src_len: np.ndarray  # int32[B]: source lengths (0 for an empty row).
+    tgt: np.ndarray  # int32[B, T]: target ids, then EOS, then PAD.
+    tgt_len: np.ndarray  # int32[B]: target lengths counting the EOS (0 for an empty row).
+
+
+def encode_pairs(pairs: Sequence[tuple[str, str]], src_vocab: Vocab, tgt_vocab: Vocab, *,
+                 max_src_len: int, max_tgt_len: int) -> tuple[list[Example], int]:
+    """Encodes text pairs and drops those too long for the model.
+
+    Args:
+      pairs: (source, target) texts.
+      src_vocab: source vocabulary.
+      tgt_vocab: target vocabulary.
+      max_src_len: longest source kept, in tokens.
+      max_tgt_len: longest target kept, in tokens, counting the `</s>` added by `pad_batch`.
+
+    Returns:
+      The kept examples `(src_ids, tgt_ids)` (targets without `</s>`), in input order, and the
+      number of pairs dropped (the caller reports it).
+    """
+    kept, dropped = [], 0
+    for src, tgt in pairs:
+        s, t = src_vocab.encode(src), tgt_vocab.encode(tgt)
+        if len(s) > max_src_len or len(t) + 1 > max_tgt_len:
+            dropped += 1
+        else:
+            kept.append((s, t))
+    return kept, dropped
+
+
+def _round_up(n: int, multiple: int = BUCKET_MULTIPLE) -> int:
+    return max(multiple, -(-n // multiple) * multiple)
+
+
+def bucket_lengths(max_len: int, n_buckets: int = 4) -> tuple[int, ...]:
+    """Padded lengths: up to `n_buckets` multiples of 8, evenly spaced, the last >= `max_len`.
+
+    Example: `bucket_lengths(50, 4) == (16, 32, 48, 56)`.
+    """
+    if max_len < 1 or n_buckets < 1:
+        raise DataError(f"bucket_lengths(max_len={max_len}, n_buckets={n_buckets}): "
+                        "both must be >= 1")
+    top = _round_up(max_len)
+    return tuple(sorted({_round_up(top * i // n_buckets) for i in range(1, n_buckets + 1)}))
+
+
+def _fit(length: int, buckets: Sequence[int], what: str) -> int:
+    for b in buckets:  # Buckets are sorted ascending.
+        if length <= b:
+            return b
+    raise DataError(f"{what} of length {length} exceeds the largest bucket {buckets[-1]}; "
+                    "filter with encode_pairs(max_*_len=...) or raise the maximum length")
+
+
+def pad_batch(examples: Sequence[Example], *, batch_size: int, src_buckets: Sequence[int],
+              tgt_buckets: Sequence[int]) -> Batch:
+    """Pads examples into a `Batch` of `batch_size` rows.
+
+    The time dimensions are the smallest buckets that fit the longest source and the longest
+    target plus its `</s>`. Missing rows are empty (lengths 0, all `<pad>`).
+
+    Args:
+      examples: at most `batch_size` (src_ids, tgt_ids) pairs, targets without `</s>`.
+      batch_size: B.
+      src_buckets: allowed S, ascending.
+      tgt_buckets: allowed T, ascending.
+
+    Returns:
+      Batch with `src: int32[B, S]`, `src_len: int32[B]`, `tgt: int32[B, T]`, `tgt_len: int32[B]`.
+    """
+    if len(examples) > batch_size:
+        raise ValueError(f"{len(examples)} examples do not fit a batch of {batch_size}")
+    src_len = np.zeros(batch_size, np.int32)
+    tgt_len = np.zeros(batch_size, np.int32)
+    for i, (s, t) in enumerate(examples):
+        src_len[i], tgt_len[i] = len(s), len(t) + 1
+    s_pad = _fit(int(src_len.max(initial=0)), src_buckets, "a source")
+    t_pad = _fit(int(tgt_len.max(initial=0)), tgt_buckets, "a target (with </s>)")
+    src = np.full((batch_size, s_pad), PAD, np.int32)
+    tgt = np.full((batch_size, t_pad), PAD, np.int32)
+    for i, (s, t) in enumerate(examples):
+        src[i, : len(s)] = s
+        tgt[i, : len(t)] = t
+        tgt[i, len(t)] = EOS
+    return Batch(src, src_len, tgt, tgt_len)
+
+
+def num_batches(n_examples: int, batch_size: int) -> int:
+    """Batches per epoch: every example once, the last batch possibly short."""
+    return -(-n_examples // batch_size)
+
+
+def epoch_order(lengths: np.ndarray, *, batch_size: int, seed: int,
+                epoch: int) -> list[np.ndarray]:
+    """The example indices of each batch of one epoch (a pure function of its arguments).
+
+    Shuffles, sorts each window of `SORT_CHUNK_BATCHES` batches by length so a batch holds
+    examples of similar length (little padding), then shuffles the order of the batches.
+
+    Args:
+      lengths: int[N], a length per example (e.g. max of source and target length).
+      batch_size: B.
+      seed: the run's data seed.
+      epoch: epoch number (>= 0).
+
+    Returns:
+      `num_batches(N, B)` index arrays; all but possibly one have B entries.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    perm = rng.permutation(len(lengths))
+    window = batch_size * SORT_CHUNK_BATCHES
+    batches = []
+    for start in range(0, len(perm), window):
+        chunk = perm[start: start + window]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i: i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _check(examples: Sequence[Example], batch_size: int) -> None:
+    if batch_size < 1:
+        raise DataError(f"batch_size={batch_size}; use >= 1")
+    if not examples:
+        raise DataError("no examples to batch; check the data files, or raise the maximum "
+                        "lengths if filtering removed them all")
+
+
+def train_batches(examples: Sequence[Example], *, batch_size: int, seed: int,
+                  src_buckets: Sequence[int], tgt_buckets: Sequence[int], start_epoch: int = 0,
+                  start_index: int = 0) -> Iterator[tuple[int, int, Batch]]:
+    """Yields `(epoch, index, batch)` forever, in the order of `epoch_order`.
+
+    To resume after consuming the batch at `(epoch, index)`, start at `(epoch, index + 1)`;
+    an index at or past the end of an epoch carries into the following epochs.
+    """
+    _check(examples, batch_size)
+    lengths = np.array([max(len(s), len(t) + 1) for s, t in examples])
+    per_epoch = num_batches(len(examples), batch_size)
+    epoch, index = start_epoch + start_index // per_epoch, start_index % per_epoch
+    while True:
+        order = epoch_order(lengths, batch_size=batch_size, seed=seed, epoch=epoch)
+        for i in range(index, per_epoch):
+            rows = [examples[j] for j in order[i]]
+            yield epoch, i, pad_batch(rows, batch_size=batch_size, src_buckets=src_buckets,
+                                      tgt_buckets=tgt_buckets)
+        epoch, index = epoch + 1, 0
+
+
+def eval_batches(examples: Sequence[Example], *, batch_size: int, src_buckets: Sequence[int],
+                 tgt_buckets: Sequence[int]) -> Iterator[Batch]:
+    """Yields batches covering every example once, in input order, no shuffling.
+
+    Row `r` of the `k`-th batch is example `k * batch_size + r`; rows past the end of the data
+    (in the last batch) are empty, `tgt_len == 0`. For inputs without targets pass `[]` as the
+    target.
+    """
+    _check(examples, batch_size)
+    for start in range(0, len(examples), batch_size):
+        yield pad_batch(examples[start: start + batch_size], batch_size=batch_size,
+                        src_buckets=src_buckets, tgt_buckets=tgt_buckets)

@@ -1,0 +1,268 @@
+"""Vocabularies: text <-> token ids, for characters, words or sentencepiece pieces.
+
+Ids 0..3 are always the specials `<pad>`, `<s>`, `</s>`, `<unk>`. A vocabulary is immutable and
+serialises to JSON (a sentencepiece model travels inside it as base64), so a checkpoint that
+stores it is self-contained.
+
+Tokenizer kinds:
+
+* ``"char"``: every character is a token, spaces included.
+* ``"word"``: reversible words: `\\w+` runs and single punctuation marks; the first token of each
+  whitespace-separated word carries the prefix "▁" (as in sentencepiece), so
+  "quarante-deux ans" -> ["▁quarante", "-", "deux", "▁ans"], and decoding restores the text
+  exactly up to whitespace normalisation (runs of whitespace become one space, ends stripped).
+* ``"sentencepiece"``: a unigram or BPE model trained on the given texts.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import io
+import json
+import os
+import re
+from typing import Iterable, Sequence
+
+from s2s_jax.errors import DataError
+
+PAD, BOS, EOS, UNK = 0, 1, 2, 3
+SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
+KINDS = ("char", "word", "sentencepiece")
+SP_MODEL_TYPES = ("unigram", "bpe")
+WORD_PREFIX = "▁"  # U+2581, sentencepiece's word-boundary mark.
+
+_WORD_RE = re.compile(r"\w+|[^\w\s]")
+_FORMAT = "s2s-jax-vocab"
+
+
+def _word_tokens(text: str) -> list[str]:
+    tokens = []
+    for word in text.split():
+        pieces = _WORD_RE.findall(word)
+        tokens.append(WORD_PREFIX + pieces[0])
+        tokens.extend(pieces[1:])
+    return tokens
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise DataError(f"unknown vocabulary kind {kind!r}; use one of: {', '.join(KINDS)}")
+
+
+class Vocab:
+    """A token <-> id mapping with its tokenizer.
+
+    Build one with `Vocab.build`, or restore one with `Vocab.load` / `Vocab.from_dict`.
+
+    Attributes:
+      kind: one of `KINDS`.
+      tokens: the token of each id; `tokens[:4] == SPECIALS`.
+    """
+
+    def __init__(self, kind: str, tokens: Sequence[str], sp_model: bytes | None = None):
+        """Prefer `Vocab.build`; this constructor only checks and indexes."""
+        _check_kind(kind)
+        tokens = tuple(tokens)
+        if tokens[:4] != SPECIALS:
+            raise DataError(f"vocabulary must start with {SPECIALS}, got {tokens[:4]}; rebuild it")
+        if len(set(tokens)) != len(tokens):
+            raise DataError("vocabulary has duplicate tokens; rebuild it")
+        if (kind == "sentencepiece") != (sp_model is not None):
+            raise DataError("a sentencepiece vocabulary (and only one) needs its model bytes")
+        self.kind = kind
+        self.tokens = tokens
+        self._index = {t: i for i, t in enumerate(tokens)}
+        self._sp_model = sp_model
+        self._sp = None
+        if sp_model is not None:
+            import sentencepiece as spm
+
+            self._sp = spm.SentencePieceProcessor(model_proto=sp_model)
+            pieces = tuple(self._sp.id_to_piece(i) for i in range(self._sp.get_piece_size()))
+            if pieces != tokens:
+                raise DataError("sentencepiece model and token list disagree; rebuild the vocab")
+
+    # ----------------------------------------------------------------------------- building
+
+    @classmethod
+    def build(
+        cls,
+        texts: Iterable[str],
+        kind: str,
+        *,
+        max_size: int | None = None,
+        min_count: int = 1,
+        sp_vocab_size: int = 1000,
+        sp_model_type: str = "unigram",
+    ) -> Vocab:
+        """Builds a vocabulary from training texts.
+
+        Token order is deterministic: the specials, then tokens by decreasing count, ties broken
+        by the token string.
+
+        Args:
+          texts: the training texts (one side of the pairs).
+          kind: "char", "word" or "sentencepiece".
+          max_size: cap on the total size, specials included (char/word only); None = no cap.
+          min_count: drop tokens seen fewer times (char/word only).
+          sp_vocab_size: target size of a sentencepiece vocabulary, specials included. Capped to
+            what the corpus supports (sentencepiece refuses sizes a small corpus cannot fill).
+          sp_model_type: "unigram" or "bpe".
+
+        Returns:
+          The vocabulary.
+        """
+        _check_kind(kind)
+        texts = list(texts)
+        if kind == "sentencepiece":
+            return cls("sentencepiece", *_train_sentencepiece(texts, sp_vocab_size, sp_model_type))
+        if max_size is not None and max_size < len(SPECIALS):
+            raise DataError(f"max_size={max_size} leaves no room for the 4 specials; use >= 4")
+        tokenize = list if kind == "char" else _word_tokens
+        counts = collections.Counter(t for text in texts for t in tokenize(text))
+        for special in SPECIALS:  # a literal "<s>" in a char/word text can't collide, but be safe.
+            counts.pop(special, None)
+        ranked = sorted((t for t, c in counts.items() if c >= min_count),
+                        key=lambda t: (-counts[t], t))
+        if max_size is not None:
+            ranked = ranked[: max_size - len(SPECIALS)]
+        return cls(kind, SPECIALS + tuple(ranked))
+
+    # ----------------------------------------------------------------------------- mapping
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Vocab):
+            return NotImplemented
+        return (self.kind, self.tokens, self._sp_model) == (other.kind, other.tokens,
+                                                             other._sp_model)
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.tokens))
+
+    def __repr__(self) -> str:
+        return f"Vocab(kind={self.kind!r}, size={len(self)})"
+
+    def tokenize(self, text: str) -> list[str]:
+        """Splits a text into tokens (which may be out of vocabulary)."""
+        if self.kind == "char":
+            return list(text)
+        if self.kind == "word":
+            return _word_tokens(text)
+        return self._sp.encode(text, out_type=str)
+
+    def encode(self, text: str) -> list[int]:
+        """Text -> ids, without `<s>`/`</s>`; unknown tokens map to `UNK` (3)."""
+        if self._sp is not None:
+            return self._sp.encode(text, out_type=int)
+        return [self._index.get(t, UNK) for t in self.tokenize(text)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Ids -> text.
+
+        Stops at the first `</s>`, skips `<pad>` and `<s>`; `<unk>` renders as "<unk>" (as a
+        word of its own in a word-level vocabulary). Out-of-range ids render as `<unk>` too.
+        """
+        pieces = []
+        for i in ids:
+            i = int(i)
+            if i == EOS:
+                break
+            if i in (PAD, BOS):
+                continue
+            if i == UNK or not 0 <= i < len(self.tokens):
+                pieces.append(WORD_PREFIX + "<unk>" if self.kind == "word" else "<unk>")
+            else:
+                pieces.append(self.tokens[i])
+        text = "".join(pieces)
+        if self.kind == "char":
+            return text
+        return text.replace(WORD_PREFIX, " ").strip()
+
+    # ----------------------------------------------------------------------------- storage
+
+    def to_dict(self) -> dict:
+        """A JSON-able description from which `from_dict` rebuilds an equal vocabulary."""
+        d = {"format": _FORMAT, "version": 1, "kind": self.kind, "tokens": list(self.tokens)}
+        if self._sp_model is not None:
+            d["sp_model"] = base64.b64encode(self._sp_model).decode("ascii")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Vocab:
+        """Inverse of `to_dict`; raises `DataError` on anything else."""
+        if not isinstance(d, dict) or d.get("format") != _FORMAT:
+            raise DataError("not an s2s-jax vocabulary (missing format tag); rebuild it")
+        try:
+            sp = base64.b64decode(d["sp_model"]) if d.get("sp_model") is not None else None
+            return cls(d["kind"], d["tokens"], sp)
+        except (KeyError, TypeError, ValueError) as e:  # DataError is not a ValueError.
+            raise DataError(f"corrupt vocabulary ({type(e).__name__}: {e}); rebuild it") from e
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the vocabulary as a JSON file (atomically: temp file, then rename)."""
+        path = os.fspath(path)
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, ensure_ascii=False)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Vocab:
+        """Reads a vocabulary written by `save`; `DataError` naming the file if it can't."""
+        path = os.fspath(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                d = json.load(f)
+        except FileNotFoundError:
+            raise DataError(f"no such vocabulary file: {path}; check the path") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(f"{path}: not a readable vocabulary file ({e}); "
+                            "delete it to rebuild") from e
+        try:
+            return cls.from_dict(d)
+        except DataError as e:
+            raise DataError(f"{path}: {e}") from e
+
+
+def _train_sentencepiece(texts: list[str], vocab_size: int,
+                         model_type: str) -> tuple[tuple[str, ...], bytes]:
+    """Trains sentencepiece in memory; returns (pieces, serialized model).
+
+    Specials are placed at ids 0..3 by the trainer itself, so no remapping is needed. A corpus too
+    small for `vocab_size` makes sentencepiece fail and name the largest feasible size (or the
+    smallest, for a too-small size); we retry with that size.
+    """
+    import sentencepiece as spm
+
+    if model_type not in SP_MODEL_TYPES:
+        raise DataError(f"unknown sentencepiece model type {model_type!r}; "
+                        f"use one of: {', '.join(SP_MODEL_TYPES)}")
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise DataError("no text to train sentencepiece on; give non-empty training texts")
+    size = max(vocab_size, len(SPECIALS) + 1)
+    for _ in range(4):
+        buf = io.BytesIO()
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=iter(texts), model_writer=buf, vocab_size=size,
+                model_type=model_type, pad_id=PAD, bos_id=BOS, eos_id=EOS, unk_id=UNK,
+                pad_piece=SPECIALS[PAD], bos_piece=SPECIALS[BOS], eos_piece=SPECIALS[EOS],
+                unk_piece=SPECIALS[UNK], character_coverage=1.0,
+                normalization_rule_name="identity",  # keeps decode(encode(x)) == x.
+                num_threads=1, minloglevel=2)
+        except RuntimeError as e:
+            msg = str(e)
+            m = re.search(r"set it to a value <= (\d+)", msg) or re.search(r"\d+ vs (\d+)", msg)
+            if m is None or int(m.group(1)) == size:
+                raise DataError(f"sentencepiece training failed: {msg}") from e
+            size = int(m.group(1))
+            continue
+        model = buf.getvalue()
+        sp = spm.SentencePieceProcessor(model_proto=model)
+        return tuple(sp.id_to_piece(i) for i in range(sp.get_piece_size())), model
+    raise DataError(f"sentencepiece found no feasible vocabulary size near {vocab_size}")

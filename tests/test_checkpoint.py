@@ -1,0 +1,312 @@
+"""Tests of s2s_jax.checkpoint: round trips, retention, best tracking and clear errors."""
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from s2s_jax.checkpoint import Checkpoints, load_json, save_json
+from s2s_jax.errors import CheckpointError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_state(step: int) -> dict:
+    """A training-state-like pytree whose every leaf depends on `step`."""
+    rng = np.random.default_rng(step)
+    return {
+        "params": {
+            "enc": {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32), "b": jnp.zeros(4)},
+            "dec": [jnp.asarray(rng.normal(size=(5,)), jnp.float32), np.arange(6, dtype=np.int32)],
+        },
+        "step": jnp.int32(step),
+        "key": jax.random.key_data(jax.random.key(step)),  # uint32[2]
+        "data_pos": jnp.array([step, 2 * step], jnp.int32),
+        "epoch": step // 2,  # a python int
+    }
+
+
+def assert_same(actual, expected):
+    """Same tree structure, and per leaf the same dtype and exactly the same values."""
+    assert jax.tree.structure(actual) == jax.tree.structure(expected)
+    for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected)):
+        assert np.asarray(a).dtype == np.asarray(e).dtype
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(e))
+
+
+def data_files(step_dir: Path) -> list[Path]:
+    """The files holding a step's array data (OCDBT data files, under `d/` directories)."""
+    files = [p for p in step_dir.rglob("*") if p.is_file() and p.parent.name == "d"]
+    assert files, f"no data files under {step_dir}"
+    return files
+
+
+# After a failed read, tensorstore threads still complete the other reads and call back into
+# orbax's closed event loop: Python reports "Event loop is closed" as unraisable exceptions.
+# The restore itself raised a clean CheckpointError; this is noise on stderr only.
+late_callbacks_ok = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+def assert_damaged(directory: Path) -> None:
+    ckpts = Checkpoints(directory)
+    with pytest.raises(CheckpointError, match=r"checkpoint at .*latest/1 is damaged"):
+        ckpts.restore(make_state(0))
+    ckpts.close()
+
+
+def test_round_trip_is_exact(tmp_path):
+    state = make_state(7)
+    assert {x.dtype for x in jax.tree.leaves(state) if hasattr(x, "dtype")} == {
+        np.dtype("float32"),
+        np.dtype("int32"),
+        np.dtype("uint32"),
+    }
+    ckpts = Checkpoints(tmp_path)
+    ckpts.save(7, state)
+    restored = ckpts.restore(make_state(0))  # a target of another step: only its shapes count
+    ckpts.close()
+    assert_same(restored, state)
+    assert isinstance(restored["epoch"], int)
+
+
+def test_save_returns_before_writing_and_arrays_may_then_be_donated(tmp_path):
+    state = make_state(3)
+    expected = jax.tree.map(np.array, state)  # host copies
+    ckpts = Checkpoints(tmp_path)
+    ckpts.save(3, state)
+    for leaf in jax.tree.leaves(state):
+        if isinstance(leaf, jax.Array):
+            leaf.delete()  # what donating the state to the next train step does
+    assert_same(ckpts.restore(make_state(0)), expected)
+    ckpts.close()
+
+
+def test_shape_dtype_struct_target(tmp_path):
+    state = make_state(4)
+    ckpts = Checkpoints(tmp_path)
+    ckpts.save(4, state)
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if hasattr(x, "shape") else x, state
+    )
+    restored = ckpts.restore(abstract)
+    ckpts.close()
+    assert_same(restored, state)
+    assert isinstance(restored["params"]["enc"]["w"], jax.Array)
+
+
+def test_max_to_keep_and_steps(tmp_path):
+    ckpts = Checkpoints(tmp_path, max_to_keep=2)
+    for step in range(1, 6):
+        ckpts.save(step, make_state(step))
+    ckpts.save(5, make_state(99))  # the same step again is not saved again
+    ckpts.wait()
+    assert sorted(os.listdir(tmp_path / "latest")) == ["4", "5"]
+    assert ckpts.latest_step() == 5
+    assert_same(ckpts.restore(make_state(0), step=4), make_state(4))
+    assert_same(ckpts.restore(make_state(0)), make_state(5))
+    with pytest.raises(CheckpointError, match=r"step 3 .*choose one of \[4, 5\]"):
+        ckpts.restore(make_state(0), step=3)
+    ckpts.close()
+
+
+@pytest.mark.parametrize(
+    "mode, metrics, best", [("max", [0.1, 0.5, 0.3], 0.5), ("min", [0.5, 0.1, 0.3], 0.1)]
+)
+def test_best_is_tracked_across_restarts(tmp_path, mode, metrics, best):
+    ckpts = Checkpoints(tmp_path, best_mode=mode)
+    ckpts.save(0, make_state(0), metric=float("nan"))  # NaN is never the best
+    assert ckpts.best_step() is None and ckpts.best_metric() is None
+    for step, metric in enumerate(metrics, start=1):
+        ckpts.save(step, make_state(step), metric=metric)
+    assert (ckpts.best_step(), ckpts.best_metric()) == (2, best)
+    ckpts.close()
+    assert os.listdir(tmp_path / "best") == ["2"]
+
+    again = Checkpoints(tmp_path, best_mode=mode)
+    assert (again.best_step(), again.best_metric()) == (2, best)
+    assert_same(again.restore(make_state(0), which="best"), make_state(2))
+    # Neither a metric equal to the best, nor NaN, nor None replaces it.
+    again.save(4, make_state(4), metric=best)
+    again.save(5, make_state(5), metric=float("nan"))
+    again.save(6, make_state(6))
+    assert (again.best_step(), again.best_metric()) == (2, best)
+    better = best + 1 if mode == "max" else best - 1
+    again.save(7, make_state(7), metric=better)
+    assert (again.best_step(), again.best_metric()) == (7, better)
+    assert_same(again.restore(make_state(0), which="best"), make_state(7))
+    again.close()
+    assert os.listdir(tmp_path / "best") == ["7"]
+    assert again.latest_step() == 7
+
+
+def test_empty_directory_raises_and_is_not_created(tmp_path):
+    ckpts = Checkpoints(tmp_path / "run")
+    assert ckpts.latest_step() is None
+    for which in ("latest", "best"):
+        with pytest.raises(CheckpointError, match="no checkpoint in .*train first"):
+            ckpts.restore(make_state(0), which=which)
+    ckpts.close()
+    assert not (tmp_path / "run").exists()
+
+
+def _change(tree, path, new):
+    tree = jax.tree.map(lambda x: x, tree)  # a copy of the containers
+    node = tree
+    for key in path[:-1]:
+        node = node[key]
+    if new is None:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = new
+    return tree
+
+
+@pytest.mark.parametrize(
+    "path, new, expected",
+    [
+        (("params", "enc", "w"), jnp.zeros((3, 5)), r"'params/enc/w'.*\(3, 4\).*\(3, 5\)"),
+        (("params", "enc", "b"), jnp.zeros(4, jnp.int32), r"'params/enc/b'.*float32.*int32"),
+        (("params", "enc", "extra"), jnp.zeros(2), r"'params/enc/extra'.* missing"),
+        (("params", "enc", "b"), None, r"'params/enc/b'.* not expected"),
+    ],
+)
+def test_other_model_configuration_is_named(tmp_path, path, new, expected):
+    ckpts = Checkpoints(tmp_path)
+    ckpts.save(1, make_state(1))
+    target = _change(make_state(0), path, new)
+    with pytest.raises(CheckpointError, match="different model configuration") as err:
+        ckpts.restore(target)
+    assert err.match(expected)
+    ckpts.close()
+
+
+@late_callbacks_ok
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_damaged_checkpoint_raises_checkpoint_error(tmp_path, damage):
+    ckpts = Checkpoints(tmp_path)
+    ckpts.save(1, make_state(1))
+    ckpts.close()
+    for f in data_files(tmp_path / "latest" / "1"):
+        if damage == "truncate":
+            os.truncate(f, f.stat().st_size // 2)
+        else:
+            f.unlink()
+    assert_damaged(tmp_path)
+    time.sleep(0.5)  # lets the late callbacks land in this test, where they are ignored
+
+
+def test_damaged_metadata_raises_checkpoint_error(tmp_path):
+    ckpts = Checkpoints(tmp_path)
+    ckpts.save(1, make_state(1))
+    ckpts.close()
+    (tmp_path / "latest" / "1" / "default" / "_METADATA").write_text('{"tree_metad')
+    assert_damaged(tmp_path)
+
+
+def test_damaged_best_metric_raises_checkpoint_error(tmp_path):
+    ckpts = Checkpoints(tmp_path)
+    ckpts.save(1, make_state(1), metric=0.3)
+    ckpts.close()
+    (tmp_path / "best" / "1" / "metrics" / "metrics").write_text("{")
+    with pytest.raises(CheckpointError, match=r"best checkpoint in .*best is damaged"):
+        Checkpoints(tmp_path)
+
+
+def test_unfinished_save_is_ignored_then_removed_by_the_next_writer(tmp_path):
+    ckpts = Checkpoints(tmp_path)
+    ckpts.save(1, make_state(1))
+    ckpts.close()
+    # What a crash mid-save of step 2 leaves: a temporary directory, partly written.
+    partial = tmp_path / "latest" / "2.orbax-checkpoint-tmp"
+    shutil.copytree(tmp_path / "latest" / "1", partial)
+    for f in data_files(partial):
+        f.unlink()
+    again = Checkpoints(tmp_path)
+    assert again.latest_step() == 1
+    assert_same(again.restore(make_state(0)), make_state(1))
+    assert partial.exists()  # a reader deletes nothing: it may be a save in progress
+    again.save(3, make_state(3))  # the writer's first save deletes it
+    assert not partial.exists()
+    again.close()
+    assert sorted(os.listdir(tmp_path / "latest")) == ["1", "3"]
+
+
+def test_orbax_info_logs_are_dropped(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    ckpts = Checkpoints(tmp_path)
+    ckpts.save(1, make_state(1))
+    ckpts.restore(make_state(0))
+    ckpts.close()
+    assert not [r for r in caplog.records if "orbax" in r.pathname and r.levelno <= logging.INFO]
+
+
+def test_restore_on_another_device_count(tmp_path):
+    """Saved on this process's devices, restored sharded over 2 devices in a subprocess,
+    saved there sharded, and restored here from a target without shardings."""
+    ckpts = Checkpoints(tmp_path / "here")
+    ckpts.save(1, {"w": jnp.arange(8.0).reshape(4, 2)})
+    ckpts.close()
+    script = textwrap.dedent(
+        """
+        import sys
+        import jax, jax.numpy as jnp, numpy as np
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+        from s2s_jax.checkpoint import Checkpoints
+        assert len(jax.devices()) == 2
+        sharding = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P("data"))
+        target = {"w": jax.ShapeDtypeStruct((4, 2), jnp.float32, sharding=sharding)}
+        ckpts = Checkpoints(sys.argv[1])
+        w = ckpts.restore(target)["w"]
+        assert w.sharding == sharding, w.sharding
+        np.testing.assert_array_equal(w, np.arange(8.0).reshape(4, 2))
+        ckpts.close()
+        there = Checkpoints(sys.argv[2])
+        there.save(2, {"w": w + 1})
+        there.close()
+        """
+    )
+    env = dict(
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    )
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "here"), str(tmp_path / "there")],
+        env=env,
+        check=True,
+        timeout=120,
+    )
+    ckpts = Checkpoints(tmp_path / "there")
+    restored = ckpts.restore({"w": jax.ShapeDtypeStruct((4, 2), jnp.float32)})
+    ckpts.close()
+    np.testing.assert_array_equal(restored["w"], np.arange(8.0).reshape(4, 2) + 1)
+
+
+def test_json_round_trip_and_errors(tmp_path):
+    obj = {"config": {"hidden": 8, "cell": "gru"}, "vocab": ["<pad>", "<s>", "</s>", "<unk>", "é"]}
+    path = tmp_path / "sub" / "config.json"
+    save_json(path, obj)
+    assert load_json(path) == obj
+    save_json(path, {"replaced": True})
+    assert load_json(path) == {"replaced": True}
+    assert os.listdir(path.parent) == ["config.json"]  # no temporary file left
+
+    with pytest.raises(CheckpointError, match="missing.json: missing or not valid JSON"):
+        load_json(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text('{"a": ')
+    with pytest.raises(CheckpointError, match="bad.json: missing or not valid JSON"):
+        load_json(tmp_path / "bad.json")
+    (tmp_path / "list.json").write_text(json.dumps([1, 2]))
+    with pytest.raises(CheckpointError, match="expected a JSON object"):
+        load_json(tmp_path / "list.json")

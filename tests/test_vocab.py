@@ -1,0 +1,115 @@
+"""Vocabularies: tokenizers, round trips, specials, storage."""
+
+import json
+
+import pytest
+
+from s2s_jax.data.vocab import EOS, PAD, SPECIALS, UNK, Vocab
+from s2s_jax.errors import DataError
+
+FRENCH = ["trois cent quarante-deux", "quarante-deux ans", "deux cents", "mille trois"]
+
+
+def test_word_tokenizer_marks_word_starts():
+    v = Vocab.build(FRENCH, "word")
+    assert v.tokenize("quarante-deux ans") == ["▁quarante", "-", "deux", "▁ans"]
+    assert v.tokenize("K AH Z") == ["▁K", "▁AH", "▁Z"]
+    assert v.tokenize("l'an, 42!") == ["▁l", "'", "an", ",", "▁42", "!"]
+
+
+def test_word_round_trip_normalises_whitespace():
+    v = Vocab.build(FRENCH + ["l'an, 42!"], "word")
+    for text in FRENCH + ["l'an, 42!"]:
+        assert v.decode(v.encode(text)) == text
+    assert v.decode(v.encode("  trois   cent\tans ")) == "trois cent ans"
+
+
+def test_char_round_trip_keeps_spaces():
+    v = Vocab.build(["ab c", "ba"], "char")
+    assert v.tokenize("a b") == ["a", " ", "b"]
+    assert v.decode(v.encode(" ab  c ")) == " ab  c "
+
+
+def test_order_specials_then_frequency_then_string():
+    v = Vocab.build(["bca", "cb", "c"], "char")  # counts: c=3, b=2, a=1
+    assert v.tokens == SPECIALS + ("c", "b", "a")
+    v = Vocab.build(["ba"], "char")  # tie: by string
+    assert v.tokens == SPECIALS + ("a", "b")
+    assert len(v) == 6
+
+
+def test_min_count_and_max_size():
+    texts = ["aaab", "bc"]  # a=3, b=2, c=1
+    assert Vocab.build(texts, "char", min_count=2).tokens == SPECIALS + ("a", "b")
+    assert Vocab.build(texts, "char", max_size=5).tokens == SPECIALS + ("a",)
+    with pytest.raises(DataError, match="max_size"):
+        Vocab.build(texts, "char", max_size=3)
+
+
+def test_unknown_tokens_map_to_unk_and_render():
+    v = Vocab.build(["abc"], "char")
+    ids = v.encode("axc")
+    assert ids == [v.tokens.index("a"), UNK, v.tokens.index("c")]
+    assert v.decode(ids) == "a<unk>c"
+    w = Vocab.build(["trois cent"], "word")
+    assert w.encode("trois mille") == [w.tokens.index("▁trois"), UNK]
+    assert w.decode(w.encode("trois mille")) == "trois <unk>"
+
+
+def test_decode_stops_at_eos_and_skips_pad_bos():
+    v = Vocab.build(["ab"], "char")
+    a, b = v.encode("ab")
+    assert v.decode([1, a, PAD, b, EOS, a, a]) == "ab"
+    assert v.decode([EOS, a]) == ""
+
+
+def test_unknown_kind_lists_valid_kinds():
+    with pytest.raises(DataError, match="char, word, sentencepiece"):
+        Vocab.build(["a"], "bytes")
+
+
+@pytest.mark.parametrize("model_type", ["unigram", "bpe"])
+def test_sentencepiece_round_trip_with_capped_size(tmp_path, model_type):
+    texts = [f"the quick brown fox number {i} jumps over the lazy dog" for i in range(60)]
+    # 5000 is far more than this corpus supports: the size is capped instead of failing.
+    v = Vocab.build(texts, "sentencepiece", sp_vocab_size=5000, sp_model_type=model_type)
+    assert v.tokens[:4] == SPECIALS
+    assert 4 < len(v) < 5000
+    for text in texts[:5] + ["the lazy fox"]:
+        ids = v.encode(text)
+        assert all(4 <= i < len(v) for i in ids)
+        assert v.decode(ids + [EOS, ids[0]]) == text
+    assert UNK in v.encode("the Zebra")  # "Z" never seen
+    path = tmp_path / "vocab.json"
+    v.save(path)
+    w = Vocab.load(path)
+    assert w == v and w.encode("the lazy dog") == v.encode("the lazy dog")
+
+
+def test_sentencepiece_is_deterministic():
+    texts = [f"alpha beta gamma {i} delta" for i in range(40)]
+    assert Vocab.build(texts, "sentencepiece", sp_vocab_size=40) == \
+        Vocab.build(texts, "sentencepiece", sp_vocab_size=40)
+
+
+@pytest.mark.parametrize("kind", ["char", "word"])
+def test_save_load_equal(tmp_path, kind):
+    v = Vocab.build(FRENCH, kind)
+    path = tmp_path / "v.json"
+    v.save(path)
+    assert Vocab.load(path) == v
+    assert Vocab.from_dict(json.loads(json.dumps(v.to_dict()))) == v
+
+
+def test_load_errors_name_the_file(tmp_path):
+    missing = tmp_path / "nope.json"
+    with pytest.raises(DataError, match="nope.json"):
+        Vocab.load(missing)
+    garbled = tmp_path / "garbled.json"
+    garbled.write_text("{not json")
+    with pytest.raises(DataError, match="garbled.json"):
+        Vocab.load(garbled)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"tokens": ["a"]}))
+    with pytest.raises(DataError, match="other.json"):
+        Vocab.load(other)
