@@ -191,6 +191,7 @@ class Checkpoints:
             )
             self._best_metric = self._read_best_metric()
         except (OSError, ValueError, KeyError, TypeError) as e:
+            self._latest.close()
             raise CheckpointError(
                 f"best checkpoint in {self._dir / 'best'} is damaged: {_brief(e)};"
                 " delete that directory to start tracking the best again"

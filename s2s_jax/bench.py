@@ -1,0 +1,591 @@
+"""The scan-RNN benchmark harness behind `s2s bench`.
+
+Every comparison is timed in one process, round-robin: each repetition runs every
+implementation of a group once, in turn, so the machine's drift (up to 2x over minutes on a
+shared CPU) hits them all alike. Each group also times a reference matmul in the same rotation,
+so `frac_of_peak` compares against the peak measured at the same moment. Figures are medians
+after warm-up, each call ended by `block_until_ready`; JAX compile time is measured apart
+(`jit(...).lower(...).compile()`).
+
+Groups: the matmul peak; LSTM and GRU layers (forward, forward+backward) for our runner and
+its variants, Flax's `nn.RNN` and PyTorch's `nn.LSTM`/`nn.GRU`; a whole training step against an
+equivalent PyTorch model; batched greedy and beam decoding against a one-sentence-at-a-time numpy
+greedy decoder; and cost against sequence length. PyTorch is optional (`vs_torch` is then None).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from s2s_jax import attention, cells, decoding, fused, model, rnn
+
+Array = jax.Array
+FIELDS = ("bench", "impl", "mode", "B", "T", "I", "H", "median_s", "tokens_per_s",
+          "gflops_per_s", "frac_of_peak", "vs_torch", "compile_s")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """Every size the benchmarks use; `Sizes.toy()` shrinks them for tests."""
+
+    layer_shapes: tuple = ((64, 50, 256, 512), (32, 25, 256, 256))  # (B, T, I, H)
+    train: tuple = (64, 30, 30)  # (B, S, T)
+    vocab: int = 1000
+    embed: int = 256
+    enc_hidden: int = 256  # per direction
+    dec_hidden: int = 512
+    attn_dim: int = 256
+    decode_batch: int = 64
+    numpy_sentences: int = 4  # sentences the numpy decoder translates per repetition
+    lengths: tuple = (25, 50, 100, 200, 500, 1000)  # length scaling, LSTM I=H=256
+    length_batch: int = 32
+    length_hidden: int = 256
+    matmul: int = 1024  # n of the n x n x n reference matmul
+
+    @classmethod
+    def toy(cls) -> "Sizes":
+        return cls(layer_shapes=((4, 6, 8, 16),), train=(4, 5, 6), vocab=20, embed=8,
+                   enc_hidden=8, dec_hidden=16, attn_dim=8, decode_batch=3, numpy_sentences=2,
+                   lengths=(5, 10), length_batch=2, length_hidden=8, matmul=64)
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing.
+
+
+def _torch():
+    """The torch module, or None when it is not installed (the optional `bench` extra)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def _compile(fn: Callable, *args) -> tuple[Callable, float]:
+    """`jit(fn)` compiled for `args`, and the compile time in seconds."""
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    return compiled, time.perf_counter() - start
+
+
+def _peak_fn(n: int) -> tuple[Callable[[], object], float]:
+    """A reference n x n x n fp32 matmul (jitted) and its FLOP count."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    mm, _ = _compile(jnp.matmul, a, b)
+    return (lambda: jax.block_until_ready(mm(a, b))), 2.0 * n ** 3
+
+
+def round_robin(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds per call of each blocking thunk, calling them in turn `reps` times."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+@dataclasses.dataclass
+class Case:
+    """One implementation in a timing group."""
+
+    impl: str
+    mode: str
+    fn: Callable[[], object]  # runs once and blocks until done
+    compile_s: float | None = None
+    extra: dict = dataclasses.field(default_factory=dict)  # fields added to the record
+
+
+def _time_group(bench: str, cases: Sequence[Case], *, shape: dict, tokens: int,
+                flops: Callable[[str], float] | None, reps: int, peak_n: int) -> list[dict]:
+    """Times `cases` round-robin with the reference matmul; one record per case."""
+    peak_fn, peak_flops = _peak_fn(peak_n)
+    fns = {"__peak__": peak_fn} | {f"{c.impl}/{c.mode}": c.fn for c in cases}
+    med = round_robin(fns, reps)
+    peak = peak_flops / med["__peak__"]
+    torch_time = {c.mode: med[f"{c.impl}/{c.mode}"] for c in cases if c.impl == "torch"}
+    records = []
+    for c in cases:
+        t = med[f"{c.impl}/{c.mode}"]
+        gflops = flops(c.mode) / t / 1e9 if flops else None
+        ref = torch_time.get(c.mode)
+        records.append({
+            "bench": bench, "impl": c.impl, "mode": c.mode, **shape, "median_s": t,
+            "tokens_per_s": tokens / t,
+            "gflops_per_s": gflops,
+            "frac_of_peak": gflops * 1e9 / peak if gflops else None,
+            "vs_torch": ref / t if ref else None,
+            "compile_s": c.compile_s, **c.extra,
+        })
+    return records
+
+
+def matmul_peak(sizes: Sizes, reps: int) -> list[dict]:
+    """The fp32 matmul rate of jax (and torch), the reference for `frac_of_peak`."""
+    n = sizes.matmul
+    jax_fn, flops = _peak_fn(n)
+    fns = {"jax": jax_fn}
+    torch = _torch()
+    if torch is not None:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        fns["torch"] = lambda: torch.mm(a, b)
+    med = round_robin(fns, reps)
+    best = min(med.values())
+    return [{"bench": "matmul_peak", "impl": impl, "mode": "matmul", "B": n, "T": None, "I": n,
+             "H": n, "median_s": t, "tokens_per_s": None, "gflops_per_s": flops / t / 1e9,
+             "frac_of_peak": best / t, "vs_torch": med["torch"] / t if "torch" in med else None,
+             "compile_s": None} for impl, t in med.items()]
+
+
+# ----------------------------------------------------------------------------------------------
+# One RNN layer: ours, its variants, Flax, torch.
+
+
+def _layer_cases(kind: str, B: int, T: int, I: int, H: int) -> list[Case]:
+    cell = cells.get_cell(kind)
+    params = cell.init(jax.random.key(0), I, H)
+    xs = jax.random.normal(jax.random.key(1), (B, T, I), jnp.float32)
+    variants = {
+        "s2s": (rnn.run, {}),
+        "s2s_outside": (rnn.run, {"projection": "outside"}),
+        "s2s_unroll4": (rnn.run, {"unroll": 4}),
+        "s2s_fused": (fused.run, {}),
+        "s2s_fused_outside": (fused.run, {"projection": "outside"}),
+    }
+    cases = []
+
+    def add(impl, fwd, p):
+        loss = lambda p, xs: jnp.sum(fwd(p, xs))
+        modes = {"fwd": fwd, "fwd_bwd": jax.grad(loss, argnums=(0, 1))}
+        for mode, f in modes.items():
+            compiled, secs = _compile(f, p, xs)
+            cases.append(Case(impl, mode, lambda c=compiled: jax.block_until_ready(c(p, xs)), secs))
+
+    for impl, (runner, kw) in variants.items():
+        add(impl, lambda p, xs, r=runner, kw=kw: r(cell, p, xs, **kw)[0], params)
+    from flax import linen as nn
+
+    flax_cell = nn.OptimizedLSTMCell(H) if kind == "lstm" else nn.GRUCell(H)
+    flax_rnn = nn.RNN(flax_cell)
+    add("flax", flax_rnn.apply, flax_rnn.init(jax.random.key(0), xs))
+    torch = _torch()
+    if torch is not None:
+        layer = (torch.nn.LSTM if kind == "lstm" else torch.nn.GRU)(I, H)
+        xt = torch.randn(T, B, I, requires_grad=True)  # time-major: torch's native layout
+
+        def fwd():
+            with torch.no_grad():
+                layer(xt)
+
+        def fwd_bwd():
+            for p in [*layer.parameters(), xt]:
+                p.grad = None
+            layer(xt)[0].sum().backward()
+
+        cases += [Case("torch", "fwd", fwd), Case("torch", "fwd_bwd", fwd_bwd)]
+    return cases
+
+
+def layer_bench(kind: str, sizes: Sizes, reps: int) -> list[dict]:
+    """`{kind}_layer` records: forward and forward+backward of one layer at each shape."""
+    gates = {"lstm": 4, "gru": 3}[kind]
+    records = []
+    for B, T, I, H in sizes.layer_shapes:
+        fwd_flops = 2.0 * B * T * (I + H) * gates * H
+        records += _time_group(
+            f"{kind}_layer", _layer_cases(kind, B, T, I, H), shape=dict(B=B, T=T, I=I, H=H),
+            tokens=B * T, flops=lambda mode, f=fwd_flops: f * (3 if mode == "fwd_bwd" else 1),
+            reps=reps, peak_n=sizes.matmul)
+    return records
+
+
+# ----------------------------------------------------------------------------------------------
+# The training step: bidirectional LSTM encoder, LSTM decoder with additive attention, Adam.
+
+
+def train_config(sizes: Sizes) -> model.Seq2SeqConfig:
+    return model.Seq2SeqConfig(
+        src_vocab=sizes.vocab, tgt_vocab=sizes.vocab, cell="lstm", src_embed=sizes.embed,
+        tgt_embed=sizes.embed, enc_hidden=sizes.enc_hidden, dec_hidden=sizes.dec_hidden,
+        bidirectional=True, attention="bahdanau", attn_dim=sizes.attn_dim, context="init")
+
+
+def fast_forward(params: dict, src: Array, src_len: Array, tgt: Array, *,
+                 cfg: model.Seq2SeqConfig) -> Array:
+    """`model.forward` (no dropout; one decoder layer, additive attention) rearranged for speed:
+    the encoder runs on `fused.run`; the embedding half of the decoder's input matmul, the
+    readout and the output layer run once for all steps outside the decoder scan, which keeps
+    only the recurrence and the attention. Returns logits float32[B, T, V]."""
+    if cfg.attention != "bahdanau" or cfg.dec_layers != 1 or cfg.reverse_source:
+        raise ValueError("fast_forward covers one-layer bahdanau decoders without source reversal")
+    cell = cells.get_cell(cfg.cell)
+    x = params["src_embed"][src]
+    finals = ()
+    for layer in params["encoder"]:
+        out, fwd = fused.run(cell, layer["fwd"], x, src_len)
+        finals = (fwd,)
+        if "bwd" in layer:
+            out_b, bwd = fused.run(cell, layer["bwd"], x, src_len, reverse=True)
+            out, finals = jnp.concatenate([out, out_b], axis=-1), (fwd, bwd)
+        x = out
+    context = jnp.concatenate([carry.h for carry in finals], axis=-1)
+    enc = model.Encoded(x, attention.precompute(params["attention"], cfg.attention, x), context,
+                        rnn.length_mask(src_len, src.shape[1]))
+    emb = params["tgt_embed"][model.shift_right(tgt)]
+    dec = params["decoder"][0]
+    emb_proj = emb @ dec["w_ih"][:cfg.tgt_embed] + dec["b_ih"]  # float32[B, T, G*H]
+    w_ctx = dec["w_ih"][cfg.tgt_embed:]
+
+    def body(carry, emb_proj_t):
+        ctx, _ = attention.attend(params["attention"], cfg.attention, carry.h, enc.keys,
+                                  enc.annotations, enc.mask)
+        carry, h = cell.step(dec, carry, emb_proj_t + ctx @ w_ctx)
+        return carry, (h, ctx)
+
+    carry0 = model.init_decoder_state(params, enc, cfg=cfg).carries[0]
+    _, (hs, ctxs) = jax.lax.scan(body, carry0, jnp.swapaxes(emb_proj, 0, 1))
+    features = jnp.concatenate([jnp.swapaxes(hs, 0, 1), jnp.swapaxes(ctxs, 0, 1), emb], axis=-1)
+    readout = jnp.tanh(features @ params["readout"]["w"] + params["readout"]["b"])
+    return model.output_logits(params, readout)
+
+
+def _train_step_fn(forward, cfg, opt):
+    def loss_fn(params, src, src_len, tgt, tgt_len):
+        logits = forward(params, src, src_len, tgt, cfg=cfg)
+        logp = model.token_log_probs(logits, tgt, tgt_len)
+        return -jnp.sum(logp) / jnp.sum(tgt_len)
+
+    def step(params, opt_state, src, src_len, tgt, tgt_len):
+        loss, grads = jax.value_and_grad(loss_fn)(params, src, src_len, tgt, tgt_len)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return step
+
+
+def _torch_seq2seq(torch, cfg: model.Seq2SeqConfig):
+    """The same model in PyTorch, written the usual way (time-major, `LSTMCell` loop)."""
+    nn = torch.nn
+
+    class Seq2Seq(nn.Module):
+        def __init__(self):
+            super().__init__()
+            E, He, Hd, A, V = cfg.src_embed, cfg.enc_hidden, cfg.dec_hidden, cfg.attn_dim, cfg.tgt_vocab
+            self.src_embed, self.tgt_embed = nn.Embedding(V, E), nn.Embedding(V, E)
+            self.encoder = nn.LSTM(E, He, bidirectional=True)
+            self.bridge_h, self.bridge_c = nn.Linear(2 * He, Hd), nn.Linear(2 * He, Hd)
+            self.key, self.query = nn.Linear(2 * He, A), nn.Linear(Hd, A, bias=False)
+            self.v = nn.Linear(A, 1, bias=False)
+            self.cell = nn.LSTMCell(E + 2 * He, Hd)
+            self.readout, self.out = nn.Linear(Hd + 2 * He + E, Hd), nn.Linear(Hd, V)
+
+        def forward(self, src, tgt_in):  # int64[S, B], int64[T, B]
+            ann, (h_n, _) = self.encoder(self.src_embed(src))
+            c = torch.cat([h_n[0], h_n[1]], dim=-1)
+            h, cell = torch.tanh(self.bridge_h(c)), torch.tanh(self.bridge_c(c))
+            keys, emb = self.key(ann), self.tgt_embed(tgt_in)
+            readouts = []
+            for t in range(tgt_in.shape[0]):
+                weights = torch.softmax(self.v(torch.tanh(keys + self.query(h))), dim=0)
+                ctx = (weights * ann).sum(0)
+                h, cell = self.cell(torch.cat([emb[t], ctx], dim=-1), (h, cell))
+                readouts.append(torch.tanh(self.readout(torch.cat([h, ctx, emb[t]], dim=-1))))
+            return self.out(torch.stack(readouts))
+
+    return Seq2Seq()
+
+
+def train_flops(cfg: model.Seq2SeqConfig, B: int, S: int, T: int) -> float:
+    """Matmul FLOPs of one training step (forward x 3), counting the attention's projections."""
+    E, He, Hd, A, V = cfg.src_embed, cfg.enc_hidden, cfg.dec_hidden, cfg.attn_dim, cfg.tgt_vocab
+    enc = 2 * (2 * B * S * (E + He) * 4 * He)
+    keys = 2 * B * S * 2 * He * A
+    per_step = (2 * B * Hd * A + 2 * B * S * A + 2 * 2 * B * S * 2 * He  # query, scores, context
+                + 2 * B * (E + 2 * He + Hd) * 4 * Hd  # decoder cell
+                + 2 * B * (Hd + 2 * He + E) * Hd + 2 * B * Hd * V)  # readout, output
+    return 3.0 * (enc + keys + T * per_step)
+
+
+def train_bench(sizes: Sizes, reps: int) -> list[dict]:
+    """`train_step` records: ours (as written and `fast_forward`) and the PyTorch model."""
+    B, S, T = sizes.train
+    cfg = train_config(sizes)
+    rng = np.random.default_rng(0)
+    src = jnp.asarray(rng.integers(4, cfg.src_vocab, (B, S)), jnp.int32)
+    tgt = jnp.asarray(rng.integers(4, cfg.tgt_vocab, (B, T)), jnp.int32)
+    src_len, tgt_len = jnp.full((B,), S, jnp.int32), jnp.full((B,), T, jnp.int32)
+    opt = optax.adam(1e-3)
+    cases = []
+    for impl, forward in (("s2s", model.forward), ("s2s_fast", fast_forward)):
+        params = model.init(cfg, key=jax.random.key(0))
+        state = [params, opt.init(params)]
+        step, secs = _compile(_train_step_fn(forward, cfg, opt), *state, src, src_len, tgt, tgt_len)
+
+        def run_step(step=step, state=state):
+            state[0], state[1], loss = step(*state, src, src_len, tgt, tgt_len)
+            jax.block_until_ready(loss)
+
+        cases.append(Case(impl, "fwd_bwd_adam", run_step, secs))
+    torch = _torch()
+    if torch is not None:
+        net = _torch_seq2seq(torch, cfg)
+        topt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        src_t = torch.as_tensor(np.asarray(src).T.copy(), dtype=torch.long)
+        tgt_t = torch.as_tensor(np.asarray(tgt).T.copy(), dtype=torch.long)
+        tgt_in = torch.cat([torch.ones_like(tgt_t[:1]), tgt_t[:-1]])
+
+        def torch_step():
+            topt.zero_grad(set_to_none=True)
+            logits = net(src_t, tgt_in)
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                     tgt_t.reshape(-1))
+            loss.backward()
+            topt.step()
+
+        cases.append(Case("torch", "fwd_bwd_adam", torch_step))
+    return _time_group("train_step", cases, shape=dict(B=B, T=T, I=cfg.src_embed, H=cfg.dec_hidden),
+                       tokens=B * T, flops=lambda mode: train_flops(cfg, B, S, T), reps=reps,
+                       peak_n=sizes.matmul)
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding: batched greedy and beam search against a one-sentence-at-a-time numpy decoder.
+
+
+def _np_lstm(p: dict, xs: np.ndarray, h: np.ndarray, c: np.ndarray, reverse: bool = False):
+    """One LSTM over one sentence `xs: [S, I]` in numpy; outputs [S, H] and the final (h, c)."""
+    hidden = h.shape[-1]
+    xp = xs @ p["w_ih"] + p["b_ih"] + p["b_hh"]
+    sig = lambda v: 1.0 / (1.0 + np.exp(-v))
+    outs = np.zeros((len(xs), hidden), np.float32)
+    for t in (reversed(range(len(xs))) if reverse else range(len(xs))):
+        g = xp[t] + h @ p["w_hh"]
+        i, f, gg, o = np.split(g, 4)
+        c = sig(f) * c + sig(i) * np.tanh(gg)
+        h = sig(o) * np.tanh(c)
+        outs[t] = h
+    return outs, h, c
+
+
+def numpy_greedy(params: dict, src: np.ndarray, *, cfg: model.Seq2SeqConfig, max_len: int) -> list[int]:
+    """Greedy decoding of ONE unpadded sentence `src: int[S]` in numpy (the way `g2p-en`
+    decodes), for the `train_config` architecture. Returns `y_1 .. y_n </s>`; like
+    `decoding.greedy`, <pad> and <s> are never chosen and </s> is forced at `max_len`."""
+    p = jax.tree.map(np.asarray, params)
+    x = p["src_embed"][src]
+    zeros = np.zeros(cfg.enc_hidden, np.float32)
+    for layer in p["encoder"]:
+        out_f, h_f, _ = _np_lstm(layer["fwd"], x, zeros, zeros)
+        out_b, h_b, _ = _np_lstm(layer["bwd"], x, zeros, zeros, reverse=True)
+        x = np.concatenate([out_f, out_b], axis=-1)
+    context = np.concatenate([h_f, h_b])
+    att, dec = p["attention"], p["decoder"][0]
+    keys = x @ att["w_key"] + att["b"]
+    h, c = (np.tanh(context @ b["w"] + b["b"]) for b in p["bridge"][0])
+    sig = lambda v: 1.0 / (1.0 + np.exp(-v))
+    y, out = model.BOS, []
+    for t in range(max_len):
+        emb = p["tgt_embed"][y]
+        scores = np.tanh(keys + h @ att["w_query"]) @ att["v"]
+        w = np.exp(scores - scores.max())
+        ctx = (w / w.sum()) @ x
+        g = np.concatenate([emb, ctx]) @ dec["w_ih"] + dec["b_ih"] + h @ dec["w_hh"] + dec["b_hh"]
+        i, f, gg, o = np.split(g, 4)
+        c = sig(f) * c + sig(i) * np.tanh(gg)
+        h = sig(o) * np.tanh(c)
+        readout = np.tanh(np.concatenate([h, ctx, emb]) @ p["readout"]["w"] + p["readout"]["b"])
+        logits = readout @ p["output"]["w"] + p["output"]["b"]
+        logits[[model.PAD, model.BOS]] = -np.inf
+        y = model.EOS if t == max_len - 1 else int(np.argmax(logits))
+        out.append(y)
+        if y == model.EOS:
+            break
+    return out
+
+
+def decode_bench(sizes: Sizes, reps: int, *, beam: int = 5) -> list[dict]:
+    """`decode` records: sentences per second of batched greedy and beam search, and of the
+    numpy decoder translating one sentence at a time (`vs_numpy`: ours over numpy's)."""
+    B, S, T = sizes.decode_batch, sizes.train[1], sizes.train[2]
+    cfg = train_config(sizes)
+    params = model.init(cfg, key=jax.random.key(0))
+    rng = np.random.default_rng(1)
+    src = jnp.asarray(rng.integers(4, cfg.src_vocab, (B, S)), jnp.int32)
+    src_len = jnp.full((B,), S, jnp.int32)
+    searches = {
+        "greedy": lambda p, s, n: decoding.greedy(p, s, n, cfg=cfg, max_len=T).tokens,
+        f"beam{beam}": lambda p, s, n: decoding.beam_search(p, s, n, cfg=cfg, max_len=T, beam=beam).tokens,
+    }
+    cases = []
+    for mode, search in searches.items():
+        compiled, secs = _compile(search, params, src, src_len)
+        cases.append(Case("s2s", mode, lambda c=compiled: jax.block_until_ready(c(params, src, src_len)), secs))
+    n_np = sizes.numpy_sentences
+    src_np = np.asarray(src)
+
+    def numpy_run():
+        for b in range(n_np):
+            numpy_greedy(params, src_np[b], cfg=cfg, max_len=T)
+
+    cases.append(Case("numpy", "greedy", numpy_run))
+    records = _time_group("decode", cases, shape=dict(B=B, T=T, I=cfg.src_embed, H=cfg.dec_hidden),
+                          tokens=0, flops=None, reps=reps, peak_n=sizes.matmul)
+    for r in records:  # the numpy case translates n_np sentences per call, ours B
+        sentences = n_np if r["impl"] == "numpy" else B
+        r["tokens_per_s"] = sentences * T / r["median_s"]  # every sentence runs T steps (see README)
+        r["sentences_per_s"] = sentences / r["median_s"]
+    numpy_rate = next(r["sentences_per_s"] for r in records if r["impl"] == "numpy")
+    for r in records:
+        r["vs_numpy"] = r["sentences_per_s"] / numpy_rate
+    return records
+
+
+# ----------------------------------------------------------------------------------------------
+# Cost against sequence length.
+
+
+def remat_run(cell: cells.Cell, params: dict, xs: Array) -> Array:
+    """`rnn.run` (all steps real, projection inside) with the scan body under `jax.checkpoint`:
+    the backward pass recomputes each step's gates instead of storing them."""
+    batch, steps, _ = xs.shape
+    mask = jnp.ones((steps, batch), bool)
+    body = jax.checkpoint(rnn._masked_step(cell, params, True))  # noqa: SLF001 (same package)
+    carry0 = cell.initial_carry(batch, params["w_hh"].shape[0], xs.dtype)
+    _, ys = jax.lax.scan(body, carry0, (jnp.swapaxes(xs, 0, 1), mask))
+    return jnp.swapaxes(ys, 0, 1)
+
+
+def length_bench(sizes: Sizes, reps: int) -> list[dict]:
+    """`length_scaling` records: an LSTM layer's forward+backward against T, with and without
+    rematerialisation, and the fused layer; `peak_bytes` from XLA's memory analysis."""
+    B, H = sizes.length_batch, sizes.length_hidden
+    cell = cells.LSTM
+    params = cell.init(jax.random.key(0), H, H)
+    impls = {
+        "s2s": lambda p, xs: rnn.run(cell, p, xs)[0],
+        "s2s_remat": lambda p, xs: remat_run(cell, p, xs),
+        "s2s_fused": lambda p, xs: fused.run(cell, p, xs)[0],
+    }
+    records = []
+    for T in sizes.lengths:
+        xs = jax.random.normal(jax.random.key(1), (B, T, H), jnp.float32)
+        cases = []
+        for impl, fwd in impls.items():
+            grad = jax.grad(lambda p, xs, f=fwd: jnp.sum(f(p, xs)), argnums=(0, 1))
+            compiled, secs = _compile(grad, params, xs)
+            mem = compiled.memory_analysis()
+            peak = getattr(mem, "peak_memory_in_bytes", 0) or mem.temp_size_in_bytes
+            cases.append(Case(impl, "fwd_bwd", lambda c=compiled, xs=xs: jax.block_until_ready(c(params, xs)),
+                              secs, {"peak_bytes": int(peak), "temp_bytes": int(mem.temp_size_in_bytes)}))
+        flops = 3 * 2.0 * B * T * 2 * H * 4 * H
+        group = _time_group("length_scaling", cases, shape=dict(B=B, T=T, I=H, H=H), tokens=B * T,
+                            flops=lambda mode, f=flops: f, reps=max(3, reps // 2), peak_n=sizes.matmul)
+        for r in group:
+            r["s_per_token"] = r["median_s"] / (B * T)
+        records += group
+    return records
+
+
+# ----------------------------------------------------------------------------------------------
+# Entry points.
+
+
+def run(quick: bool = False, *, sizes: Sizes | None = None, reps: int = 9,
+        torch_threads: int | None = None, log: Callable[[str], None] | None = None) -> list[dict]:
+    """Runs the benchmarks and returns one record per measurement (see `FIELDS`).
+
+    Args:
+      quick: only the LSTM layer at each of `sizes.layer_shapes`.
+      sizes: the sizes to run (`Sizes.toy()` for tests); None: the issue's sizes.
+      reps: timed repetitions per implementation (medians); length scaling uses half.
+      torch_threads: PyTorch's intra-op threads; None: every core (`os.cpu_count()`), as XLA uses.
+      log: called with a progress line before each group (e.g. `print` to stderr).
+    """
+    sizes = sizes or Sizes()
+    log = log or (lambda msg: None)
+    torch = _torch()
+    if torch is not None:
+        torch.set_num_threads(torch_threads or os.cpu_count() or 1)
+    groups = [("matmul_peak", lambda: matmul_peak(sizes, reps)),
+              ("lstm_layer", lambda: layer_bench("lstm", sizes, reps))]
+    if not quick:
+        groups += [("gru_layer", lambda: layer_bench("gru", sizes, reps)),
+                   ("train_step", lambda: train_bench(sizes, reps)),
+                   ("decode", lambda: decode_bench(sizes, reps)),
+                   ("length_scaling", lambda: length_bench(sizes, reps))]
+    records = []
+    for name, bench in groups:
+        log(f"bench: {name} ...")
+        records += bench()
+    return records
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    torch = _torch()
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "jax": jax.__version__,
+            "backend": jax.default_backend(), "torch": torch.__version__ if torch else None,
+            "torch_threads": torch.get_num_threads() if torch else None,
+            "load_avg_1m": os.getloadavg()[0]}
+
+
+def _fmt(value, digits=3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isfinite(value) and abs(value) >= 1e4:
+            return f"{value:.3g}"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def table(records: Sequence[dict]) -> str:
+    """Records as an aligned text table."""
+    cols = ["bench", "impl", "mode", "B", "T", "I", "H", "median_s", "tokens_per_s",
+            "gflops_per_s", "frac_of_peak", "vs_torch", "vs_numpy", "peak_bytes", "compile_s"]
+    rows = [cols] + [[_fmt(r.get(c)) for c in cols] for r in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`s2s bench [--quick] [--json] [--reps N]`."""
+    parser = argparse.ArgumentParser(prog="s2s bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="only the two LSTM layer shapes")
+    parser.add_argument("--json", action="store_true", help="print a JSON list of records")
+    parser.add_argument("--reps", type=int, default=9, help="timed repetitions (medians)")
+    args = parser.parse_args(argv)
+    if args.reps < 1:
+        parser.error("--reps must be at least 1")
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)
+    log(f"machine: {json.dumps(machine())}")
+    start = time.perf_counter()
+    records = run(args.quick, reps=args.reps, log=log)
+    log(f"total {time.perf_counter() - start:.0f} s; load average now {os.getloadavg()[0]:.2f}")
+    print(json.dumps(records, indent=1) if args.json else table(records))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
