@@ -38,7 +38,10 @@ SUPPORTED = ("lstm", "gru")
 
 
 def _lstm_fwd_step(p, carry: LSTMCarry, xp: Array, keep: Array, save: bool):
-    gates = xp + carry.h @ p["w_hh"]
+    if "w_cat" in p:  # projection inside: one matmul of [x_t, h] by [w_ih; w_hh]
+        gates = jnp.concatenate([xp, carry.h], axis=-1) @ p["w_cat"] + p["b"]
+    else:
+        gates = xp + carry.h @ p["w_hh"]
     hidden = carry.h.shape[-1]
     i = jax.nn.sigmoid(gates[:, :hidden])
     f = jax.nn.sigmoid(gates[:, hidden:2 * hidden])
@@ -114,12 +117,16 @@ def _input_bias(name: str, params: dict) -> Array:
 def _scan_forward(name, reverse, unroll, inside, params, xs, mask, carry0, save):
     fwd_step = _lstm_fwd_step if name == "lstm" else _gru_fwd_step
     bias = _input_bias(name, params)
+    if inside and name == "lstm":
+        step_params = {"w_cat": jnp.concatenate([params["w_ih"], params["w_hh"]]), "b": bias}
+    else:
+        step_params = params
     inputs = xs if inside else xs @ params["w_ih"] + bias
 
     def body(carry, inp):
         x_t, m_t = inp
-        xp = x_t @ params["w_ih"] + bias if inside else x_t
-        new, y, res = fwd_step(params, carry, xp, m_t[:, None], save)
+        xp = x_t @ params["w_ih"] + bias if inside and name != "lstm" else x_t
+        new, y, res = fwd_step(step_params, carry, xp, m_t[:, None], save)
         return new, (y, res)
 
     carry, (ys, res) = jax.lax.scan(body, carry0, (inputs, mask), reverse=reverse, unroll=unroll)
@@ -160,9 +167,14 @@ def _layer_bwd(name, reverse, unroll, inside, saved, cotangents):
     # The weight gradients: one matmul each over all T*B rows.
     contract = lambda a, b: jnp.einsum("tbi,tbg->ig", a, b)
     db_ih = jnp.sum(dinp, axis=(0, 1))
+    if name == "lstm":  # one matmul for both weights: [x_t, h_{t-1}]^T dg_t
+        w_cat = contract(jnp.concatenate([xs, h_prev], axis=-1), dinp)
+        dw_ih, dw_hh = w_cat[:xs.shape[-1]], w_cat[xs.shape[-1]:]
+    else:
+        dw_ih, dw_hh = contract(xs, dinp), contract(h_prev, dhid)
     grads = {
-        "w_ih": contract(xs, dinp),
-        "w_hh": contract(h_prev, dhid),
+        "w_ih": dw_ih,
+        "w_hh": dw_hh,
         "b_ih": db_ih,
         "b_hh": db_ih if name == "lstm" else jnp.sum(dhid, axis=(0, 1)),
     }
