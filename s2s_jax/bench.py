@@ -570,18 +570,19 @@ def table(records: Sequence[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`s2s bench [--quick] [--json] [--reps N]`."""
+    """`s2s bench [--quick] [--json] [--reps N] [--toy]`; returns the exit status."""
     parser = argparse.ArgumentParser(prog="s2s bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="only the two LSTM layer shapes")
     parser.add_argument("--json", action="store_true", help="print a JSON list of records")
     parser.add_argument("--reps", type=int, default=9, help="timed repetitions (medians)")
+    parser.add_argument("--toy", action="store_true", help="tiny sizes: a smoke test, not a benchmark")
     args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error("--reps must be at least 1")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     log(f"machine: {json.dumps(machine())}")
     start = time.perf_counter()
-    records = run(args.quick, reps=args.reps, log=log)
+    records = run(args.quick, sizes=Sizes.toy() if args.toy else None, reps=args.reps, log=log)
     log(f"total {time.perf_counter() - start:.0f} s; load average now {os.getloadavg()[0]:.2f}")
     print(json.dumps(records, indent=1) if args.json else table(records))
     return 0

@@ -29,9 +29,10 @@ def loss(run_fn, cell, p, xs, carry0, lengths, **kw):
 @pytest.mark.parametrize("name", ["lstm", "gru"])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("projection", ["inside", "outside"])
-@pytest.mark.parametrize("lengths", [LENGTHS, None], ids=["masked", "full"])
-def test_values_and_gradients_equal_rnn_run(name, reverse, projection, lengths, maybe_jit):
+def test_values_and_gradients_equal_rnn_run(name, reverse, projection, maybe_jit):
     cell, p, xs, carry0 = setup(name)
+    full = projection == "outside" and not reverse  # one case without padding, three with
+    lengths = None if full else LENGTHS
     kw = dict(reverse=reverse, projection=projection)
     grad = lambda fn: jax.value_and_grad(
         lambda p, xs, c0: loss(fn, cell, p, xs, c0, lengths, **kw), argnums=(0, 1, 2))

@@ -1,0 +1,170 @@
+"""Run configuration: `TrainConfig`, experiment files and `--set key=value` overrides.
+
+An experiment is a TOML file with a `[model]` table (fields of `model.Seq2SeqConfig`), a
+`[train]` table (fields of `TrainConfig`) and optionally `[smoke.model]` / `[smoke.train]`
+overrides for a tiny variant that the tests run. Keys given with `--set` may be qualified
+(`model.cell=lstm`, `train.steps=100`) or bare when the name is unique (`cell=lstm`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import typing
+from pathlib import Path
+
+from s2s_jax.errors import ConfigError
+from s2s_jax.model import Seq2SeqConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to train: data, optimisation, evaluation. Defaults train the default task well."""
+
+    task: str = "numbers-en-fr"  # a built-in task (s2s tasks), unless train_file is given
+    train_file: str = ""  # TSV source<TAB>target; with valid_file, replaces the task
+    valid_file: str = ""
+    test_file: str = ""
+    src_vocab_kind: str = ""  # char | word | sentencepiece; "" = the task's (char for TSV)
+    tgt_vocab_kind: str = ""
+    vocab_size: int = 8000  # largest word vocabulary / sentencepiece size
+    max_src_len: int = 64  # longer training pairs are dropped (and counted); longer inputs refused
+    max_tgt_len: int = 64  # counting </s>
+    buckets: int = 4  # padded lengths per side: few shapes, few compilations
+    batch_size: int = 64  # global batch, split across devices
+    steps: int = 2000
+    seed: int = 0  # parameters, data order and dropout
+    optimizer: str = "adam"  # adam | adamw
+    learning_rate: float = 3e-3
+    warmup_steps: int = 200
+    schedule: str = "cosine"  # constant | cosine | rsqrt (after the linear warmup)
+    weight_decay: float = 0.0  # adamw only
+    clip_norm: float = 1.0  # clip gradients by global norm; 0 = off
+    label_smoothing: float = 0.0
+    eval_every: int = 500  # validate (loss + task metric) and checkpoint every N steps
+    eval_examples: int = 1000  # validation pairs decoded at each evaluation
+    eval_beam: int = 1  # 1 = greedy
+    patience: int = 0  # stop after this many evaluations without improvement; 0 = never
+    log_every: int = 100
+    max_len_ratio: float = 2.0  # decoding cap per sentence: ratio * source length + offset
+    max_len_offset: int = 10
+    parallel: str = "auto"  # auto | shard_map | pmap | none
+
+    def __post_init__(self):
+        choices = {"optimizer": ("adam", "adamw"), "schedule": ("constant", "cosine", "rsqrt"),
+                   "parallel": ("auto", "shard_map", "pmap", "none")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
+        for name in ("max_src_len", "max_tgt_len", "buckets", "batch_size", "eval_every",
+                     "eval_examples", "eval_beam", "log_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps < 0 or self.patience < 0 or self.warmup_steps < 0:
+            raise ConfigError("steps, patience and warmup_steps must be >= 0")
+        if bool(self.train_file) != bool(self.valid_file):
+            raise ConfigError("give both --train and --valid files, or neither")
+
+
+SECTIONS = {"model": Seq2SeqConfig, "train": TrainConfig}
+
+
+def _fields(cls) -> dict[str, type]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _parse(value: str, kind) -> object:
+    """A `--set` string as the field's type."""
+    if kind is bool:
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("expected true or false")
+    if kind in (int, float, str):
+        return kind(value)
+    return None if value.lower() in ("none", "") else value  # str | None
+
+
+def resolve_key(key: str) -> tuple[str, str]:
+    """`"cell"` or `"model.cell"` -> `("model", "cell")`; a clear error for unknown keys."""
+    section, _, name = key.rpartition(".")
+    owners = [s for s in SECTIONS if (not section or s == section) and name in _fields(SECTIONS[s])]
+    if len(owners) == 1:
+        return owners[0], name
+    if len(owners) > 1:
+        raise ConfigError(f"{key!r} is ambiguous: write {' or '.join(f'{s}.{name}' for s in owners)}")
+    known = [f"{s}.{n}" for s in SECTIONS for n in _fields(SECTIONS[s])]
+    close = difflib.get_close_matches(key, known + [k.split('.')[1] for k in known], n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see `s2s train --help-config`"
+    raise ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict]:
+    """`["cell=lstm", "train.steps=100"]` -> `{"model": {"cell": "lstm"}, "train": {"steps": 100}}`."""
+    out: dict[str, dict] = {s: {} for s in SECTIONS}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: write key=value")
+        section, name = resolve_key(key.strip())
+        kind = _fields(SECTIONS[section])[name]
+        try:
+            out[section][name] = _parse(value.strip(), kind)
+        except ValueError as e:
+            raise ConfigError(f"--set {item!r}: {e}") from None
+    return out
+
+
+def load_file(path: str | Path, *, smoke: bool = False) -> dict[str, dict]:
+    """An experiment TOML as `{"model": {...}, "train": {...}}` (smoke overrides applied)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no such config file: {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    out = {s: dict(data.get(s, {})) for s in SECTIONS}
+    if smoke:
+        for s in SECTIONS:
+            out[s].update(data.get("smoke", {}).get(s, {}))
+    unknown = set(data) - set(SECTIONS) - {"smoke"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown table(s) {sorted(unknown)}; use [model] and [train]")
+    for s, values in out.items():
+        for name in values:
+            resolve_key(f"{s}.{name}")
+    return out
+
+
+def merge(*layers: dict[str, dict]) -> dict[str, dict]:
+    out = {s: {} for s in SECTIONS}
+    for layer in layers:
+        for s in SECTIONS:
+            out[s].update(layer.get(s, {}))
+    return out
+
+
+def build(values: dict[str, dict]) -> tuple[Seq2SeqConfig, TrainConfig]:
+    """Config objects from plain values (validated by their constructors)."""
+    try:
+        return Seq2SeqConfig(**values.get("model", {})), TrainConfig(**values.get("train", {}))
+    except TypeError as e:
+        raise ConfigError(f"bad config: {e}") from None
+
+
+def to_dict(model_cfg: Seq2SeqConfig, train_cfg: TrainConfig) -> dict[str, dict]:
+    return {"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg)}
+
+
+# What `s2s train` uses when no --config is given: tuned on the default task (numbers-en-fr),
+# a bidirectional GRU encoder with additive attention (Bahdanau 2015).
+DEFAULTS: dict[str, dict] = {
+    "model": {"cell": "gru", "bidirectional": True, "attention": "bahdanau", "context": "init",
+              "src_embed": 64, "tgt_embed": 64, "enc_hidden": 128, "dec_hidden": 256,
+              "attn_dim": 128},
+    "train": {},
+}

@@ -1,0 +1,40 @@
+"""Where training metrics go: JSON lines and TensorBoard events in the workdir."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jax
+
+
+class MetricsWriter:
+    """Appends `{"step", "split", "time", **values}` lines to DIR/metrics.jsonl and the same
+    scalars to TensorBoard (DIR/tb). Only process 0 writes; elsewhere it does nothing."""
+
+    def __init__(self, workdir: str | Path):
+        self._enabled = jax.process_index() == 0
+        self._file = self._tb = None
+        if self._enabled:
+            workdir = Path(workdir)
+            workdir.mkdir(parents=True, exist_ok=True)
+            self._file = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+            from tensorboardX import SummaryWriter  # heavy import, only where it writes
+
+            self._tb = SummaryWriter(str(workdir / "tb"))
+
+    def write(self, step: int, split: str, values: dict) -> None:
+        if not self._enabled:
+            return
+        values = {k: float(v) for k, v in values.items()}
+        record = {"step": int(step), "split": split, "time": round(time.time(), 3), **values}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        for name, value in values.items():
+            self._tb.add_scalar(f"{split}/{name}", value, int(step))
+
+    def close(self) -> None:
+        if self._enabled:
+            self._file.close()
+            self._tb.close()

@@ -1,0 +1,138 @@
+"""Strings in, strings out: a trained model with its vocabularies and length limits.
+
+Sentences are batched into a few padded shapes (the training buckets, and batch sizes that are
+powers of two), so the jitted decoders compile once per shape and are reused across calls and
+across `Translator`s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from s2s_jax import decoding, model, workdir as wd
+from s2s_jax.data import Vocab, bucket_lengths, pad_batch
+from s2s_jax.errors import DataError
+
+_greedy = jax.jit(decoding.greedy, static_argnames=("cfg", "max_len"))
+_beam = jax.jit(decoding.beam_search, static_argnames=("cfg", "max_len", "beam", "alpha"))
+_log_prob = jax.jit(model.log_prob, static_argnames=("cfg",))
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Lengths a model accepts and produces (from its `TrainConfig`)."""
+
+    max_src_len: int = 64
+    max_tgt_len: int = 64  # counting </s>
+    buckets: int = 4
+    max_len_ratio: float = 2.0  # output cap: ratio * source length + offset
+    max_len_offset: int = 10
+    batch_size: int = 64
+
+
+class Translator:
+    """Translates and scores with one model. Build with `from_workdir` or from parts."""
+
+    def __init__(self, params, cfg: model.Seq2SeqConfig, src_vocab: Vocab, tgt_vocab: Vocab,
+                 limits: Limits = Limits()):
+        self.params, self.cfg, self.limits = params, cfg, limits
+        self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
+        self._src_buckets = bucket_lengths(limits.max_src_len, limits.buckets)
+        self._tgt_buckets = bucket_lengths(limits.max_tgt_len, limits.buckets)
+
+    @classmethod
+    def from_workdir(cls, path: str | Path, *, which: str = "best") -> "Translator":
+        """Loads the `which` ("best" or "latest") checkpoint of a training workdir."""
+        run = wd.load(path)
+        params = wd.restore_params(path, run.model_cfg, run.train_cfg, which=which)
+        t = run.train_cfg
+        limits = Limits(t.max_src_len, t.max_tgt_len, t.buckets, t.max_len_ratio,
+                        t.max_len_offset, t.batch_size)
+        return cls(params, run.model_cfg, run.src_vocab, run.tgt_vocab, limits)
+
+    # -------------------------------------------------------------------------------- helpers
+
+    def _encode_sources(self, texts: Sequence[str]) -> list[list[int]]:
+        ids = [self.src_vocab.encode(t) for t in texts]
+        for i, s in enumerate(ids):
+            if len(s) > self.limits.max_src_len:
+                raise DataError(f"input {i + 1} has {len(s)} tokens; this model reads at most "
+                                f"{self.limits.max_src_len} (max_src_len): split it")
+        return ids
+
+    def _chunks(self, n: int):
+        """(start, stop, padded batch size) covering n items with few distinct batch sizes."""
+        b = self.limits.batch_size
+        for start in range(0, n, b):
+            rows = min(b, n - start)
+            yield start, start + rows, min(b, 1 << (rows - 1).bit_length())
+
+    def _batch(self, examples, rows: int):
+        return pad_batch(examples, batch_size=rows, src_buckets=self._src_buckets,
+                         tgt_buckets=self._tgt_buckets)
+
+    def _caps(self, src_len: np.ndarray) -> np.ndarray:
+        cap = np.floor(self.limits.max_len_ratio * src_len) + self.limits.max_len_offset
+        return np.clip(cap, 1, self.limits.max_tgt_len).astype(np.int32)
+
+    # ------------------------------------------------------------------------------ public API
+
+    def translate(self, texts: Sequence[str], *, beam: int = 1, n_best: int = 1,
+                  alpha: float = 0.6) -> list:
+        """Translates `texts`.
+
+        Args:
+          texts: source sentences; an empty one gives an empty translation.
+          beam: 1 for greedy search, K > 1 for beam search of width K.
+          n_best: hypotheses per sentence (<= beam).
+          alpha: beam search length normalisation.
+
+        Returns:
+          With n_best == 1, one string per input; otherwise, per input, a list of
+          (translation, log P) pairs, best first.
+        """
+        if beam < 1 or not 1 <= n_best <= beam:
+            raise DataError(f"need beam >= 1 and 1 <= n_best <= beam (got beam={beam}, "
+                            f"n_best={n_best})")
+        ids = self._encode_sources(texts)
+        out: list = [None] * len(texts)
+        for start, stop, rows in self._chunks(len(texts)):
+            b = self._batch([(s, []) for s in ids[start:stop]], rows)
+            src, src_len, cap = jnp.asarray(b.src), jnp.asarray(b.src_len), self._caps(b.src_len)
+            if beam == 1:
+                d = _greedy(self.params, src, src_len, cfg=self.cfg,
+                            max_len=self.limits.max_tgt_len, cap=cap)
+                toks, scores = np.asarray(d.tokens)[:, None], np.asarray(d.scores)[:, None]
+            else:
+                d = _beam(self.params, src, src_len, cfg=self.cfg, max_len=self.limits.max_tgt_len,
+                          beam=beam, alpha=alpha, cap=cap)
+                toks, scores = np.asarray(d.tokens), np.asarray(d.scores)
+            for r in range(stop - start):
+                hyps = [(self.tgt_vocab.decode(toks[r, j]), float(scores[r, j]))
+                        for j in range(n_best)]
+                out[start + r] = hyps[0][0] if n_best == 1 else hyps
+        for i, s in enumerate(ids):
+            if not s:  # nothing to translate
+                out[i] = "" if n_best == 1 else [("", 0.0)]
+        return out
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """`log P(target | source)` of each (source, target) pair (natural log, </s> included)."""
+        ids = self._encode_sources([s for s, _ in pairs])
+        tgts = [self.tgt_vocab.encode(t) for _, t in pairs]
+        for i, t in enumerate(tgts):
+            if len(t) + 1 > self.limits.max_tgt_len:
+                raise DataError(f"target {i + 1} has {len(t)} tokens; this model writes at most "
+                                f"{self.limits.max_tgt_len - 1} (max_tgt_len - 1)")
+        out: list[float] = []
+        for start, stop, rows in self._chunks(len(pairs)):
+            b = self._batch(list(zip(ids[start:stop], tgts[start:stop])), rows)
+            lp = _log_prob(self.params, *map(jnp.asarray, b), cfg=self.cfg)
+            out.extend(float(x) for x in np.asarray(lp)[: stop - start])
+        return out

@@ -1,0 +1,108 @@
+"""The benchmark harness at toy sizes: record fields, and its peers checked against our model."""
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from s2s_jax import bench, decoding, model
+
+SIZES = bench.Sizes.toy()
+
+
+def test_quick_json_run_has_finite_fields(capsys):
+    assert bench.main(["--quick", "--json", "--toy", "--reps", "1"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert {r["bench"] for r in records} == {"matmul_peak", "lstm_layer"}
+    layer = [r for r in records if r["bench"] == "lstm_layer"]
+    impls = {r["impl"] for r in layer}
+    assert {"s2s", "s2s_fused", "flax"} <= impls
+    has_torch = bench._torch() is not None
+    assert ("torch" in impls) == has_torch
+    assert {r["mode"] for r in layer} == {"fwd", "fwd_bwd"}
+    for r in layer:
+        assert set(bench.FIELDS) <= set(r)
+        assert (r["B"], r["T"], r["I"], r["H"]) == SIZES.layer_shapes[0]
+        numbers = ["median_s", "tokens_per_s", "gflops_per_s", "frac_of_peak"]
+        numbers += ["vs_torch"] if has_torch else []
+        numbers += [] if r["impl"] == "torch" else ["compile_s"]
+        for field in numbers:
+            assert math.isfinite(r[field]) and r[field] > 0, (r["impl"], field, r[field])
+        assert r["tokens_per_s"] == pytest.approx(r["B"] * r["T"] / r["median_s"])
+        assert r["vs_torch"] is None or r["impl"] != "torch" or r["vs_torch"] == 1.0
+
+
+def test_table_shows_every_record():
+    records = [{"bench": "lstm_layer", "impl": "s2s", "mode": "fwd", "B": 2, "median_s": 0.5,
+                "vs_torch": None}]
+    lines = bench.table(records).splitlines()
+    assert len(lines) == 2 and "lstm_layer" in lines[1] and "0.5" in lines[1]
+
+
+def test_round_robin_medians():
+    calls = []
+    med = bench.round_robin({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3)
+    assert calls == ["a", "b"] * 4  # one warm-up, then alternating
+    assert set(med) == {"a", "b"} and all(v >= 0 for v in med.values())
+
+
+def _toy_model(seed=0):
+    cfg = bench.train_config(SIZES)
+    params = model.init(cfg, key=jax.random.key(seed))
+    rng = np.random.default_rng(seed)
+    src = jnp.asarray(rng.integers(4, cfg.src_vocab, (3, 6)), jnp.int32)
+    tgt = jnp.asarray(rng.integers(4, cfg.tgt_vocab, (3, 5)), jnp.int32)
+    return cfg, params, src, tgt
+
+
+def test_numpy_greedy_decoder_equals_batched_greedy():
+    cfg, params, src, _ = _toy_model()
+    src_len = jnp.array([6, 4, 2])
+    got = jax.jit(lambda p, s, n: decoding.greedy(p, s, n, cfg=cfg, max_len=7))(params, src, src_len)
+    for b, n in enumerate(src_len.tolist()):
+        want = bench.numpy_greedy(params, np.asarray(src[b, :n]), cfg=cfg, max_len=7)
+        assert got.tokens[b, :got.lengths[b]].tolist() == want
+
+
+def test_fast_forward_equals_model_forward():
+    cfg, params, src, tgt = _toy_model(1)
+    src_len = jnp.array([6, 3, 1])
+
+    def loss(fwd, p):
+        return jnp.sum(jnp.sin(fwd(p, src, src_len, tgt, cfg=cfg)))
+
+    got = jax.jit(jax.value_and_grad(lambda p: loss(bench.fast_forward, p)))(params)
+    want = jax.jit(jax.value_and_grad(lambda p: loss(model.forward, p)))(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5), got, want)
+
+
+def test_torch_model_is_the_same_model():
+    """With our weights copied in, the PyTorch peer computes our logits."""
+    torch = pytest.importorskip("torch")
+    cfg, params, src, tgt = _toy_model(2)
+    net = bench._torch_seq2seq(torch, cfg)
+    p = jax.tree.map(lambda x: torch.as_tensor(np.array(x)), params)
+    enc, dec, att = p["encoder"][0], p["decoder"][0], p["attention"]
+    weights = {"src_embed.weight": p["src_embed"], "tgt_embed.weight": p["tgt_embed"],
+               "key.weight": att["w_key"].T, "key.bias": att["b"], "query.weight": att["w_query"].T,
+               "v.weight": att["v"][None], "readout.weight": p["readout"]["w"].T,
+               "readout.bias": p["readout"]["b"], "out.weight": p["output"]["w"].T,
+               "out.bias": p["output"]["b"]}
+    for name, bridge in zip(("bridge_h", "bridge_c"), p["bridge"][0]):
+        weights |= {f"{name}.weight": bridge["w"].T, f"{name}.bias": bridge["b"]}
+    for ours, theirs in (("w_ih", "weight_ih"), ("w_hh", "weight_hh"), ("b_ih", "bias_ih"),
+                         ("b_hh", "bias_hh")):
+        transpose = (lambda x: x.T) if ours.startswith("w") else (lambda x: x)
+        weights[f"encoder.{theirs}_l0"] = transpose(enc["fwd"][ours])
+        weights[f"encoder.{theirs}_l0_reverse"] = transpose(enc["bwd"][ours])
+        weights[f"cell.{theirs}"] = transpose(dec[ours])
+    net.load_state_dict({k: v.contiguous() for k, v in weights.items()})
+    tgt_in = model.shift_right(tgt)
+    as_long = lambda x: torch.as_tensor(np.asarray(x).T.copy(), dtype=torch.long)
+    with torch.no_grad():
+        got = net(as_long(src), as_long(tgt_in)).numpy().transpose(1, 0, 2)
+    want = model.forward(params, src, jnp.full((3,), 6), tgt, cfg=cfg)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
