@@ -76,10 +76,10 @@ def _torch():
     return torch
 
 
-def _compile(fn: Callable, *args) -> tuple[Callable, float]:
-    """`jit(fn)` compiled for `args`, and the compile time in seconds."""
+def _compile(fn: Callable, *args, **jit_kw) -> tuple[Callable, float]:
+    """`jit(fn, **jit_kw)` compiled for `args`, and the compile time in seconds."""
     start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
+    compiled = jax.jit(fn, **jit_kw).lower(*args).compile()
     return compiled, time.perf_counter() - start
 
 
@@ -232,13 +232,14 @@ def train_config(sizes: Sizes) -> model.Seq2SeqConfig:
 
 def fast_forward(params: dict, src: Array, src_len: Array, tgt: Array, *,
                  cfg: model.Seq2SeqConfig) -> Array:
-    """`model.forward` (no dropout; one decoder layer, additive attention) rearranged for speed:
-    the encoder runs on `fused.run`; the embedding half of the decoder's input matmul, the
-    readout and the output layer run once for all steps outside the decoder scan, which keeps
-    only the recurrence and the attention. Returns logits float32[B, T, V]."""
-    if cfg.attention != "bahdanau" or cfg.dec_layers != 1 or cfg.reverse_source:
-        raise ValueError("fast_forward covers one-layer bahdanau decoders without source reversal")
-    cell = cells.get_cell(cfg.cell)
+    """`model.forward` (no dropout; one LSTM decoder layer, additive attention) rearranged for
+    speed: the encoder runs on `fused.run`; the embedding half of the decoder's input matmul,
+    the readout and the output layer run once for all steps outside the decoder scan; the scan,
+    left with the attention and the recurrence, is a `fused.scan_hoisted` whose weight gradient
+    is one matmul after the reverse scan. Returns logits float32[B, T, V]."""
+    if (cfg.cell, cfg.attention, cfg.dec_layers, cfg.reverse_source) != ("lstm", "bahdanau", 1, False):
+        raise ValueError("fast_forward covers one-layer LSTM bahdanau decoders without source reversal")
+    cell = cells.LSTM
     x = params["src_embed"][src]
     finals = ()
     for layer in params["encoder"]:
@@ -253,17 +254,24 @@ def fast_forward(params: dict, src: Array, src_len: Array, tgt: Array, *,
                         rnn.length_mask(src_len, src.shape[1]))
     emb = params["tgt_embed"][model.shift_right(tgt)]
     dec = params["decoder"][0]
-    emb_proj = emb @ dec["w_ih"][:cfg.tgt_embed] + dec["b_ih"]  # float32[B, T, G*H]
-    w_ctx = dec["w_ih"][cfg.tgt_embed:]
+    emb_proj = emb @ dec["w_ih"][:cfg.tgt_embed] + dec["b_ih"]  # float32[B, T, 4H]
+    w = jnp.concatenate([dec["w_ih"][cfg.tgt_embed:], dec["w_hh"]])  # [ctx, h] -> gates
+    theta = {"attention": params["attention"], "keys": enc.keys, "annotations": enc.annotations}
 
-    def body(carry, emb_proj_t):
-        ctx, _ = attention.attend(params["attention"], cfg.attention, carry.h, enc.keys,
-                                  enc.annotations, enc.mask)
-        carry, h = cell.step(dec, carry, emb_proj_t + ctx @ w_ctx)
-        return carry, (h, ctx)
+    def pre(th, consts, carry, emb_proj_t):  # the matmul input [ctx_t, h_{t-1}]
+        ctx, _ = attention.attend(th["attention"], "bahdanau", carry.h, th["keys"],
+                                  th["annotations"], consts)
+        return jnp.concatenate([ctx, carry.h], axis=-1)
+
+    def post(th, consts, carry, emb_proj_t, u, gates):
+        i, f, g, o = jnp.split(gates + emb_proj_t, 4, axis=-1)
+        c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return cells.LSTMCarry(h, c), (h, u[:, :cfg.enc_out])
 
     carry0 = model.init_decoder_state(params, enc, cfg=cfg).carries[0]
-    _, (hs, ctxs) = jax.lax.scan(body, carry0, jnp.swapaxes(emb_proj, 0, 1))
+    _, (hs, ctxs) = fused.scan_hoisted(pre, post, w, dec["b_hh"], theta, enc.mask, carry0,
+                                       jnp.swapaxes(emb_proj, 0, 1))
     features = jnp.concatenate([jnp.swapaxes(hs, 0, 1), jnp.swapaxes(ctxs, 0, 1), emb], axis=-1)
     readout = jnp.tanh(features @ params["readout"]["w"] + params["readout"]["b"])
     return model.output_logits(params, readout)
@@ -339,7 +347,8 @@ def train_bench(sizes: Sizes, reps: int) -> list[dict]:
     for impl, forward in (("s2s", model.forward), ("s2s_fast", fast_forward)):
         params = model.init(cfg, key=jax.random.key(0))
         state = [params, opt.init(params)]
-        step, secs = _compile(_train_step_fn(forward, cfg, opt), *state, src, src_len, tgt, tgt_len)
+        step, secs = _compile(_train_step_fn(forward, cfg, opt), *state, src, src_len, tgt, tgt_len,
+                              donate_argnums=(0, 1))
 
         def run_step(step=step, state=state):
             state[0], state[1], loss = step(*state, src, src_len, tgt, tgt_len)

@@ -98,7 +98,7 @@ def resolve_key(key: str) -> tuple[str, str]:
         raise ConfigError(f"{key!r} is ambiguous: write {' or '.join(f'{s}.{name}' for s in owners)}")
     known = [f"{s}.{n}" for s in SECTIONS for n in _fields(SECTIONS[s])]
     close = difflib.get_close_matches(key, known + [k.split('.')[1] for k in known], n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else "; see `s2s train --help-config`"
+    hint = f"; did you mean {', '.join(close)}?" if close else "; `s2s config` lists the keys"
     raise ConfigError(f"unknown config key {key!r}{hint}")
 
 

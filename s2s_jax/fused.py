@@ -229,3 +229,68 @@ def run(
     ys, carry = _layer(cell.name, reverse, unroll, projection == "inside", params,
                        jnp.swapaxes(xs, 0, 1), mask, initial_carry)
     return jnp.swapaxes(ys, 0, 1), carry
+
+
+# ----------------------------------------------------------------------------------------------
+# The same idea for any recurrence with one big weight matmul per step (e.g. an attention decoder).
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 8))
+def scan_hoisted(pre, post, w, b, theta, consts, carry0, xs, unroll=1):
+    """`lax.scan` of a step with one large matmul, whose weight gradient is hoisted out of the
+    reverse scan: one `[K, T*B] x [T*B, G]` matmul after it instead of T small accumulations.
+
+    Each step computes `u = pre(theta, consts, carry, x_t)` (float32[B, K]), then
+    `carry, y_t = post(theta, consts, carry, x_t, u, u @ w + b)`. Gradients flow to `w`, `b`,
+    `theta`, `carry0` and `xs` (not `consts`: masks and other non-differentiable data). The
+    backward pass recomputes `pre` and `post` per step (their own small parameters in `theta`
+    still accumulate per step). Pure functions only: `pre` and `post` must not close over
+    traced arrays (pass them in `theta` or `consts`).
+
+    Returns (final carry, ys stacked on a leading time axis), like `lax.scan`.
+    """
+
+    def body(carry, x_t):
+        u = pre(theta, consts, carry, x_t)
+        return post(theta, consts, carry, x_t, u, u @ w + b)
+
+    return jax.lax.scan(body, carry0, xs, unroll=unroll)
+
+
+def _hoisted_fwd(pre, post, w, b, theta, consts, carry0, xs, unroll):
+    def body(carry, x_t):
+        u = pre(theta, consts, carry, x_t)
+        gates = u @ w + b
+        new, y = post(theta, consts, carry, x_t, u, gates)
+        return new, (y, (carry, u, gates))
+
+    carry, (ys, res) = jax.lax.scan(body, carry0, xs, unroll=unroll)
+    return (carry, ys), (w, theta, consts, xs, res)
+
+
+def _hoisted_bwd(pre, post, unroll, saved, cotangents):
+    w, theta, consts, xs, (carries, us, gates) = saved
+    dcarry_last, dys = cotangents
+    w_t = w.T
+    add = lambda *trees: jax.tree.map(lambda *leaves: sum(leaves), *trees)
+
+    def body(acc, inp):
+        dcarry, dtheta = acc
+        carry, x_t, u, g, dy = inp
+        _, post_vjp = jax.vjp(lambda th, c, x, u, g: post(th, consts, c, x, u, g),
+                              theta, carry, x_t, u, g)
+        dth_post, dc_post, dx_post, du_post, dg = post_vjp((dcarry, dy))
+        _, pre_vjp = jax.vjp(lambda th, c, x: pre(th, consts, c, x), theta, carry, x_t)
+        dth_pre, dc_pre, dx_pre = pre_vjp(du_post + dg @ w_t)
+        acc = (add(dc_post, dc_pre), add(dtheta, dth_post, dth_pre))
+        return acc, (add(dx_post, dx_pre), dg)
+
+    zeros = jax.tree.map(jnp.zeros_like, theta)
+    (dcarry0, dtheta), (dxs, dgs) = jax.lax.scan(
+        body, (dcarry_last, zeros), (carries, xs, us, gates, dys), reverse=True, unroll=unroll)
+    dw = jnp.einsum("tbk,tbg->kg", us, dgs)
+    db = jnp.sum(dgs, axis=tuple(range(dgs.ndim - 1)))
+    return dw, db, dtheta, None, dcarry0, dxs
+
+
+scan_hoisted.defvjp(_hoisted_fwd, _hoisted_bwd)

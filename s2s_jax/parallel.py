@@ -1,17 +1,82 @@
-"""Data parallelism: one step body, run under plain `jit` (one device), `shard_map` over a
-1-D device mesh with axis "data", or `pmap`. (Single-device path; multi-device modes follow.)"""
+"""Data parallelism: one step body, run under plain `jit`, `jax.shard_map` or `jax.pmap`.
+
+The body `body(state, batch, *, axis_name) -> (state, metrics)` (`train.train_step`) sees one
+device's rows of the global batch. It sums the gradients and the token counts over the mesh
+axis "data" itself (`lax.psum`) and divides by the GLOBAL token count, so any split of the
+batch gives the update of the whole batch on one device (up to float summation order); a
+mean of per-device means would weight short and long shards wrongly.
+
+One layout in every mode, so that checkpoints depend on neither the mode nor the device count:
+  * state: every leaf replicated on every device, `NamedSharding(mesh, P())` (mode "none": on
+    the first local device);
+  * batch, global `B` rows: shard_map takes `[B, ...]` split by rows, `P("data")`; pmap takes
+    it reshaped to `[n_devices, B / n_devices, ...]`, the leading axis split;
+  * metrics: replicated scalars (the body reduced them).
+pmap receives the state with `in_axes=None` and returns it with `out_axes=None` (no leading
+device axis to add or strip), and drops the mapped axis of the batch inside the body.
+
+Multi-host (`initialize_distributed` first): every process runs the same program on the same
+global batches; `shard_batch` keeps the process's own rows `[p * B / P, (p + 1) * B / P)` and
+assembles the global array from the processes' shares. The mesh lists devices grouped by
+process, as pmap does, so those rows land on the process's own devices.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P, SingleDeviceSharding
 
 from s2s_jax.errors import ConfigError
 
 AXIS = "data"
 MODES = ("auto", "shard_map", "pmap", "none")
+# The environment variables `initialize_distributed` reads (jax itself reads only the first).
+ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = (
+    "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
+def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, *, auto_detect: bool = False) -> bool:
+    """Joins a multi-process run, if one is configured; call it before any other jax call.
+
+    Arguments win over the environment variables JAX_COORDINATOR_ADDRESS (host:port of process
+    0), JAX_NUM_PROCESSES and JAX_PROCESS_ID. With none of them set, nothing happens unless
+    `auto_detect`, which lets jax find them on Cloud TPU, Slurm, Open MPI or Kubernetes.
+
+    Returns:
+      whether `jax.distributed` is initialized (by this call or an earlier one).
+    """
+    if jax.distributed.is_initialized():
+        return True
+    coordinator = coordinator or os.environ.get(ENV_COORDINATOR) or None
+    num_processes = num_processes if num_processes is not None else _env_int(ENV_NUM_PROCESSES)
+    process_id = process_id if process_id is not None else _env_int(ENV_PROCESS_ID)
+    given = (coordinator, num_processes, process_id)
+    if all(v is None for v in given):
+        if auto_detect:
+            jax.distributed.initialize()
+        return jax.distributed.is_initialized()
+    if any(v is None for v in given):
+        raise ConfigError(
+            "a multi-process run needs the coordinator address, the number of processes and "
+            f"this process's id; got {given}: set all three (flags or {ENV_COORDINATOR}, "
+            f"{ENV_NUM_PROCESSES}, {ENV_PROCESS_ID})")
+    jax.distributed.initialize(coordinator, num_processes, process_id)
+    return True
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={value!r} is not an integer") from None
 
 
 def resolve_mode(mode: str) -> str:
@@ -23,32 +88,147 @@ def resolve_mode(mode: str) -> str:
     return mode
 
 
+def data_mesh() -> Mesh:
+    """A 1-D mesh, axis "data", of every device, grouped by process (pmap's order)."""
+    devices = [d for p in range(jax.process_count()) for d in jax.local_devices(process_index=p)]
+    return Mesh(np.array(devices), (AXIS,))
+
+
+def _first_local(x: Any) -> Any:
+    """The copy of a replicated array held by this process's first device."""
+    if not isinstance(x, jax.Array):
+        return x
+    if not x.sharding.is_fully_replicated:
+        raise ValueError(f"expected a replicated array, got sharding {x.sharding}")
+    return x.addressable_data(0)
+
+
 class DataParallel:
-    """Runs `body(state, batch, axis_name=...) -> (state, metrics)` over the devices."""
+    """Runs `body(state, batch, axis_name=...) -> (state, metrics)` over the devices.
+
+    Args:
+      mode: "shard_map", "pmap", "none" (plain jit on one device) or "auto".
+      body: the per-device step, e.g. `functools.partial(train.train_step, model_cfg=...)`.
+      batch_size: the global batch size; it must split evenly across the devices.
+
+    Every mode donates the state: the state passed to `step` must not be used again.
+    """
 
     def __init__(self, mode: str, body: Callable, *, batch_size: int):
         self.mode = resolve_mode(mode)
-        if self.mode != "none":
-            raise ConfigError(f"parallel={self.mode} is not available yet; use none")
-        self._step = jax.jit(body, donate_argnums=0)
+        self.batch_size = batch_size
+        if self.mode == "none":
+            if jax.process_count() > 1:
+                raise ConfigError(
+                    f"parallel=none in a run of {jax.process_count()} processes would train "
+                    "one model per process: use parallel=shard_map or pmap")
+            self.n_devices = 1
+            self._replicated = SingleDeviceSharding(jax.local_devices()[0])
+            self._step = jax.jit(body, donate_argnums=0)
+            return
+        self.mesh = data_mesh()
+        self.n_devices = self.mesh.size
+        if batch_size % self.n_devices:
+            raise ConfigError(
+                f"batch_size {batch_size} does not split evenly across {self.n_devices} "
+                f"devices: set batch_size to a multiple of {self.n_devices}, e.g. "
+                f"{-(-batch_size // self.n_devices) * self.n_devices}")
+        self._replicated = NamedSharding(self.mesh, P())
+        self._rows = NamedSharding(self.mesh, P(AXIS))
+        per_device = lambda state, batch: body(state, batch, axis_name=AXIS)
+        if self.mode == "shard_map":
+            # check_vma=False, as pmap does: the model's scans start from constant (device-
+            # invariant) carries that vma typing would reject. The outputs declared
+            # replicated, P(), are so because the body psums what depends on the batch.
+            self._step = jax.jit(jax.shard_map(per_device, mesh=self.mesh,
+                                               in_specs=(P(), P(AXIS)), out_specs=(P(), P()),
+                                               check_vma=False),
+                                 donate_argnums=0)
+        else:
+            self._step = jax.pmap(per_device, axis_name=AXIS, in_axes=(None, 0),
+                                  out_axes=(None, None), donate_argnums=0)
+
+    # ------------------------------------------------------------------------ placement
 
     def replicate(self, tree: Any) -> Any:
-        return jax.device_put(tree)
+        """Places a pytree of (host or single-device) arrays on every device.
+
+        Leaves already in place (e.g. restored onto `restore_target`) are kept as they are;
+        the others must hold the same value on every process.
+        """
+
+        def put(x):
+            if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(self._replicated, x.ndim):
+                return x
+            x = np.asarray(x)
+            return jax.make_array_from_callback(x.shape, self._replicated, lambda i: x[i])
+
+        return jax.tree.map(put, tree)
 
     def restore_target(self, state: Any) -> Any:
-        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+        """The abstract replicated state: an orbax restore target for any saved layout."""
+        return jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=self._replicated),
+            state)
 
     def shard_batch(self, batch: Any) -> Any:
-        return jax.tree.map(jax.numpy.asarray, batch)
+        """The global numpy batch (the same on every process) -> device arrays.
+
+        Args:
+          batch: a pytree (e.g. `data.Batch`) of numpy arrays with `batch_size` rows.
+
+        Returns:
+          shard_map: arrays `[B, ...]` split by rows over "data"; pmap: `[n_dev, B/n_dev, ...]`
+          split on the leading axis; none: the arrays on the device.
+        """
+        if self.mode == "none":
+            return jax.device_put(batch, self._replicated)
+        rows = {x.shape[0] for x in jax.tree.leaves(batch)}
+        if rows != {self.batch_size}:
+            raise ConfigError(f"batches must have {self.batch_size} rows, got {sorted(rows)}")
+        procs, pid = jax.process_count(), jax.process_index()
+        share = self.batch_size // procs
+        per_dev = self.batch_size // self.n_devices
+
+        def put(x):
+            local = np.asarray(x[pid * share:(pid + 1) * share])
+            shape = x.shape
+            if self.mode == "pmap":
+                local = local.reshape(-1, per_dev, *x.shape[1:])
+                shape = (self.n_devices, per_dev, *x.shape[1:])
+            return jax.make_array_from_process_local_data(self._rows, local, shape)
+
+        return jax.tree.map(put, batch)
+
+    # ------------------------------------------------------------------------ running
 
     def step(self, state: Any, batch: Any) -> tuple[Any, dict]:
+        """One update (donates `state`); the batch comes from `shard_batch`."""
         return self._step(state, batch)
 
     def fetch(self, tree: Any) -> Any:
-        return jax.tree.map(np.asarray, jax.device_get(tree))
+        """Replicated device values (metrics, state.step, ...) -> numpy, in one transfer."""
+        return jax.tree.map(np.asarray, jax.device_get(jax.tree.map(_first_local, tree)))
 
     def fetch_params(self, params: Any) -> Any:
-        return params
+        """A copy of the parameters on this process's first device, for decoding there.
+
+        A copy, so it outlives the next `step` (which donates the state's buffers).
+        """
+        return jax.tree.map(lambda x: jax.numpy.copy(_first_local(x)), params)
 
     def checkpoint_view(self, state: Any) -> Any:
-        return state
+        """The state as a global replicated array per leaf, as orbax saves it.
+
+        Multi-process pmap returns process-local arrays; they are re-wrapped (no copy).
+        """
+        if self.mode != "pmap" or jax.process_count() == 1:
+            return state
+
+        def to_global(x):
+            if not x.is_fully_addressable:
+                return x
+            return jax.make_array_from_single_device_arrays(
+                x.shape, self._replicated, [s.data for s in x.addressable_shards])
+
+        return jax.tree.map(to_global, state)

@@ -1,0 +1,170 @@
+"""`s2s train | translate | score | eval | bench | tasks`: parse, call the library, print.
+
+Errors a user can cause are printed as one line (`s2s: error: ...`) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from s2s_jax.errors import S2SError
+
+EXIT_USER_ERROR = 2
+
+
+def _train(args) -> int:
+    from s2s_jax import config, parallel, train
+
+    parallel.initialize_distributed()
+    requested = config.load_file(args.config, smoke=args.smoke) if args.config else {}
+    overrides = config.parse_overrides(args.set)
+    cli = {"train": {}}
+    for name, value in (("task", args.task), ("train_file", args.train), ("valid_file", args.valid),
+                        ("test_file", args.test), ("steps", args.steps), ("parallel", args.parallel)):
+        if value is not None:
+            cli["train"][name] = value
+    if args.task and args.train:
+        raise S2SError("give either --task or --train/--valid, not both")
+    requested = config.merge(requested, cli, overrides)
+    defaults = {} if args.config else config.DEFAULTS
+    result = train.fit(args.workdir, requested, defaults=defaults, progress=not args.no_progress)
+    print(json.dumps(result))
+    return 0
+
+
+def _read_lines(texts: Sequence[str]) -> list[str]:
+    return list(texts) if texts else [line.rstrip("\n") for line in sys.stdin]
+
+
+def _translate(args) -> int:
+    from s2s_jax.translate import Translator
+
+    translator = Translator.from_workdir(args.workdir, which=args.checkpoint)
+    lines = _read_lines(args.text)
+    out = translator.translate(lines, beam=args.beam, n_best=args.n_best, alpha=args.alpha)
+    for hyp in out:
+        if args.n_best == 1:
+            print(hyp)
+        else:
+            print("\t".join(f"{text}\t{score:.4f}" for text, score in hyp))
+    return 0
+
+
+def _score(args) -> int:
+    from s2s_jax.data import DataError
+    from s2s_jax.translate import Translator
+
+    pairs = []
+    for number, line in enumerate(sys.stdin, 1):
+        line = line.rstrip("\n")
+        if line.count("\t") != 1:
+            raise DataError(f"stdin:{number}: write one source<TAB>target pair per line")
+        pairs.append(tuple(line.split("\t")))
+    translator = Translator.from_workdir(args.workdir, which=args.checkpoint)
+    for score in translator.score(pairs):
+        print(f"{score:.6f}")
+    return 0
+
+
+def _eval(args) -> int:
+    from s2s_jax import train
+
+    result = train.evaluate_workdir(args.workdir, split=args.split, beam=args.beam,
+                                    which=args.checkpoint, limit=args.limit)
+    print(json.dumps(result, indent=None))
+    return 0
+
+
+def _bench(args) -> int:
+    from s2s_jax import bench
+
+    return bench.main(args.rest)
+
+
+def _tasks(args) -> int:
+    from s2s_jax.data import describe_tasks
+
+    for name, description in describe_tasks():
+        print(f"{name}\t{description}")
+    return 0
+
+
+def _config(args) -> int:
+    import dataclasses
+
+    from s2s_jax.config import DEFAULTS, SECTIONS
+
+    for section, cls in SECTIONS.items():
+        for field in dataclasses.fields(cls):
+            default = DEFAULTS.get(section, {}).get(field.name, field.default)
+            print(f"{section}.{field.name}={default}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="s2s", description="RNN encoder-decoder models in JAX.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train, evaluate and checkpoint into a workdir (resumes)")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--task", help="a built-in task (see `s2s tasks`); default numbers-en-fr")
+    p.add_argument("--train", help="training pairs, TSV source<TAB>target")
+    p.add_argument("--valid", help="validation pairs, TSV")
+    p.add_argument("--test", help="test pairs, TSV (default: the validation pairs)")
+    p.add_argument("--config", help="an experiment file (TOML), e.g. experiments/cho2014.toml")
+    p.add_argument("--smoke", action="store_true", help="apply the config file's [smoke] variant")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set cell=lstm --set train.steps=100")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--parallel", choices=("auto", "shard_map", "pmap", "none"))
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_train)
+
+    def inference(name, help_, run):
+        q = sub.add_parser(name, help=help_)
+        q.add_argument("--workdir", required=True)
+        q.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+        q.set_defaults(run=run)
+        return q
+
+    q = inference("translate", "translate arguments, or each line of standard input", _translate)
+    q.add_argument("--beam", type=int, default=1, help="beam width (1: greedy)")
+    q.add_argument("--n-best", type=int, default=1, help="hypotheses per input (tab-separated)")
+    q.add_argument("--alpha", type=float, default=0.6, help="beam length normalisation")
+    q.add_argument("text", nargs="*")
+
+    inference("score", "print log P(target | source) of each stdin line source<TAB>target", _score)
+
+    q = inference("eval", "print the task metrics of a trained model as JSON", _eval)
+    q.add_argument("--split", choices=("valid", "test"), default="test")
+    q.add_argument("--beam", type=int, default=1)
+    q.add_argument("--limit", type=int, help="evaluate on the first N pairs only")
+
+    q = sub.add_parser("bench", help="benchmark scan-based RNNs (s2s bench --help)", add_help=False)
+    q.add_argument("rest", nargs=argparse.REMAINDER)
+    q.set_defaults(run=_bench)
+
+    q = sub.add_parser("tasks", help="list the built-in tasks")
+    q.set_defaults(run=_tasks)
+    q = sub.add_parser("config", help="list the config keys (for --set) with their defaults")
+    q.set_defaults(run=_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except S2SError as e:
+        print(f"s2s: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("s2s: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
