@@ -486,7 +486,9 @@ def remat_run(cell: cells.Cell, params: dict, xs: Array) -> Array:
 
 def length_bench(sizes: Sizes, reps: int) -> list[dict]:
     """`length_scaling` records: an LSTM layer's forward+backward against T, with and without
-    rematerialisation, and the fused layer; `peak_bytes` from XLA's memory analysis."""
+    rematerialisation, and the fused layer. `peak_bytes` = arguments + outputs + temporaries of
+    XLA's buffer assignment (`memory_analysis()`; an upper bound of the peak, the temporaries
+    alone in `temp_bytes`); `s_per_token` = median_s / (B * T)."""
     B, H = sizes.length_batch, sizes.length_hidden
     cell = cells.LSTM
     params = cell.init(jax.random.key(0), H, H)
@@ -502,10 +504,11 @@ def length_bench(sizes: Sizes, reps: int) -> list[dict]:
         for impl, fwd in impls.items():
             grad = jax.grad(lambda p, xs, f=fwd: jnp.sum(f(p, xs)), argnums=(0, 1))
             compiled, secs = _compile(grad, params, xs)
-            mem = compiled.memory_analysis()
-            peak = getattr(mem, "peak_memory_in_bytes", 0) or mem.temp_size_in_bytes
+            mem = compiled.memory_analysis()  # XLA's buffer assignment, known before running
+            temp = int(mem.temp_size_in_bytes)
+            peak = temp + int(mem.argument_size_in_bytes) + int(mem.output_size_in_bytes)
             cases.append(Case(impl, "fwd_bwd", lambda c=compiled, xs=xs: jax.block_until_ready(c(params, xs)),
-                              secs, {"peak_bytes": int(peak), "temp_bytes": int(mem.temp_size_in_bytes)}))
+                              secs, {"peak_bytes": peak, "temp_bytes": temp}))
         flops = 3 * 2.0 * B * T * 2 * H * 4 * H
         group = _time_group("length_scaling", cases, shape=dict(B=B, T=T, I=H, H=H), tokens=B * T,
                             flops=lambda mode, f=flops: f, reps=max(3, reps // 2), peak_n=sizes.matmul)

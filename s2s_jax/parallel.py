@@ -24,7 +24,7 @@ process, as pmap does, so those rows land on the process's own devices.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -88,9 +88,12 @@ def resolve_mode(mode: str) -> str:
     return mode
 
 
-def data_mesh() -> Mesh:
-    """A 1-D mesh, axis "data", of every device, grouped by process (pmap's order)."""
-    devices = [d for p in range(jax.process_count()) for d in jax.local_devices(process_index=p)]
+def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh, axis "data": of `devices`, by default every device grouped by process
+    (pmap's order)."""
+    if devices is None:
+        devices = [d for p in range(jax.process_count())
+                   for d in jax.local_devices(process_index=p)]
     return Mesh(np.array(devices), (AXIS,))
 
 
@@ -110,11 +113,13 @@ class DataParallel:
       mode: "shard_map", "pmap", "none" (plain jit on one device) or "auto".
       body: the per-device step, e.g. `functools.partial(train.train_step, model_cfg=...)`.
       batch_size: the global batch size; it must split evenly across the devices.
+      devices: the devices to use (single-process runs only); by default all of them.
 
     Every mode donates the state: the state passed to `step` must not be used again.
     """
 
-    def __init__(self, mode: str, body: Callable, *, batch_size: int):
+    def __init__(self, mode: str, body: Callable, *, batch_size: int,
+                 devices: Sequence[jax.Device] | None = None):
         self.mode = resolve_mode(mode)
         self.batch_size = batch_size
         if self.mode == "none":
@@ -123,10 +128,12 @@ class DataParallel:
                     f"parallel=none in a run of {jax.process_count()} processes would train "
                     "one model per process: use parallel=shard_map or pmap")
             self.n_devices = 1
-            self._replicated = SingleDeviceSharding(jax.local_devices()[0])
+            self._replicated = SingleDeviceSharding((devices or jax.local_devices())[0])
             self._step = jax.jit(body, donate_argnums=0)
             return
-        self.mesh = data_mesh()
+        if devices is not None and jax.process_count() > 1:
+            raise ConfigError("a multi-process run uses every device: do not pass devices")
+        self.mesh = data_mesh(devices)
         self.n_devices = self.mesh.size
         if batch_size % self.n_devices:
             raise ConfigError(
@@ -146,7 +153,8 @@ class DataParallel:
                                  donate_argnums=0)
         else:
             self._step = jax.pmap(per_device, axis_name=AXIS, in_axes=(None, 0),
-                                  out_axes=(None, None), donate_argnums=0)
+                                  out_axes=(None, None), donate_argnums=0,
+                                  devices=None if devices is None else list(devices))
 
     # ------------------------------------------------------------------------ placement
 
@@ -158,7 +166,7 @@ class DataParallel:
         """
 
         def put(x):
-            if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(self._replicated, x.ndim):
+            if isinstance(x, jax.Array) and x.sharding == self._replicated:
                 return x
             x = np.asarray(x)
             return jax.make_array_from_callback(x.shape, self._replicated, lambda i: x[i])

@@ -26,13 +26,15 @@ class TrainState(NamedTuple):
 
 def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
     """Linear warmup to `learning_rate`, then constant, cosine decay or inverse square root."""
-    lr, warm = cfg.learning_rate, max(cfg.warmup_steps, 1)
+    lr, warm = cfg.learning_rate, cfg.warmup_steps
     if cfg.schedule == "constant":
         after = optax.constant_schedule(lr)
     elif cfg.schedule == "cosine":
         after = optax.cosine_decay_schedule(lr, max(cfg.steps - warm, 1), alpha=0.02)
     else:  # rsqrt
-        after = lambda t: lr * jnp.sqrt(warm / (t + warm))
+        after = lambda t: lr * jnp.sqrt(max(warm, 1) / (t + max(warm, 1)))
+    if not warm:
+        return after
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warm), after], [warm])
 
 

@@ -70,7 +70,7 @@ def train_step(state: TrainState, batch: Batch, *, model_cfg: model.Seq2SeqConfi
     With `axis_name`, the devices' gradients are summed over that axis (`lax.psum`); each
     device's loss is divided by the global token count, so any split of the batch gives the
     update of the whole batch on one device (a mean of per-device means would not).
-    A non-finite loss or gradient leaves the state unchanged and sets `metrics["finite"]` to 0,
+    A non-finite loss, gradient or update leaves the state unchanged and sets `metrics["finite"]` to 0,
     so the last good parameters survive for the host to stop on.
     """
     key = jax.random.fold_in(state.key, state.step)
@@ -89,14 +89,14 @@ def train_step(state: TrainState, batch: Batch, *, model_cfg: model.Seq2SeqConfi
     grads, sums = reduce(grads), reduce(sums)
     updates, opt_state = make_optimizer(train_cfg).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    grad_norm = optax.global_norm(grads)
-    finite = jnp.isfinite(sums["nll"]) & jnp.isfinite(grad_norm)
+    grad_norm, param_norm = optax.tree.norm(grads), optax.tree.norm(params)
+    finite = jnp.isfinite(sums["nll"]) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = state._replace(step=state.step + 1, params=keep(params, state.params),
                                opt_state=keep(opt_state, state.opt_state))
     metrics_ = {"loss": sums["nll"] / tokens, "tokens": sums["tokens"],
                 "accuracy": sums["correct"] / tokens, "grad_norm": grad_norm,
-                "param_norm": optax.global_norm(params), "finite": finite.astype(jnp.float32)}
+                "param_norm": param_norm, "finite": finite.astype(jnp.float32)}
     return new_state, metrics_
 
 
@@ -258,7 +258,14 @@ def _loop(state, dp, ckpts, writer, task, examples, run, limits, progress, log) 
         step += 1
         final = step == train_cfg.steps
         if step % train_cfg.log_every == 0 or final:
-            summary = _summarise(dp.fetch(pending), step, tick)
+            try:
+                summary = _summarise(dp.fetch(pending), step, tick)
+            except TrainingError as e:
+                ckpts.wait()
+                kept = ckpts.latest_step()
+                raise TrainingError(f"{e}; " + (
+                    f"the last good checkpoint (step {kept}) is kept, and a new run resumes from it"
+                    if kept is not None else "no checkpoint had been saved yet")) from None
             pending, tick = [], (time.perf_counter(), step)
             writer.write(step, "train", summary)
             bar.set_postfix(loss=f"{summary['loss']:.3f}", tok_s=f"{summary['tokens_per_s']:.0f}")
@@ -287,9 +294,8 @@ def _summarise(history: list[dict], step: int, tick: tuple[float, int]) -> dict:
     finite = np.array([m["finite"] for m in history])
     if not finite.all():
         bad = step - len(history) + int(np.argmin(finite)) + 1
-        raise TrainingError(
-            f"the loss became non-finite at step {bad}; that update was skipped and the last good "
-            "checkpoint is kept: lower learning_rate or set clip_norm, then run again to resume")
+        raise TrainingError(f"the loss became non-finite at step {bad} (that update was skipped): "
+                            "lower learning_rate or set clip_norm")
     seconds = time.perf_counter() - tick[0]
     tokens = float(np.sum([m["tokens"] for m in history]))
     keys = ("loss", "accuracy", "grad_norm", "param_norm")

@@ -37,7 +37,7 @@ def test_values_and_gradients_equal_rnn_run(name, reverse, projection, maybe_jit
     grad = lambda fn: jax.value_and_grad(
         lambda p, xs, c0: loss(fn, cell, p, xs, c0, lengths, **kw), argnums=(0, 1, 2))
     got = maybe_jit(grad(fused.run))(p, xs, carry0)
-    want = grad(rnn.run)(p, xs, carry0)
+    want = jax.jit(grad(rnn.run))(p, xs, carry0)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), got, want)
 
 
@@ -72,15 +72,15 @@ def test_gradient_of_a_stacked_bidirectional_use():
         out, _ = run_fn(cell, p2, h, LENGTHS, reverse=True)
         return jnp.sum(jnp.tanh(out) ** 2)
 
-    got = jax.grad(lambda *a: net(fused.run, *a), argnums=(0, 1, 2))(p, p2, xs)
-    want = jax.grad(lambda *a: net(rnn.run, *a), argnums=(0, 1, 2))(p, p2, xs)
+    got = jax.jit(jax.grad(lambda *a: net(fused.run, *a), argnums=(0, 1, 2)))(p, p2, xs)
+    want = jax.jit(jax.grad(lambda *a: net(rnn.run, *a), argnums=(0, 1, 2)))(p, p2, xs)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), got, want)
 
 
 def test_unsupported_cell_falls_back_to_rnn_run():
     cell, p, xs, _ = setup("rnn")
-    got = jax.grad(lambda p: jnp.sum(fused.run(cell, p, xs, LENGTHS)[0] ** 2))(p)
-    want = jax.grad(lambda p: jnp.sum(rnn.run(cell, p, xs, LENGTHS)[0] ** 2))(p)
+    got = jax.jit(jax.grad(lambda p: jnp.sum(fused.run(cell, p, xs, LENGTHS)[0] ** 2)))(p)
+    want = jax.jit(jax.grad(lambda p: jnp.sum(rnn.run(cell, p, xs, LENGTHS)[0] ** 2)))(p)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, want)
 
 

@@ -1,0 +1,186 @@
+"""Subprocess side of tests/test_parallel.py: runs with fake CPU devices (XLA_FLAGS set by the
+caller), so the device count never leaks into the pytest process.
+
+    python tests/parallel_worker.py devices OUT CKPT_IN CKPT_OUT   # 8 devices: splits, errors
+    python tests/parallel_worker.py process OUT ADDRESS N_PROC PID  # one process of a 2-process run
+    python tests/parallel_worker.py fit ROOT                        # train.fit, none vs shard_map
+
+Results go to OUT as an .npz of named arrays (flattened pytrees) and a .json of small facts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+
+B, S, T, STEPS = 8, 8, 8, 3  # global batch, source and target padded lengths, steps per run
+
+FIT_CONFIG = {
+    "model": {"cell": "gru", "bidirectional": False, "attention": "none", "src_embed": 8,
+              "tgt_embed": 8, "enc_hidden": 16, "dec_hidden": 16},
+    "train": {"steps": 4, "eval_every": 4, "batch_size": 8, "task": "copy", "max_src_len": 24,
+              "max_tgt_len": 24, "buckets": 1, "eval_examples": 8, "log_every": 2},
+}
+
+
+def configs():
+    from s2s_jax import config, model
+
+    model_cfg = model.Seq2SeqConfig(src_vocab=12, tgt_vocab=12, cell="gru", src_embed=8,
+                                    tgt_embed=8, enc_hidden=8, dec_hidden=8)
+    train_cfg = config.TrainConfig(batch_size=B, warmup_steps=0, schedule="constant",
+                                   learning_rate=1e-2, seed=3)
+    return model_cfg, train_cfg
+
+
+def batches(n: int = STEPS):
+    """Deterministic global batches with varied lengths, the last row of each empty padding."""
+    from s2s_jax.data import Batch
+
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(n):
+        src_len = rng.integers(1, S + 1, B).astype(np.int32)
+        tgt_len = rng.integers(1, T + 1, B).astype(np.int32)
+        src_len[-1] = tgt_len[-1] = 0
+        src = np.where(np.arange(S) < src_len[:, None], rng.integers(4, 12, (B, S)), 0)
+        tgt = np.where(np.arange(T) < tgt_len[:, None], rng.integers(4, 12, (B, T)), 0)
+        out.append(Batch(src.astype(np.int32), src_len, tgt.astype(np.int32), tgt_len))
+    return out
+
+
+def initial_state():
+    import jax
+
+    from s2s_jax.state import init_state
+
+    return jax.jit(init_state, static_argnums=(0, 1))(*configs())  # one compile, not per op
+
+
+def counted_body(counter: list):
+    """train_step with the model configs bound; appends to `counter` each time it is traced."""
+    from s2s_jax import train
+
+    model_cfg, train_cfg = configs()
+
+    def body(state, batch, *, axis_name=None):
+        counter.append(1)
+        return train.train_step(state, batch, model_cfg=model_cfg, train_cfg=train_cfg,
+                                axis_name=axis_name)
+
+    return body
+
+
+def flat(prefix: str, tree) -> dict[str, np.ndarray]:
+    import jax
+
+    return {f"{prefix}/{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(tree))}
+
+
+def run(dp, state, steps):
+    """`steps` updates; the loss of each and the final (fetched) state."""
+    losses = []
+    for batch in steps:
+        state, metrics = dp.step(state, dp.shard_batch(batch))
+        losses.append(float(dp.fetch(metrics)["loss"]))
+    return losses, state
+
+
+def devices_main(out: str, ckpt_in: str, ckpt_out: str) -> None:
+    """Every (mode, device count) against plain jit; errors; checkpoints across layouts."""
+    import jax
+
+    from s2s_jax import parallel
+    from s2s_jax.checkpoint import Checkpoints
+    from s2s_jax.errors import ConfigError
+
+    arrays, facts = {}, {"n_devices": jax.device_count(), "auto": parallel.resolve_mode("auto")}
+    data = batches()
+    for mode, counts in (("none", [1]), ("shard_map", [1, 2, 4, 8]), ("pmap", [1, 2, 4, 8])):
+        for n in counts:
+            traces = []
+            dp = parallel.DataParallel(mode, counted_body(traces), batch_size=B,
+                                       devices=jax.devices()[:n])
+            state = dp.replicate(initial_state())
+            losses, state = run(dp, state, data[:1])
+            arrays.update(flat(f"{mode}{n}/step1", dp.fetch(state.params)))
+            more, state = run(dp, state, data[1:])
+            arrays.update(flat(f"{mode}{n}/params", dp.fetch(state.params)))
+            arrays[f"{mode}{n}/loss"] = np.array(losses + more)
+            facts[f"{mode}{n}/traces"] = len(traces)
+            facts[f"{mode}{n}/sharding"] = str(jax.tree.leaves(state.params)[0].sharding)
+
+    for mode in ("shard_map", "pmap"):
+        try:
+            parallel.DataParallel(mode, counted_body([]), batch_size=6, devices=jax.devices()[:4])
+            facts[f"error/{mode}"] = None
+        except ConfigError as e:
+            facts[f"error/{mode}"] = str(e)
+
+    # A single-device checkpoint (saved by the pytest process) restored onto 4 devices, one
+    # step taken there, saved again for the pytest process to restore onto its one device.
+    dp = parallel.DataParallel("shard_map", counted_body([]), batch_size=B,
+                               devices=jax.devices()[:4])
+    ckpts = Checkpoints(ckpt_in)
+    state = ckpts.restore(dp.restore_target(initial_state()))
+    ckpts.close()
+    facts["restored_sharding"] = str(jax.tree.leaves(state.opt_state)[0].sharding)
+    arrays.update(flat("restored", dp.fetch(state)))
+    _, state = run(dp, dp.replicate(state), data[:1])
+    arrays.update(flat("saved4", dp.fetch(state)))
+    ckpts = Checkpoints(ckpt_out)
+    ckpts.save(1, dp.checkpoint_view(state))
+    ckpts.close()
+
+    np.savez(out + ".npz", **arrays)
+    with open(out + ".json", "w") as f:
+        json.dump(facts, f)
+
+
+def process_main(out: str, address: str, n_proc: int, pid: int) -> None:
+    """One process of a multi-process run: shard_map and pmap, STEPS steps each, then a
+    checkpoint written together by every process."""
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # cross-process on CPU
+    from s2s_jax import parallel
+
+    assert parallel.initialize_distributed(address, n_proc, pid)
+    from s2s_jax.checkpoint import Checkpoints
+
+    arrays, facts = {}, {"process_count": jax.process_count(),
+                         "local": jax.local_device_count(), "global": jax.device_count()}
+    for mode in ("shard_map", "pmap"):
+        dp = parallel.DataParallel(mode, counted_body([]), batch_size=B)
+        losses, state = run(dp, dp.replicate(initial_state()), batches())
+        arrays[f"{mode}/loss"] = np.array(losses)
+        arrays.update(flat(f"{mode}/params", dp.fetch(state.params)))
+        ckpts = Checkpoints(f"{out}-ckpt-{mode}")
+        ckpts.save(STEPS, dp.checkpoint_view(state))
+        ckpts.close()
+    np.savez(f"{out}-{pid}.npz", **arrays)
+    with open(f"{out}-{pid}.json", "w") as f:
+        json.dump(facts, f)
+
+
+def fit_main(root: str) -> None:
+    """train.fit on the fake devices, with parallel none and shard_map."""
+    from s2s_jax import train
+
+    for mode in ("none", "shard_map"):
+        cfg = {"model": FIT_CONFIG["model"], "train": {**FIT_CONFIG["train"], "parallel": mode}}
+        train.fit(f"{root}/{mode}", cfg, progress=False, log=lambda s: None)
+
+
+if __name__ == "__main__":
+    command, *args = sys.argv[1:]
+    if command == "devices":
+        devices_main(*args)
+    elif command == "process":
+        process_main(args[0], args[1], int(args[2]), int(args[3]))
+    elif command == "fit":
+        fit_main(*args)
+    else:
+        raise SystemExit(f"unknown command {command!r}")

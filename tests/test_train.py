@@ -1,0 +1,119 @@
+"""Training: the loss against numpy, exact resumption after SIGKILL, non-finite losses."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from s2s_jax import config, model, state, train, workdir as wd
+from s2s_jax.data import Batch
+from s2s_jax.errors import ConfigError
+
+TINY = {"model": {"src_embed": 8, "tgt_embed": 8, "enc_hidden": 12, "dec_hidden": 12,
+                  "attn_dim": 8, "dropout": 0.1},
+        "train": {"task": "copy", "batch_size": 8, "steps": 12, "eval_every": 4, "log_every": 2,
+                  "eval_examples": 8, "max_src_len": 24, "max_tgt_len": 24}}
+
+
+def tiny_batch():
+    src = jnp.array([[4, 5, 6], [7, 0, 0]])
+    tgt = jnp.array([[6, 5, 4, 2], [7, 2, 0, 0]])
+    return Batch(src, jnp.array([3, 1]), tgt, jnp.array([4, 2]))
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_loss_matches_numpy(smoothing):
+    cfg = model.Seq2SeqConfig(src_vocab=9, tgt_vocab=9, enc_hidden=8, dec_hidden=8)
+    params = model.init(cfg, key=jax.random.key(0))
+    batch = tiny_batch()
+    loss, sums = train.loss_terms(params, batch, None, model_cfg=cfg, label_smoothing=smoothing)
+    logits = np.asarray(model.forward(params, batch.src, batch.src_len, batch.tgt, cfg=cfg), np.float64)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    want = nll = 0.0
+    for b in range(2):
+        for t in range(int(batch.tgt_len[b])):
+            target_nll = -logp[b, t, batch.tgt[b, t]]
+            nll += target_nll
+            want += (1 - smoothing) * target_nll + smoothing * -logp[b, t].mean()
+    np.testing.assert_allclose(loss, want, rtol=1e-5)
+    np.testing.assert_allclose(sums["nll"], nll, rtol=1e-5)
+    assert sums["tokens"] == 6
+
+
+def test_non_finite_update_is_skipped():
+    values = config.merge(config.DEFAULTS, {"model": {"src_vocab": 9, "tgt_vocab": 9},
+                                            "train": {"warmup_steps": 0}})
+    model_cfg, train_cfg = config.build(values)
+    st = state.init_state(model_cfg, train_cfg)
+    poisoned = st._replace(params=jax.tree.map(lambda x: x, st.params))
+    poisoned.params["tgt_embed"] = poisoned.params["tgt_embed"].at[4, 0].set(jnp.nan)
+    new, metrics = train.train_step(poisoned, tiny_batch(), model_cfg=model_cfg, train_cfg=train_cfg)
+    assert metrics["finite"] == 0
+    jax.tree.map(np.testing.assert_array_equal, new.params, poisoned.params)
+    new, metrics = train.train_step(st, tiny_batch(), model_cfg=model_cfg, train_cfg=train_cfg)
+    assert metrics["finite"] == 1 and not np.array_equal(new.params["tgt_embed"], st.params["tgt_embed"])
+
+
+def test_diverging_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
+    run = config.merge(TINY, {"train": {"learning_rate": 1e38, "clip_norm": 0.0, "schedule": "constant",
+                                        "warmup_steps": 1, "eval_every": 1, "log_every": 1}})
+    # warmup: step 1 runs at learning rate 0 and is saved; step 2 diverges
+    with pytest.raises(train.TrainingError, match=r"non-finite at step 2.*last good checkpoint \(step 1\) is kept"):
+        train.fit(tmp_path, run, progress=False)
+    ckpts = wd.checkpoints(tmp_path)
+    assert ckpts.latest_step() == 1
+    r = wd.load(tmp_path)
+    params = ckpts.restore(state.abstract_state(r.model_cfg, r.train_cfg)).params
+    ckpts.close()
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from s2s_jax import checkpoint, train
+    save = checkpoint.Checkpoints.save
+    def save_then_die(self, step, state, **kw):
+        save(self, step, state, **kw)
+        if step == int(sys.argv[2]):
+            if sys.argv[3] == "after":
+                self.wait()
+            os.kill(os.getpid(), signal.SIGKILL)  # mid-run, maybe mid-save: no cleanup at all
+    checkpoint.Checkpoints.save = save_then_die
+    train.fit(sys.argv[1], eval(sys.argv[4]), progress=False)
+""")
+
+
+def final_params(workdir):
+    r = wd.load(workdir)
+    return wd.restore_params(workdir, r.model_cfg, r.train_cfg, which="latest")
+
+
+@pytest.mark.parametrize("when", ["after", "during"])
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, when):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    train.fit(straight, TINY, progress=False)
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(killed), "8", when, repr(TINY)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    train.fit(killed, TINY, progress=False)  # resumes from step 8 (or 4 if 8 was cut short)
+    jax.tree.map(np.testing.assert_array_equal, final_params(killed), final_params(straight))
+
+
+def test_resume_refuses_another_model_but_accepts_more_steps(tmp_path):
+    values, resuming = train.configure(tmp_path, TINY)
+    assert not resuming
+    model_cfg, train_cfg = config.build(values)
+    wd.save(tmp_path, wd.Run(model_cfg, train_cfg, *train.build_vocabs(
+        train.load_data_task(train_cfg), train_cfg)))
+    with pytest.raises(ConfigError, match="model.enc_hidden=12, not 64"):
+        train.configure(tmp_path, {"model": {"enc_hidden": 64}})
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        train.configure(tmp_path, {"train": {"batch_size": 4}})
+    values, resuming = train.configure(tmp_path, {"train": {"steps": 99}})
+    assert resuming and values["train"]["steps"] == 99
