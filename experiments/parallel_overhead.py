@@ -25,7 +25,7 @@ MODEL = dict(src_vocab=32, tgt_vocab=32, cell="gru", bidirectional=True, attenti
              src_embed=64, tgt_embed=64, enc_hidden=128, dec_hidden=128, attn_dim=128)
 
 
-def measure(steps: int, batch: int, length: int) -> dict:
+def measure(steps: int, batch: int, length: int, rounds: int = 5) -> dict:
     """In this process (its device count fixed by XLA_FLAGS): median step seconds per mode."""
     import functools
 
@@ -46,7 +46,7 @@ def measure(steps: int, batch: int, length: int) -> dict:
                  np.where(mask[1], ids[1], 0).astype(np.int32), lengths[1])
     state0 = jax.jit(init_state, static_argnums=(0, 1))(model_cfg, train_cfg)
     body = functools.partial(train.train_step, model_cfg=model_cfg, train_cfg=train_cfg)
-    out = {"devices": jax.device_count()}
+    runs = {}
     for mode in ("none", "shard_map", "pmap"):
         dp = parallel.DataParallel(mode, body, batch_size=batch)
         state = dp.replicate(jax.tree.map(np.asarray, state0))
@@ -54,12 +54,19 @@ def measure(steps: int, batch: int, length: int) -> dict:
         for _ in range(2):  # compile and warm up
             state, metrics = dp.step(state, sharded)
         jax.block_until_ready(metrics)
-        times = []
-        for _ in range(steps):
-            start = time.perf_counter()
-            state, metrics = dp.step(state, sharded)
-            jax.block_until_ready(metrics)
-            times.append(time.perf_counter() - start)
+        runs[mode] = [dp, state, sharded, []]
+    # Modes interleaved in rounds, so a change of machine load hits them all alike.
+    for _ in range(rounds):
+        for run in runs.values():
+            dp, state, sharded, times = run
+            for _ in range(steps // rounds):
+                start = time.perf_counter()
+                state, metrics = dp.step(state, sharded)
+                jax.block_until_ready(metrics)
+                times.append(time.perf_counter() - start)
+            run[1] = state
+    out = {"devices": jax.device_count()}
+    for mode, (_, _, _, times) in runs.items():
         out[mode] = {"median_ms": 1e3 * float(np.median(times)),
                      "p10_ms": 1e3 * float(np.percentile(times, 10)),
                      "p90_ms": 1e3 * float(np.percentile(times, 90))}
@@ -89,13 +96,14 @@ def main() -> None:
         print(f"{n} devices done", file=sys.stderr)
     print(f"batch {args.batch}, length {args.length}, {args.steps} timed steps, "
           f"{os.cpu_count()} CPU cores\n")
-    print("| devices | none (ms) | shard_map (ms) | pmap (ms) | shard_map / none |")
-    print("|---|---|---|---|---|")
+    print("| devices | none ms (p10-p90) | shard_map ms | pmap ms | shard_map / none "
+          "| pmap / none |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
-        cell = lambda m: f"{r[m]['median_ms']:.1f} ({r[m]['p10_ms']:.0f}-{r[m]['p90_ms']:.0f})"
-        ratio = r["shard_map"]["median_ms"] / r["none"]["median_ms"]
+        cell = lambda m: f"{r[m]['median_ms']:.0f} ({r[m]['p10_ms']:.0f}-{r[m]['p90_ms']:.0f})"
+        ratio = lambda m: f"{r[m]['median_ms'] / r['none']['median_ms']:.2f}"
         print(f"| {r['devices']} | {cell('none')} | {cell('shard_map')} | {cell('pmap')} "
-              f"| {ratio:.2f} |")
+              f"| {ratio('shard_map')} | {ratio('pmap')} |")
     print("\n" + json.dumps(rows))
 
 

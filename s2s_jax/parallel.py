@@ -58,7 +58,11 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
     given = (coordinator, num_processes, process_id)
     if all(v is None for v in given):
         if auto_detect:
-            jax.distributed.initialize()
+            try:
+                jax.distributed.initialize()
+            except ValueError as e:  # no cluster environment found
+                raise ConfigError(f"no cluster environment detected ({e}): give the "
+                                  "coordinator address, number of processes and process id") from e
         return jax.distributed.is_initialized()
     if any(v is None for v in given):
         raise ConfigError(
@@ -128,7 +132,8 @@ class DataParallel:
                     f"parallel=none in a run of {jax.process_count()} processes would train "
                     "one model per process: use parallel=shard_map or pmap")
             self.n_devices = 1
-            self._replicated = SingleDeviceSharding((devices or jax.local_devices())[0])
+            first = jax.local_devices()[0] if devices is None else devices[0]
+            self._replicated = SingleDeviceSharding(first)
             self._step = jax.jit(body, donate_argnums=0)
             return
         if devices is not None and jax.process_count() > 1:

@@ -104,7 +104,9 @@ def devices_main(out: str, ckpt_in: str, ckpt_out: str) -> None:
             dp = parallel.DataParallel(mode, counted_body(traces), batch_size=B,
                                        devices=jax.devices()[:n])
             state = dp.replicate(initial_state())
+            given = jax.tree.leaves(state)
             losses, state = run(dp, state, data[:1])
+            facts[f"{mode}{n}/donated"] = all(x.is_deleted() for x in given)
             arrays.update(flat(f"{mode}{n}/step1", dp.fetch(state.params)))
             more, state = run(dp, state, data[1:])
             arrays.update(flat(f"{mode}{n}/params", dp.fetch(state.params)))

@@ -18,7 +18,7 @@ from s2s_jax.errors import ConfigError
 TINY = {"model": {"src_embed": 8, "tgt_embed": 8, "enc_hidden": 12, "dec_hidden": 12,
                   "attn_dim": 8, "dropout": 0.1},
         "train": {"task": "copy", "batch_size": 8, "steps": 12, "eval_every": 4, "log_every": 2,
-                  "eval_examples": 8, "max_src_len": 24, "max_tgt_len": 24}}
+                  "eval_examples": 8, "max_src_len": 24, "max_tgt_len": 24, "buckets": 1}}
 
 
 def tiny_batch():
