@@ -117,3 +117,13 @@ def test_resume_refuses_another_model_but_accepts_more_steps(tmp_path):
         train.configure(tmp_path, {"train": {"batch_size": 4}})
     values, resuming = train.configure(tmp_path, {"train": {"steps": 99}})
     assert resuming and values["train"]["steps"] == 99
+
+
+def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path):
+    """With a zero learning rate nothing improves after the first evaluation."""
+    run = config.merge(TINY, {"train": {"learning_rate": 0.0, "steps": 40, "eval_every": 2,
+                                        "patience": 2}})
+    train.fit(tmp_path, run, progress=False)
+    ckpts = wd.checkpoints(tmp_path)
+    assert (ckpts.best_step(), ckpts.latest_step()) == (2, 6)
+    ckpts.close()
