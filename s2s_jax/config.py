@@ -33,7 +33,7 @@ class TrainConfig:
     max_tgt_len: int = 64  # counting </s>
     buckets: int = 4  # padded lengths per side: few shapes, few compilations
     batch_size: int = 64  # global batch, split across devices
-    steps: int = 2000
+    steps: int = 1200
     seed: int = 0  # parameters, data order and dropout
     optimizer: str = "adam"  # adam | adamw
     learning_rate: float = 3e-3
@@ -42,7 +42,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # adamw only
     clip_norm: float = 1.0  # clip gradients by global norm; 0 = off
     label_smoothing: float = 0.0
-    eval_every: int = 500  # validate (loss + task metric) and checkpoint every N steps
+    eval_every: int = 400  # validate (loss + task metric) and checkpoint every N steps
     eval_examples: int = 1000  # validation pairs decoded at each evaluation
     eval_beam: int = 1  # 1 = greedy
     patience: int = 0  # stop after this many evaluations without improvement; 0 = never

@@ -94,10 +94,19 @@ def final_params(workdir):
     return wd.restore_params(workdir, r.model_cfg, r.train_cfg, which="latest")
 
 
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """An uninterrupted run of TINY."""
+    workdir = tmp_path_factory.mktemp("straight")
+    train.fit(workdir, TINY, progress=False)
+    return workdir
+
+
 @pytest.mark.parametrize("when", ["after", "during"])
-def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, when):
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    train.fit(straight, TINY, progress=False)
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, straight, when):
+    """SIGKILL right after the step-8 checkpoint is written ("after") or while it is still
+    being written in the background ("during"), then resume."""
+    killed = tmp_path / "killed"
     proc = subprocess.run([sys.executable, "-c", KILLER, str(killed), "8", when, repr(TINY)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
