@@ -2,6 +2,7 @@
 
     python experiments/parallel_overhead.py            # prints a markdown table and JSON
     python experiments/parallel_overhead.py --steps 30 --batch 64
+    python experiments/parallel_overhead.py --real --batch 256   # on a GPU / TPU host
 
 Each device count runs in its own subprocess with
 `XLA_FLAGS=--xla_force_host_platform_device_count=N`. Fake CPU devices share the machine's
@@ -79,13 +80,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed steps per mode")
     parser.add_argument("--batch", type=int, default=64, help="global batch size")
     parser.add_argument("--length", type=int, default=24, help="source and target length")
+    parser.add_argument("--real", action="store_true",
+                        help="measure once on this host's real devices (GPUs, TPU cores)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(args.steps, args.batch, args.length)))
         return
-    rows = []
-    for n in args.devices:
+    rows = [measure(args.steps, args.batch, args.length)] if args.real else []
+    for n in [] if args.real else args.devices:
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}",
                    JAX_PLATFORMS="cpu")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))

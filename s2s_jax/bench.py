@@ -116,7 +116,8 @@ def _peak_fn(n: int) -> tuple[Callable[[], object], float]:
     return (lambda: jax.block_until_ready(mm(a, b))), 2.0 * n ** 3
 
 
-def round_robin(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1) -> dict[str, float]:
+def round_robin(fns: dict[str, Callable[[], object]], reps: int,
+                warmup: int = 1) -> dict[str, float]:
     """Median seconds per call of each blocking thunk, calling them in turn `reps` times."""
     for fn in fns.values():
         for _ in range(warmup):
@@ -266,8 +267,10 @@ def fast_forward(params: dict, src: Array, src_len: Array, tgt: Array, *,
     the readout and the output layer run once for all steps outside the decoder scan; the scan,
     left with the attention and the recurrence, is a `fused.scan_hoisted` whose weight gradient
     is one matmul after the reverse scan. Returns logits float32[B, T, V]."""
-    if (cfg.cell, cfg.attention, cfg.dec_layers, cfg.reverse_source) != ("lstm", "bahdanau", 1, False):
-        raise ValueError("fast_forward covers one-layer LSTM bahdanau decoders without source reversal")
+    shape = (cfg.cell, cfg.attention, cfg.dec_layers, cfg.reverse_source)
+    if shape != ("lstm", "bahdanau", 1, False):
+        raise ValueError("fast_forward covers one-layer LSTM bahdanau decoders without source "
+                         "reversal")
     cell = cells.LSTM
     x = params["src_embed"][src]
     finals = ()
@@ -327,7 +330,8 @@ def _torch_seq2seq(torch, cfg: model.Seq2SeqConfig):
     class Seq2Seq(nn.Module):
         def __init__(self):
             super().__init__()
-            E, He, Hd, A, V = cfg.src_embed, cfg.enc_hidden, cfg.dec_hidden, cfg.attn_dim, cfg.tgt_vocab
+            E, He, Hd = cfg.src_embed, cfg.enc_hidden, cfg.dec_hidden
+            A, V = cfg.attn_dim, cfg.tgt_vocab
             self.src_embed, self.tgt_embed = nn.Embedding(V, E), nn.Embedding(V, E)
             self.encoder = nn.LSTM(E, He, bidirectional=True)
             self.bridge_h, self.bridge_c = nn.Linear(2 * He, Hd), nn.Linear(2 * He, Hd)
@@ -425,7 +429,8 @@ def _np_lstm(p: dict, xs: np.ndarray, h: np.ndarray, c: np.ndarray, reverse: boo
     return outs, h, c
 
 
-def numpy_greedy(params: dict, src: np.ndarray, *, cfg: model.Seq2SeqConfig, max_len: int) -> list[int]:
+def numpy_greedy(params: dict, src: np.ndarray, *, cfg: model.Seq2SeqConfig,
+                 max_len: int) -> list[int]:
     """Greedy decoding of ONE unpadded sentence `src: int[S]` in numpy (the way `g2p-en`
     decodes), for the `train_config` architecture. Returns `y_1 .. y_n </s>`; like
     `decoding.greedy`, <pad> and <s> are never chosen and </s> is forced at `max_len`."""
@@ -472,12 +477,14 @@ def decode_bench(sizes: Sizes, reps: int, *, beam: int = 5) -> list[dict]:
     src_len = jnp.full((B,), S, jnp.int32)
     searches = {
         "greedy": lambda p, s, n: decoding.greedy(p, s, n, cfg=cfg, max_len=T).tokens,
-        f"beam{beam}": lambda p, s, n: decoding.beam_search(p, s, n, cfg=cfg, max_len=T, beam=beam).tokens,
+        f"beam{beam}": lambda p, s, n: decoding.beam_search(p, s, n, cfg=cfg, max_len=T,
+                                                            beam=beam).tokens,
     }
     cases = []
     for mode, search in searches.items():
         compiled, secs = _compile(search, params, src, src_len)
-        cases.append(Case("s2s", mode, lambda c=compiled: jax.block_until_ready(c(params, src, src_len)), secs))
+        run_once = lambda c=compiled: jax.block_until_ready(c(params, src, src_len))
+        cases.append(Case("s2s", mode, run_once, secs))
     n_np = sizes.numpy_sentences
     src_np = np.asarray(src)
 
@@ -490,7 +497,8 @@ def decode_bench(sizes: Sizes, reps: int, *, beam: int = 5) -> list[dict]:
                           tokens=0, flops=None, reps=reps, peak_n=sizes.matmul)
     for r in records:  # the numpy case translates n_np sentences per call, ours B
         sentences = n_np if r["impl"] == "numpy" else B
-        r["tokens_per_s"] = sentences * T / r["median_s"]  # every sentence runs T steps (see README)
+        # Random weights never emit </s>: every sentence runs all T steps, ours and numpy's.
+        r["tokens_per_s"] = sentences * T / r["median_s"]
         r["sentences_per_s"] = sentences / r["median_s"]
     numpy_rate = next(r["sentences_per_s"] for r in records if r["impl"] == "numpy")
     for r in records:
@@ -536,11 +544,13 @@ def length_bench(sizes: Sizes, reps: int) -> list[dict]:
             mem = compiled.memory_analysis()  # XLA's buffer assignment, known before running
             temp = int(mem.temp_size_in_bytes)
             peak = temp + int(mem.argument_size_in_bytes) + int(mem.output_size_in_bytes)
-            cases.append(Case(impl, "fwd_bwd", lambda c=compiled, xs=xs: jax.block_until_ready(c(params, xs)),
+            run_once = lambda c=compiled, xs=xs: jax.block_until_ready(c(params, xs))
+            cases.append(Case(impl, "fwd_bwd", run_once,
                               secs, {"peak_bytes": peak, "temp_bytes": temp}))
         flops = 3 * 2.0 * B * T * 2 * H * 4 * H
         group = _time_group("length_scaling", cases, shape=dict(B=B, T=T, I=H, H=H), tokens=B * T,
-                            flops=lambda mode, f=flops: f, reps=max(1, reps // 2), peak_n=sizes.matmul)
+                            flops=lambda mode, f=flops: f, reps=max(1, reps // 2),
+                            peak_n=sizes.matmul)
         for r in group:
             r["s_per_token"] = r["median_s"] / (B * T)
         records += group
@@ -616,7 +626,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="only the two LSTM layer shapes")
     parser.add_argument("--json", action="store_true", help="print a JSON list of records")
     parser.add_argument("--reps", type=int, default=7, help="timed repetitions (medians)")
-    parser.add_argument("--toy", action="store_true", help="tiny sizes: a smoke test, not a benchmark")
+    parser.add_argument("--toy", action="store_true",
+                        help="tiny sizes: a smoke test, not a benchmark")
     args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error("--reps must be at least 1")

@@ -86,9 +86,10 @@ def _bench(args) -> int:
 
 def _tasks(args) -> int:
     from s2s_jax.data import describe_tasks
+    from s2s_jax.data.tasks import recommended_steps
 
     for name, description in describe_tasks():
-        print(f"{name}\t{description}")
+        print(f"{name}\t{recommended_steps(name)} steps\t{description}")
     return 0
 
 

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from s2s_jax import config, metrics, model, parallel, workdir as wd
 from s2s_jax.data import Batch, Task, Vocab, encode_pairs, load_task, read_tsv, train_batches
 from s2s_jax.data import bucket_lengths, eval_batches
+from s2s_jax.data.tasks import recommended_steps
 from s2s_jax.errors import ConfigError, S2SError
 from s2s_jax.metrics_log import MetricsWriter
 from s2s_jax.state import TrainState, init_state, make_optimizer
@@ -176,7 +177,12 @@ def configure(workdir: str | Path, requested: dict[str, dict], *,
     configuration; requested values may only change the `RESUMABLE` fields.
     """
     if not wd.exists(workdir):
-        return config.merge(defaults, requested), False
+        values = config.merge(defaults, requested)
+        if not values["train"].get("steps"):
+            t = values["train"]
+            task = None if t.get("train_file") else t.get("task", config.TrainConfig.task)
+            values["train"]["steps"] = recommended_steps(task)
+        return values, False
     stored = config.to_dict(*config.build(wd.load_json_config(workdir)))
     for section, values in requested.items():
         for name, value in values.items():

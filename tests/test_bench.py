@@ -65,7 +65,8 @@ def _toy_model(seed=0):
 def test_numpy_greedy_decoder_equals_batched_greedy():
     cfg, params, src, _ = _toy_model()
     src_len = jnp.array([6, 4, 2])
-    got = jax.jit(lambda p, s, n: decoding.greedy(p, s, n, cfg=cfg, max_len=7))(params, src, src_len)
+    search = jax.jit(lambda p, s, n: decoding.greedy(p, s, n, cfg=cfg, max_len=7))
+    got = search(params, src, src_len)
     for b, n in enumerate(src_len.tolist()):
         want = bench.numpy_greedy(params, np.asarray(src[b, :n]), cfg=cfg, max_len=7)
         assert got.tokens[b, :got.lengths[b]].tolist() == want

@@ -52,7 +52,8 @@ def test_outputs_and_final_carry_equal_rnn_run(name, reverse):
     np.testing.assert_allclose(out, want_out, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(out[1, 4:], 0.0)
     assert type(carry) is type(want_carry)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), carry, want_carry)
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    jax.tree.map(close, carry, want_carry)
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru"])
