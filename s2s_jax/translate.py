@@ -2,7 +2,8 @@
 
 Sentences are batched into a few padded shapes (the training buckets, and batch sizes that are
 powers of two), so the jitted decoders compile once per shape and are reused across calls and
-across `Translator`s.
+across `Translator`s. With several devices, each batch's sentences are split across them
+(sentences are decoded independently, so the results are the same as on one device).
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
 from s2s_jax import decoding, model, workdir as wd
 from s2s_jax.data import Vocab, bucket_lengths, pad_batch
 from s2s_jax.errors import DataError
+
+AXIS = "data"  # the mesh axis decoding splits sentences over (as in parallel.py)
 
 _greedy = jax.jit(decoding.greedy, static_argnames=("cfg", "max_len"))
 _beam = jax.jit(decoding.beam_search, static_argnames=("cfg", "max_len", "beam", "alpha"))
@@ -40,8 +45,13 @@ class Translator:
     """Translates and scores with one model. Build with `from_workdir` or from parts."""
 
     def __init__(self, params, cfg: model.Seq2SeqConfig, src_vocab: Vocab, tgt_vocab: Vocab,
-                 limits: Limits = Limits()):
-        self.params, self.cfg, self.limits = params, cfg, limits
+                 limits: Limits = Limits(), *, devices: Sequence[jax.Device] | None = None):
+        """`devices`: where decoding runs, sentences split across them (default: this
+        process's devices; results do not depend on the choice)."""
+        self.cfg, self.limits = cfg, limits
+        devices = list(devices if devices is not None else jax.local_devices())
+        self._mesh = Mesh(np.array(devices), (AXIS,)) if len(devices) > 1 else None
+        self.params = jax.device_put(params, self._sharding(P())) if self._mesh else params
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
         self._src_buckets = bucket_lengths(limits.max_src_len, limits.buckets)
         self._tgt_buckets = bucket_lengths(limits.max_tgt_len, limits.buckets)
@@ -66,12 +76,24 @@ class Translator:
                                 f"{self.limits.max_src_len} (max_src_len): split it")
         return ids
 
+    def _sharding(self, spec: P) -> NamedSharding:
+        return NamedSharding(self._mesh, spec)
+
+    def _place(self, *arrays):
+        """Batch arrays on the device(s): rows split across the mesh."""
+        if self._mesh is None:
+            return tuple(jnp.asarray(a) for a in arrays)
+        return tuple(jax.device_put(a, self._sharding(P(AXIS))) for a in arrays)
+
     def _chunks(self, n: int):
-        """(start, stop, padded batch size) covering n items with few distinct batch sizes."""
+        """(start, stop, padded batch size) covering n items with few distinct batch sizes
+        (powers of two, and multiples of the device count)."""
         b = self.limits.batch_size
+        n_dev = self._mesh.size if self._mesh else 1
         for start in range(0, n, b):
             rows = min(b, n - start)
-            yield start, start + rows, min(b, 1 << (rows - 1).bit_length())
+            padded = min(b, 1 << (rows - 1).bit_length())
+            yield start, start + rows, -(-padded // n_dev) * n_dev
 
     def _batch(self, examples, rows: int):
         return pad_batch(examples, batch_size=rows, src_buckets=self._src_buckets,
@@ -104,7 +126,7 @@ class Translator:
         out: list = [None] * len(texts)
         for start, stop, rows in self._chunks(len(texts)):
             b = self._batch([(s, []) for s in ids[start:stop]], rows)
-            src, src_len, cap = jnp.asarray(b.src), jnp.asarray(b.src_len), self._caps(b.src_len)
+            src, src_len, cap = self._place(b.src, b.src_len, self._caps(b.src_len))
             if beam == 1:
                 d = _greedy(self.params, src, src_len, cfg=self.cfg,
                             max_len=self.limits.max_tgt_len, cap=cap)
@@ -133,6 +155,6 @@ class Translator:
         out: list[float] = []
         for start, stop, rows in self._chunks(len(pairs)):
             b = self._batch(list(zip(ids[start:stop], tgts[start:stop])), rows)
-            lp = _log_prob(self.params, *map(jnp.asarray, b), cfg=self.cfg)
+            lp = _log_prob(self.params, *self._place(*b), cfg=self.cfg)
             out.extend(float(x) for x in np.asarray(lp)[: stop - start])
         return out
