@@ -511,14 +511,9 @@ def decode_bench(sizes: Sizes, reps: int, *, beam: int = 5) -> list[dict]:
 
 
 def remat_run(cell: cells.Cell, params: dict, xs: Array) -> Array:
-    """`rnn.run` (all steps real, projection inside) with the scan body under `jax.checkpoint`:
-    the backward pass recomputes each step's gates instead of storing them."""
-    batch, steps, _ = xs.shape
-    mask = jnp.ones((steps, batch), bool)
-    body = jax.checkpoint(rnn._masked_step(cell, params, True))  # noqa: SLF001 (same package)
-    carry0 = cell.initial_carry(batch, params["w_hh"].shape[0], xs.dtype)
-    _, ys = jax.lax.scan(body, carry0, (jnp.swapaxes(xs, 0, 1), mask))
-    return jnp.swapaxes(ys, 0, 1)
+    """`rnn.run` (projection inside) with the scan body under `jax.checkpoint`: the backward
+    pass recomputes each step's gates instead of storing them."""
+    return rnn.run(cell, params, xs, projection="inside", remat=True)[0]
 
 
 def length_bench(sizes: Sizes, reps: int) -> list[dict]:

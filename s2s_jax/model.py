@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from s2s_jax import attention, rnn
+from s2s_jax import attention, fused, rnn
 from s2s_jax.cells import LSTMCarry, get_cell
 from s2s_jax.errors import ConfigError
 
@@ -58,6 +58,7 @@ class Seq2SeqConfig:
     dropout: float = 0.0  # on embeddings, between layers and on the readout (training only)
     unroll: int = 1  # lax.scan unroll factor
     projection: str | None = None  # input matmul inside/outside the scan; None: per backend
+    fused: bool = True  # encoder layers with the hand-written backward pass (fused.py); same values
 
     def __post_init__(self):
         def check(ok: bool, msg: str):
@@ -184,7 +185,8 @@ def encode(params: dict, src: Array, src_len: Array, *, cfg: Seq2SeqConfig, key=
         x = rnn.dropout(x, cfg.dropout, sub)
     annotations, finals = rnn.run_stack(
         cell, params["encoder"], x, src_len, residual=cfg.residual, dropout_rate=cfg.dropout,
-        key=key, unroll=cfg.unroll, projection=cfg.projection)
+        key=key, unroll=cfg.unroll, projection=cfg.projection,
+        runner=fused.run if cfg.fused else None)
     context = jnp.concatenate([carry.h for carry in finals[-1]], axis=-1)
     keys = attention.precompute(params["attention"], cfg.attention, annotations)
     mask = rnn.length_mask(src_len, src.shape[1])

@@ -52,6 +52,7 @@ def run(
     reverse: bool = False,
     unroll: int = 1,
     projection: str | None = None,
+    remat: bool = False,
 ) -> tuple[Array, Any]:
     """Runs `cell` over a batch of sequences.
 
@@ -65,6 +66,8 @@ def run(
       unroll: `lax.scan`'s unroll factor.
       projection: "inside" (input matmul per step), "outside" (one matmul for all steps before
         the scan) or None (the backend's default, see `default_projection`).
+      remat: recompute each step in the backward pass instead of storing its activations
+        (`jax.checkpoint` on the scan body): less memory for long sequences, more time.
 
     Returns:
       outputs float32[B, T, H] (zeros at padded steps) and the final carry (each sequence's
@@ -83,6 +86,8 @@ def run(
     inputs = xs if inside else cell.project(params, xs)
     mask = length_mask(lengths, steps)
     body = _masked_step(cell, params, inside)
+    if remat:
+        body = jax.checkpoint(body)
     carry, ys = jax.lax.scan(
         body,
         initial_carry,
@@ -145,6 +150,7 @@ def run_stack(
     key=None,
     unroll: int = 1,
     projection: str | None = None,
+    runner=None,
 ) -> tuple[Array, list[tuple]]:
     """Runs a stack of (bi)directional layers.
 
@@ -154,11 +160,13 @@ def run_stack(
       residual: add each layer's input to its output from the second layer on (same width).
       dropout_rate, key: dropout on the input of every layer after the first (training only:
         pass `key=None` at inference).
+      runner: the layer implementation, `run` by default; `fused.run` has the same signature.
 
     Returns:
       outputs float32[B, T, D*H] of the top layer (D = 2 if bidirectional, forward half first)
       and, per layer, the tuple of final carries (forward[, backward]).
     """
+    runner = runner or run
     finals = []
     h = xs
     for layer, params in enumerate(stack):
@@ -167,10 +175,10 @@ def run_stack(
             key, sub = jax.random.split(key)
             layer_in = dropout(layer_in, dropout_rate, sub)
         kw = dict(unroll=unroll, projection=projection)
-        out, fwd = run(cell, params["fwd"], layer_in, lengths, **kw)
+        out, fwd = runner(cell, params["fwd"], layer_in, lengths, **kw)
         carries = (fwd,)
         if "bwd" in params:
-            out_b, bwd = run(cell, params["bwd"], layer_in, lengths, reverse=True, **kw)
+            out_b, bwd = runner(cell, params["bwd"], layer_in, lengths, reverse=True, **kw)
             out = jnp.concatenate([out, out_b], axis=-1)
             carries = (fwd, bwd)
         if residual and layer > 0:
