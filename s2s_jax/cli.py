@@ -78,12 +78,6 @@ def _eval(args) -> int:
     return 0
 
 
-def _bench(args) -> int:
-    from s2s_jax import bench
-
-    return bench.main(args.rest)
-
-
 def _tasks(args) -> int:
     from s2s_jax.data import describe_tasks
     from s2s_jax.data.tasks import recommended_steps
@@ -144,9 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--beam", type=int, default=1)
     q.add_argument("--limit", type=int, help="evaluate on the first N pairs only")
 
-    q = sub.add_parser("bench", help="benchmark scan-based RNNs (s2s bench --help)", add_help=False)
-    q.add_argument("rest", nargs=argparse.REMAINDER)
-    q.set_defaults(run=_bench)
+    sub.add_parser("bench", help="benchmark scan-based RNNs (s2s bench --help)")  # see main
 
     q = sub.add_parser("tasks", help="list the built-in tasks")
     q.set_defaults(run=_tasks)
@@ -156,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # its own flags, --help included
+        from s2s_jax import bench
+
+        return bench.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
