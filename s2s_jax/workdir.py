@@ -19,7 +19,8 @@ from s2s_jax.data import Vocab
 from s2s_jax.errors import CheckpointError
 from s2s_jax.model import Seq2SeqConfig
 
-CONFIG, SRC_VOCAB, TGT_VOCAB, CHECKPOINTS = "config.json", "vocab.src.json", "vocab.tgt.json", "checkpoints"
+CONFIG, CHECKPOINTS = "config.json", "checkpoints"
+SRC_VOCAB, TGT_VOCAB = "vocab.src.json", "vocab.tgt.json"
 
 
 @dataclasses.dataclass(frozen=True)

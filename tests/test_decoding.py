@@ -1,6 +1,5 @@
 """Greedy, sampling and beam search: exactness, scores, and batch/padding invariance."""
 
-import functools
 import itertools
 
 import jax

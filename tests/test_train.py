@@ -1,6 +1,5 @@
 """Training: the loss against numpy, exact resumption after SIGKILL, non-finite losses."""
 
-import os
 import signal
 import subprocess
 import sys
