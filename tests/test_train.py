@@ -46,16 +46,17 @@ def test_loss_matches_numpy(smoothing):
 
 
 def test_non_finite_update_is_skipped():
-    values = config.merge(config.DEFAULTS, {"model": {"src_vocab": 9, "tgt_vocab": 9},
-                                            "train": {"warmup_steps": 0}})
+    values = config.merge(TINY, {"model": {"src_vocab": 9, "tgt_vocab": 9},
+                                 "train": {"warmup_steps": 0}})
     model_cfg, train_cfg = config.build(values)
+    step = jax.jit(lambda s, b: train.train_step(s, b, model_cfg=model_cfg, train_cfg=train_cfg))
     st = state.init_state(model_cfg, train_cfg)
     poisoned = st._replace(params=jax.tree.map(lambda x: x, st.params))
     poisoned.params["tgt_embed"] = poisoned.params["tgt_embed"].at[4, 0].set(jnp.nan)
-    new, metrics = train.train_step(poisoned, tiny_batch(), model_cfg=model_cfg, train_cfg=train_cfg)
+    new, metrics = step(poisoned, tiny_batch())
     assert metrics["finite"] == 0
     jax.tree.map(np.testing.assert_array_equal, new.params, poisoned.params)
-    new, metrics = train.train_step(st, tiny_batch(), model_cfg=model_cfg, train_cfg=train_cfg)
+    new, metrics = step(st, tiny_batch())
     assert metrics["finite"] == 1 and not np.array_equal(new.params["tgt_embed"], st.params["tgt_embed"])
 
 
