@@ -124,12 +124,6 @@ def build_vocabs(task: Task, train_cfg: config.TrainConfig) -> tuple[Vocab, Voca
                  for side, kind in enumerate(kinds))
 
 
-def limits_of(train_cfg: config.TrainConfig) -> Limits:
-    t = train_cfg
-    return Limits(t.max_src_len, t.max_tgt_len, t.buckets, t.max_len_ratio, t.max_len_offset,
-                  t.batch_size)
-
-
 # ------------------------------------------------------------------------------- evaluation
 
 
@@ -151,13 +145,13 @@ def evaluate(translator: Translator, task: Task, split: str, *, beam: int = 1,
     lim = translator.limits
     examples, _ = encode_pairs(pairs, translator.src_vocab, translator.tgt_vocab,
                                max_src_len=lim.max_src_len, max_tgt_len=lim.max_tgt_len)
-    nll = tokens = 0.0
-    for batch in eval_batches(examples, batch_size=lim.batch_size,
-                              src_buckets=bucket_lengths(lim.max_src_len, lim.buckets),
-                              tgt_buckets=bucket_lengths(lim.max_tgt_len, lim.buckets)):
-        sums = _eval_loss(translator.params, Batch(*map(jnp.asarray, batch)), translator.cfg)
-        nll, tokens = nll + float(sums["nll"]), tokens + float(sums["tokens"])
-    out["loss"] = nll / max(tokens, 1.0)
+    sums = [_eval_loss(translator.params, Batch(*map(jnp.asarray, batch)), translator.cfg)
+            for batch in eval_batches(examples, batch_size=lim.batch_size,
+                                      src_buckets=bucket_lengths(lim.max_src_len, lim.buckets),
+                                      tgt_buckets=bucket_lengths(lim.max_tgt_len, lim.buckets))]
+    sums = jax.device_get(sums)  # one transfer after all batches are dispatched
+    tokens = sum(float(s["tokens"]) for s in sums)
+    out["loss"] = sum(float(s["nll"]) for s in sums) / max(tokens, 1.0)
     return out
 
 
@@ -225,7 +219,7 @@ def fit(workdir: str | Path, requested: dict[str, dict] | None = None, *,
     if dropped:
         log(f"dropped {dropped} of {len(task.splits['train'])} training pairs longer than "
             f"max_src_len={train_cfg.max_src_len} / max_tgt_len={train_cfg.max_tgt_len}")
-    limits = limits_of(train_cfg)
+    limits = Limits.of(train_cfg)
     dp = parallel.DataParallel(train_cfg.parallel, functools.partial(
         train_step, model_cfg=model_cfg, train_cfg=train_cfg), batch_size=train_cfg.batch_size)
 

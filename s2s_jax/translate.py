@@ -16,13 +16,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding, PartitionSpec as P
 
-from s2s_jax import decoding, model, workdir as wd
+from s2s_jax import config, decoding, model, workdir as wd
+from s2s_jax.parallel import AXIS, data_mesh
 from s2s_jax.data import Vocab, bucket_lengths, pad_batch
 from s2s_jax.errors import DataError
-
-AXIS = "data"  # the mesh axis decoding splits sentences over (as in parallel.py)
 
 _greedy = jax.jit(decoding.greedy, static_argnames=("cfg", "max_len"))
 _beam = jax.jit(decoding.beam_search, static_argnames=("cfg", "max_len", "beam", "alpha"))
@@ -40,6 +39,13 @@ class Limits:
     max_len_offset: int = 10
     batch_size: int = 64
 
+    @classmethod
+    def of(cls, train_cfg: config.TrainConfig) -> "Limits":
+        """The limits a model was trained with."""
+        t = train_cfg
+        return cls(t.max_src_len, t.max_tgt_len, t.buckets, t.max_len_ratio, t.max_len_offset,
+                   t.batch_size)
+
 
 class Translator:
     """Translates and scores with one model. Build with `from_workdir` or from parts."""
@@ -50,7 +56,7 @@ class Translator:
         process's devices; results do not depend on the choice)."""
         self.cfg, self.limits = cfg, limits
         devices = list(devices if devices is not None else jax.local_devices())
-        self._mesh = Mesh(np.array(devices), (AXIS,)) if len(devices) > 1 else None
+        self._mesh = data_mesh(devices) if len(devices) > 1 else None
         self.params = jax.device_put(params, self._sharding(P())) if self._mesh else params
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
         self._src_buckets = bucket_lengths(limits.max_src_len, limits.buckets)
@@ -61,10 +67,7 @@ class Translator:
         """Loads the `which` ("best" or "latest") checkpoint of a training workdir."""
         run = wd.load(path)
         params = wd.restore_params(path, run.model_cfg, run.train_cfg, which=which)
-        t = run.train_cfg
-        limits = Limits(t.max_src_len, t.max_tgt_len, t.buckets, t.max_len_ratio,
-                        t.max_len_offset, t.batch_size)
-        return cls(params, run.model_cfg, run.src_vocab, run.tgt_vocab, limits)
+        return cls(params, run.model_cfg, run.src_vocab, run.tgt_vocab, Limits.of(run.train_cfg))
 
     # -------------------------------------------------------------------------------- helpers
 
@@ -123,18 +126,21 @@ class Translator:
             raise DataError(f"need beam >= 1 and 1 <= n_best <= beam (got beam={beam}, "
                             f"n_best={n_best})")
         ids = self._encode_sources(texts)
-        out: list = [None] * len(texts)
+        pending = []  # dispatch every chunk first, then copy results back once
         for start, stop, rows in self._chunks(len(texts)):
             b = self._batch([(s, []) for s in ids[start:stop]], rows)
             src, src_len, cap = self._place(b.src, b.src_len, self._caps(b.src_len))
             if beam == 1:
                 d = _greedy(self.params, src, src_len, cfg=self.cfg,
                             max_len=self.limits.max_tgt_len, cap=cap)
-                toks, scores = np.asarray(d.tokens)[:, None], np.asarray(d.scores)[:, None]
+                toks, scores = d.tokens[:, None], d.scores[:, None]
             else:
                 d = _beam(self.params, src, src_len, cfg=self.cfg, max_len=self.limits.max_tgt_len,
                           beam=beam, alpha=alpha, cap=cap)
-                toks, scores = np.asarray(d.tokens), np.asarray(d.scores)
+                toks, scores = d.tokens, d.scores
+            pending.append((start, stop, toks, scores))
+        out: list = [None] * len(texts)
+        for start, stop, toks, scores in jax.device_get(pending):
             for r in range(stop - start):
                 hyps = [(self.tgt_vocab.decode(toks[r, j]), float(scores[r, j]))
                         for j in range(n_best)]
@@ -152,9 +158,8 @@ class Translator:
             if len(t) + 1 > self.limits.max_tgt_len:
                 raise DataError(f"target {i + 1} has {len(t)} tokens; this model writes at most "
                                 f"{self.limits.max_tgt_len - 1} (max_tgt_len - 1)")
-        out: list[float] = []
+        pending = []
         for start, stop, rows in self._chunks(len(pairs)):
             b = self._batch(list(zip(ids[start:stop], tgts[start:stop])), rows)
-            lp = _log_prob(self.params, *self._place(*b), cfg=self.cfg)
-            out.extend(float(x) for x in np.asarray(lp)[: stop - start])
-        return out
+            pending.append((stop - start, _log_prob(self.params, *self._place(*b), cfg=self.cfg)))
+        return [float(x) for n, lp in jax.device_get(pending) for x in lp[:n]]
