@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from s2s_jax import attention, cells, decoding, fused, model, rnn
+from s2s_jax import cells, decoding, fused, model, rnn
 
 Array = jax.Array
 FIELDS = ("bench", "impl", "mode", "B", "T", "I", "H", "median_s", "tokens_per_s",
@@ -116,15 +116,22 @@ def _peak_fn(n: int) -> tuple[Callable[[], object], float]:
     return (lambda: jax.block_until_ready(mm(a, b))), 2.0 * n ** 3
 
 
-def round_robin(fns: dict[str, Callable[[], object]], reps: int,
-                warmup: int = 1) -> dict[str, float]:
-    """Median seconds per call of each blocking thunk, calling them in turn `reps` times."""
+def round_robin(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1,
+                settle: int = 1) -> dict[str, float]:
+    """Median seconds per call of each blocking thunk, calling them in turn `reps` times.
+
+    Each turn starts with `settle` untimed calls: a library's worker threads keep spinning for
+    a few ms after its call (OpenMP's, XLA's) and slow down whatever runs next. Measured here
+    without it: a jax matmul timed right after a torch one read 129 GFLOP/s instead of 168.
+    """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
+            for _ in range(settle):
+                fn()
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
@@ -260,58 +267,9 @@ def train_config(sizes: Sizes) -> model.Seq2SeqConfig:
         bidirectional=True, attention="bahdanau", attn_dim=sizes.attn_dim, context="init")
 
 
-def fast_forward(params: dict, src: Array, src_len: Array, tgt: Array, *,
-                 cfg: model.Seq2SeqConfig) -> Array:
-    """`model.forward` (no dropout; one LSTM decoder layer, additive attention) rearranged for
-    speed: the encoder runs on `fused.run`; the embedding half of the decoder's input matmul,
-    the readout and the output layer run once for all steps outside the decoder scan; the scan,
-    left with the attention and the recurrence, is a `fused.scan_hoisted` whose weight gradient
-    is one matmul after the reverse scan. Returns logits float32[B, T, V]."""
-    shape = (cfg.cell, cfg.attention, cfg.dec_layers, cfg.reverse_source)
-    if shape != ("lstm", "bahdanau", 1, False):
-        raise ValueError("fast_forward covers one-layer LSTM bahdanau decoders without source "
-                         "reversal")
-    cell = cells.LSTM
-    x = params["src_embed"][src]
-    finals = ()
-    for layer in params["encoder"]:
-        out, fwd = fused.run(cell, layer["fwd"], x, src_len)
-        finals = (fwd,)
-        if "bwd" in layer:
-            out_b, bwd = fused.run(cell, layer["bwd"], x, src_len, reverse=True)
-            out, finals = jnp.concatenate([out, out_b], axis=-1), (fwd, bwd)
-        x = out
-    context = jnp.concatenate([carry.h for carry in finals], axis=-1)
-    enc = model.Encoded(x, attention.precompute(params["attention"], cfg.attention, x), context,
-                        rnn.length_mask(src_len, src.shape[1]))
-    emb = params["tgt_embed"][model.shift_right(tgt)]
-    dec = params["decoder"][0]
-    emb_proj = emb @ dec["w_ih"][:cfg.tgt_embed] + dec["b_ih"]  # float32[B, T, 4H]
-    w = jnp.concatenate([dec["w_ih"][cfg.tgt_embed:], dec["w_hh"]])  # [ctx, h] -> gates
-    theta = {"attention": params["attention"], "keys": enc.keys, "annotations": enc.annotations}
-
-    def pre(th, consts, carry, emb_proj_t):  # the matmul input [ctx_t, h_{t-1}]
-        ctx, _ = attention.attend(th["attention"], "bahdanau", carry.h, th["keys"],
-                                  th["annotations"], consts)
-        return jnp.concatenate([ctx, carry.h], axis=-1)
-
-    def post(th, consts, carry, emb_proj_t, u, gates):
-        i, f, g, o = jnp.split(gates + emb_proj_t, 4, axis=-1)
-        c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
-        return cells.LSTMCarry(h, c), (h, u[:, :cfg.enc_out])
-
-    carry0 = model.init_decoder_state(params, enc, cfg=cfg).carries[0]
-    _, (hs, ctxs) = fused.scan_hoisted(pre, post, w, dec["b_hh"], theta, enc.mask, carry0,
-                                       jnp.swapaxes(emb_proj, 0, 1))
-    features = jnp.concatenate([jnp.swapaxes(hs, 0, 1), jnp.swapaxes(ctxs, 0, 1), emb], axis=-1)
-    readout = jnp.tanh(features @ params["readout"]["w"] + params["readout"]["b"])
-    return model.output_logits(params, readout)
-
-
-def _train_step_fn(forward, cfg, opt):
+def _train_step_fn(cfg, opt):
     def loss_fn(params, src, src_len, tgt, tgt_len):
-        logits = forward(params, src, src_len, tgt, cfg=cfg)
+        logits = model.forward(params, src, src_len, tgt, cfg=cfg)
         logp = model.token_log_probs(logits, tgt, tgt_len)
         return -jnp.sum(logp) / jnp.sum(tgt_len)
 
@@ -368,7 +326,8 @@ def train_flops(cfg: model.Seq2SeqConfig, B: int, S: int, T: int) -> float:
 
 
 def train_bench(sizes: Sizes, reps: int) -> list[dict]:
-    """`train_step` records: ours (as written and `fast_forward`) and the PyTorch model."""
+    """`train_step` records: ours (`s2s`: the default, hand-written backward passes;
+    `s2s_plain`: `fused=False`, plain `lax.scan` autodiff) and the PyTorch model."""
     B, S, T = sizes.train
     cfg = train_config(sizes)
     rng = np.random.default_rng(0)
@@ -377,10 +336,10 @@ def train_bench(sizes: Sizes, reps: int) -> list[dict]:
     src_len, tgt_len = jnp.full((B,), S, jnp.int32), jnp.full((B,), T, jnp.int32)
     opt = optax.adam(1e-3)
     cases = []
-    for impl, forward in (("s2s", model.forward), ("s2s_fast", fast_forward)):
-        params = model.init(cfg, key=jax.random.key(0))
+    for impl, impl_cfg in (("s2s", cfg), ("s2s_plain", cfg.replace(fused=False))):
+        params = model.init(impl_cfg, key=jax.random.key(0))
         state = [params, opt.init(params)]
-        step, secs = _compile(_train_step_fn(forward, cfg, opt), *state, src, src_len, tgt, tgt_len,
+        step, secs = _compile(_train_step_fn(impl_cfg, opt), *state, src, src_len, tgt, tgt_len,
                               donate_argnums=(0, 1))
 
         def run_step(step=step, state=state):

@@ -5,8 +5,8 @@ Luong 2015), as pure functions of a parameter pytree and a frozen `Seq2SeqConfig
     Encoded, y_{t-1} ─decode_step─▶ logits_t        (one step; inference)
     Encoded, y_{<T}  ─forward────▶ logits[B, T, V]  (teacher forcing: one lax.scan)
 
-`forward` and `decode_step` share `_core_step` (embedding in, readout vector out); the output
-projection to the vocabulary is applied to all steps at once after the scan in `forward`.
+`forward` and `decode_step` share `_recurrent_step`; `forward` moves everything that does not
+depend on the recurrence (embedding projection, readout, output layer) out of its scan.
 
 How the context enters the decoder (`Seq2SeqConfig.context`):
   * "init": C, through a tanh bridge, is each decoder layer's initial state (Sutskever);
@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from s2s_jax import attention, fused, rnn
+from s2s_jax import attention, fused, hoisted, rnn
 from s2s_jax.cells import LSTMCarry, get_cell
 from s2s_jax.errors import ConfigError
 
@@ -58,7 +58,7 @@ class Seq2SeqConfig:
     dropout: float = 0.0  # on embeddings, between layers and on the readout (training only)
     unroll: int = 1  # lax.scan unroll factor
     projection: str | None = None  # input matmul inside/outside the scan; None: per backend
-    fused: bool = True  # encoder layers with the hand-written backward pass (fused.py); same values
+    fused: bool = True  # hand-written backward passes (fused.py encoder, hoisted.py decoder); same values
 
     def __post_init__(self):
         def check(ok: bool, msg: str):
@@ -209,32 +209,64 @@ def init_decoder_state(params: dict, enc: Encoded, *, cfg: Seq2SeqConfig) -> Dec
     return DecoderState(tuple(carries), jnp.zeros((batch, feed_dim), enc.context.dtype))
 
 
-def _core_step(params: dict, enc: Encoded, state: DecoderState, emb: Array, *,
-               cfg: Seq2SeqConfig) -> tuple[DecoderState, Array]:
-    """One decoder step from the embedded previous token `emb: float32[B, E]` to the readout
-    `float32[B, R]` (the vector the output layer turns into logits)."""
+def _input_projection(params: dict, enc: Encoded, emb: Array, *, cfg: Seq2SeqConfig) -> Array:
+    """The part of the first decoder layer's input projection that does not depend on the
+    recurrence: the embedded previous token (and C, when it is a per-step input without
+    attention). `emb: float32[B, E]` or `float32[B, T, E]` -> `float32[..., G*H]`.
+
+    Teacher forcing knows every previous token in advance, so `forward` runs this once for all
+    steps outside its scan: one large matmul instead of T small ones."""
+    p = params["decoder"][0]
+    xp = emb @ p["w_ih"][:cfg.tgt_embed] + p["b_ih"]
+    if cfg.attention == "none" and cfg.context != "init":
+        c = enc.context @ p["w_ih"][cfg.tgt_embed:]  # float32[B, G*H]
+        xp = xp + c.reshape(c.shape[:1] + (1,) * (emb.ndim - 2) + c.shape[1:])
+    return xp
+
+
+def _readout(params: dict, h: Array, ctx: Array, emb: Array) -> Array:
+    """The tanh readout from the top decoder state, the context and the previous token's
+    embedding: `float32[..., H], [..., enc_out], [..., E] -> float32[..., R]`."""
+    features = jnp.concatenate([h, ctx, emb], axis=-1)
+    return jnp.tanh(features @ params["readout"]["w"] + params["readout"]["b"])
+
+
+def _step_params(params: dict, cfg: Seq2SeqConfig) -> dict:
+    """What `_recurrent_step` reads: the decoder layers (the first one's `w_ih` cut to its
+    non-embedding rows, the embedding rows being `_input_projection`'s), the attention, and the
+    readout for Luong's input feeding."""
+    first = dict(params["decoder"][0], w_ih=params["decoder"][0]["w_ih"][cfg.tgt_embed:])
+    return {"decoder": [first, *params["decoder"][1:]], "attention": params["attention"],
+            "readout": params["readout"] if cfg.luong else {}}
+
+
+def _recurrent_step(sp: dict, enc: Encoded, state: DecoderState, xp: Array, emb: Array, *,
+                    cfg: Seq2SeqConfig) -> tuple[DecoderState, tuple[Array, Array]]:
+    """One decoder step given `sp = _step_params(params)` and `xp = _input_projection(emb)`
+    (float32[B, G*H]): the attention, every decoder layer and (Luong's input feeding only) the
+    readout. Returns the new state and `(h, ctx)`, the top layer's output and the context.
+
+    Weights appear only as `u @ w` with `u: float32[B, K]`, as `hoisted.scan` requires."""
     cell = get_cell(cfg.cell)
-    attend = lambda query: attention.attend(params["attention"], cfg.attention, query, enc.keys,
+    attend = lambda query: attention.attend(sp["attention"], cfg.attention, query, enc.keys,
                                             enc.annotations, enc.mask)[0]
     if cfg.attention == "bahdanau":  # context from the previous state s_{i-1}
         ctx = attend(state.carries[-1].h)
-        x = jnp.concatenate([emb, ctx], axis=-1)
+        xp = xp + ctx @ sp["decoder"][0]["w_ih"]
     elif cfg.luong:
-        x = jnp.concatenate([emb, state.feed], axis=-1)
+        xp = xp + state.feed @ sp["decoder"][0]["w_ih"]
     else:
         ctx = enc.context
-        x = jnp.concatenate([emb, ctx], axis=-1) if cfg.context != "init" else emb
-    carries = []
-    for layer, (p, carry) in enumerate(zip(params["decoder"], state.carries)):
-        carry, h = cell.step(p, carry, cell.project(p, x))
+    carries, x = [], None
+    for layer, (p, carry) in enumerate(zip(sp["decoder"], state.carries)):
+        carry, h = cell.step(p, carry, xp if layer == 0 else cell.project(p, x))
         x = h + x if cfg.residual and layer > 0 else h
         carries.append(carry)
-    if cfg.luong:  # context from the new state h_t
-        ctx = attend(carries[-1].h)
-    features = jnp.concatenate([x, ctx, emb], axis=-1)
-    readout = jnp.tanh(features @ params["readout"]["w"] + params["readout"]["b"])
-    feed = readout if cfg.luong else state.feed
-    return DecoderState(tuple(carries), feed), readout
+    feed = state.feed
+    if cfg.luong:  # context from the new state h_t; its readout feeds the next step
+        ctx = attend(x)
+        feed = _readout(sp, x, ctx, emb)
+    return DecoderState(tuple(carries), feed), (x, ctx)
 
 
 def output_logits(params: dict, readout: Array) -> Array:
@@ -247,7 +279,10 @@ def output_logits(params: dict, readout: Array) -> Array:
 def decode_step(params: dict, enc: Encoded, state: DecoderState, y_prev: Array, *,
                 cfg: Seq2SeqConfig) -> tuple[DecoderState, Array]:
     """One inference step: `y_prev: int32[B]` -> (new state, logits float32[B, V])."""
-    state, readout = _core_step(params, enc, state, params["tgt_embed"][y_prev], cfg=cfg)
+    emb = params["tgt_embed"][y_prev]
+    xp = _input_projection(params, enc, emb, cfg=cfg)
+    state, (h, ctx) = _recurrent_step(_step_params(params, cfg), enc, state, xp, emb, cfg=cfg)
+    readout = state.feed if cfg.luong else _readout(params, h, ctx, emb)
     return state, output_logits(params, readout)
 
 
@@ -259,7 +294,11 @@ def shift_right(tgt: Array) -> Array:
 
 def forward(params: dict, src: Array, src_len: Array, tgt: Array, *, cfg: Seq2SeqConfig,
             key=None) -> Array:
-    """Teacher-forced logits.
+    """Teacher-forced logits: `decode_step` over all target positions, rearranged for speed.
+
+    Only the recurrence (attention, decoder layers) runs inside the `lax.scan`; the embedding
+    half of the first layer's input matmul, the readout (except under Luong's input feeding,
+    where it feeds the next step) and the output layer run once for all steps outside it.
 
     Args:
       src: int32[B, S]; src_len: int32[B].
@@ -277,13 +316,30 @@ def forward(params: dict, src: Array, src_len: Array, tgt: Array, *, cfg: Seq2Se
     emb = params["tgt_embed"][shift_right(tgt)]
     if key is not None:
         emb = rnn.dropout(emb, cfg.dropout, emb_key)
+    time_major = lambda a: jnp.swapaxes(a, 0, 1)
+    xp = _input_projection(params, enc, emb, cfg=cfg)
 
-    def body(state, emb_t):
-        return _core_step(params, enc, state, emb_t, cfg=cfg)
+    def step(sp, enc_data, mask, state, inputs):
+        xp_t, emb_t = inputs
+        state, (h, ctx) = _recurrent_step(sp, Encoded(*enc_data, mask), state, xp_t, emb_t,
+                                          cfg=cfg)
+        if cfg.luong:
+            return state, state.feed
+        return state, (h, ctx) if cfg.attention == "bahdanau" else h
 
-    state0 = init_decoder_state(params, enc, cfg=cfg)
-    _, readouts = jax.lax.scan(body, state0, jnp.swapaxes(emb, 0, 1), unroll=cfg.unroll)
-    readouts = jnp.swapaxes(readouts, 0, 1)
+    args = (_step_params(params, cfg), enc[:3], enc.mask, init_decoder_state(params, enc, cfg=cfg),
+            (time_major(xp), time_major(emb)))
+    if cfg.fused:  # weight gradients as one matmul each after the reverse scan
+        _, out = hoisted.scan(step, *args, unroll=cfg.unroll)
+    else:
+        _, out = jax.lax.scan(lambda c, x: step(*args[:3], c, x), args[3], args[4],
+                              unroll=cfg.unroll)
+    if cfg.luong:
+        readouts = time_major(out)
+    else:
+        h, ctx = (out if cfg.attention == "bahdanau"
+                  else (out, jnp.broadcast_to(enc.context, out.shape[:2] + enc.context.shape[1:])))
+        readouts = _readout(params, time_major(h), time_major(ctx), emb)
     if key is not None:
         readouts = rnn.dropout(readouts, cfg.dropout, out_key)
     return output_logits(params, readouts)
