@@ -19,7 +19,7 @@ def test_quick_json_run_has_finite_fields(capsys):
     assert {r["bench"] for r in records} == {"matmul_peak", "lstm_layer"}
     layer = [r for r in records if r["bench"] == "lstm_layer"]
     impls = {r["impl"] for r in layer}
-    assert {"s2s", "s2s_fused", "flax"} <= impls
+    assert {"s2s", "s2s_plain", "flax"} <= impls
     has_torch = bench._torch() is not None
     assert ("torch" in impls) == has_torch == ("torch_1thread" in impls)
     assert {r["mode"] for r in layer} == {"fwd", "fwd_bwd"}
