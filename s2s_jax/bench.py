@@ -117,12 +117,13 @@ def _peak_fn(n: int) -> tuple[Callable[[], object], float]:
 
 
 def round_robin(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1,
-                settle: int = 1) -> dict[str, float]:
+                settle_s: float = 0.15) -> dict[str, float]:
     """Median seconds per call of each blocking thunk, calling them in turn `reps` times.
 
-    Each turn starts with `settle` untimed calls: a library's worker threads keep spinning for
-    a few ms after its call (OpenMP's, XLA's) and slow down whatever runs next. Measured here
-    without it: a jax matmul timed right after a torch one read 129 GFLOP/s instead of 168.
+    Each turn first calls the thunk untimed for `settle_s` seconds (at least once): a library's
+    worker threads keep spinning after its call (OpenMP's for ms, OpenBLAS's up to ~0.1 s) and
+    slow down whatever runs next. Measured here without it: a jax matmul timed right after a
+    torch one read 129 GFLOP/s instead of 168, and right after the numpy decoder 87.
     """
     for fn in fns.values():
         for _ in range(warmup):
@@ -130,8 +131,11 @@ def round_robin(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1
     times = {name: [] for name in fns}
     for _ in range(reps):
         for name, fn in fns.items():
-            for _ in range(settle):
+            start = time.perf_counter()
+            while True:
                 fn()
+                if time.perf_counter() - start >= settle_s:
+                    break
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
@@ -150,8 +154,9 @@ class Case:
 
 
 def _time_group(bench: str, cases: Sequence[Case], *, shape: dict, tokens: int,
-                flops: Callable[[str], float] | None, reps: int, peak_n: int) -> list[dict]:
-    """Times `cases` round-robin with the reference matmul; one record per case."""
+                flops: Callable[[str, str], float] | None, reps: int, peak_n: int) -> list[dict]:
+    """Times `cases` round-robin with the reference matmul; one record per case. `flops(mode,
+    impl)` counts one call's matmul FLOPs (None: no FLOP rate)."""
     peak_fn, peak_flops = _peak_fn(peak_n)
     fns = {"__peak__": peak_fn} | {f"{c.impl}/{c.mode}": c.fn for c in cases}
     med = round_robin(fns, reps)
@@ -164,7 +169,7 @@ def _time_group(bench: str, cases: Sequence[Case], *, shape: dict, tokens: int,
     records = []
     for c in cases:
         t = med[f"{c.impl}/{c.mode}"]
-        gflops = flops(c.mode) / t / 1e9 if flops else None
+        gflops = flops(c.mode, c.impl) / t / 1e9 if flops else None
         ref = torch_time.get(c.mode)
         records.append({
             "bench": bench, "impl": c.impl, "mode": c.mode, **shape, "median_s": t,
@@ -251,7 +256,7 @@ def layer_bench(kind: str, sizes: Sizes, reps: int) -> list[dict]:
         fwd_flops = 2.0 * B * T * (I + H) * gates * H
         records += _time_group(
             f"{kind}_layer", _layer_cases(kind, B, T, I, H), shape=dict(B=B, T=T, I=I, H=H),
-            tokens=B * T, flops=lambda mode, f=fwd_flops: f * (3 if mode == "fwd_bwd" else 1),
+            tokens=B * T, flops=lambda mode, impl, f=fwd_flops: f * (3 if mode == "fwd_bwd" else 1),
             reps=reps, peak_n=sizes.matmul)
     return records
 
@@ -314,15 +319,22 @@ def _torch_seq2seq(torch, cfg: model.Seq2SeqConfig):
     return Seq2Seq()
 
 
-def train_flops(cfg: model.Seq2SeqConfig, B: int, S: int, T: int) -> float:
-    """Matmul FLOPs of one training step (forward x 3), counting the attention's projections."""
+def forward_flops(cfg: model.Seq2SeqConfig, B: int, S: int, T: int, rows: int = 0) -> float:
+    """Matmul FLOPs of encoding B sentences of length S and T decoder steps of `rows` rows
+    (default B; B * beam for beam search), counting the attention's projections."""
     E, He, Hd, A, V = cfg.src_embed, cfg.enc_hidden, cfg.dec_hidden, cfg.attn_dim, cfg.tgt_vocab
+    R = rows or B
     enc = 2 * (2 * B * S * (E + He) * 4 * He)
     keys = 2 * B * S * 2 * He * A
-    per_step = (2 * B * Hd * A + 2 * B * S * A + 2 * 2 * B * S * 2 * He  # query, scores, context
-                + 2 * B * (E + 2 * He + Hd) * 4 * Hd  # decoder cell
-                + 2 * B * (Hd + 2 * He + E) * Hd + 2 * B * Hd * V)  # readout, output
-    return 3.0 * (enc + keys + T * per_step)
+    per_step = (2 * R * Hd * A + 2 * R * S * A + 2 * 2 * R * S * 2 * He  # query, scores, context
+                + 2 * R * (E + 2 * He + Hd) * 4 * Hd  # decoder cell
+                + 2 * R * (Hd + 2 * He + E) * Hd + 2 * R * Hd * V)  # readout, output
+    return enc + keys + T * per_step
+
+
+def train_flops(cfg: model.Seq2SeqConfig, B: int, S: int, T: int) -> float:
+    """Matmul FLOPs of one training step: the forward pass, and twice that backward."""
+    return 3.0 * forward_flops(cfg, B, S, T)
 
 
 def train_bench(sizes: Sizes, reps: int) -> list[dict]:
@@ -365,7 +377,7 @@ def train_bench(sizes: Sizes, reps: int) -> list[dict]:
 
         cases += _torch_cases(torch, {"fwd_bwd_adam": torch_step})
     return _time_group("train_step", cases, shape=dict(B=B, T=T, I=cfg.src_embed, H=cfg.dec_hidden),
-                       tokens=B * T, flops=lambda mode: train_flops(cfg, B, S, T), reps=reps,
+                       tokens=B * T, flops=lambda mode, impl: train_flops(cfg, B, S, T), reps=reps,
                        peak_n=sizes.matmul)
 
 
@@ -452,13 +464,20 @@ def decode_bench(sizes: Sizes, reps: int, *, beam: int = 5) -> list[dict]:
             numpy_greedy(params, src_np[b], cfg=cfg, max_len=T)
 
     cases.append(Case("numpy", "greedy", numpy_run))
+    # Random weights never emit </s>: every sentence runs all T steps, ours and numpy's.
+    sentences = {"numpy/greedy": n_np, "s2s/greedy": B, f"s2s/beam{beam}": B}
+    rows = {"numpy/greedy": n_np, "s2s/greedy": B, f"s2s/beam{beam}": B * beam}
+
+    def flops(mode: str, impl: str) -> float:
+        key = f"{impl}/{mode}"
+        return forward_flops(cfg, sentences[key], S, T, rows=rows[key])
+
     records = _time_group("decode", cases, shape=dict(B=B, T=T, I=cfg.src_embed, H=cfg.dec_hidden),
-                          tokens=0, flops=None, reps=reps, peak_n=sizes.matmul)
-    for r in records:  # the numpy case translates n_np sentences per call, ours B
-        sentences = n_np if r["impl"] == "numpy" else B
-        # Random weights never emit </s>: every sentence runs all T steps, ours and numpy's.
-        r["tokens_per_s"] = sentences * T / r["median_s"]
-        r["sentences_per_s"] = sentences / r["median_s"]
+                          tokens=0, flops=flops, reps=reps, peak_n=sizes.matmul)
+    for r in records:
+        n = sentences[f"{r['impl']}/{r['mode']}"]
+        r["tokens_per_s"] = n * T / r["median_s"]
+        r["sentences_per_s"] = n / r["median_s"]
     numpy_rate = next(r["sentences_per_s"] for r in records if r["impl"] == "numpy")
     for r in records:
         r["vs_numpy"] = r["sentences_per_s"] / numpy_rate
@@ -503,7 +522,7 @@ def length_bench(sizes: Sizes, reps: int) -> list[dict]:
                               secs, {"peak_bytes": peak, "temp_bytes": temp}))
         flops = 3 * 2.0 * B * T * 2 * H * 4 * H
         group = _time_group("length_scaling", cases, shape=dict(B=B, T=T, I=H, H=H), tokens=B * T,
-                            flops=lambda mode, f=flops: f, reps=max(1, reps // 2),
+                            flops=lambda mode, impl, f=flops: f, reps=max(1, reps // 2),
                             peak_n=sizes.matmul)
         for r in group:
             r["s_per_token"] = r["median_s"] / (B * T)

@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from s2s_jax import rnn
+from s2s_jax import hoisted, rnn
 from s2s_jax.cells import Cell, HiddenCarry, LSTMCarry
 
 Array = jax.Array
@@ -165,7 +165,7 @@ def _layer_bwd(name, reverse, unroll, inside, saved, cotangents):
         hidden = dn_pre.shape[-1]
         dinp = jnp.concatenate([dhid[..., :2 * hidden], dn_pre], axis=-1)
     # The weight gradients: one matmul each over all T*B rows.
-    contract = lambda a, b: jnp.einsum("tbi,tbg->ig", a, b)
+    contract = hoisted.sum_of_outer_products
     db_ih = jnp.sum(dinp, axis=(0, 1))
     if name == "lstm":  # one matmul for both weights: [x_t, h_{t-1}]^T dg_t
         w_cat = contract(jnp.concatenate([xs, h_prev], axis=-1), dinp)

@@ -56,6 +56,18 @@ def _split(params: Any) -> tuple[list, list[int], Callable]:
     return leaves, matrices, with_tape
 
 
+def sum_of_outer_products(us: Array, dgs: Array) -> Array:
+    """`sum_t us[t]^T dgs[t]`: a weight gradient as one matmul over all T*B rows.
+    `us: float32[T, B, K]`, `dgs: float32[T, B, G]` -> `float32[K, G]`.
+
+    On CPU the transposed `us` is materialised first: XLA:CPU's dot with a transposed left
+    operand ran at 135 GFLOP/s, the copy plus a plain dot at 171 (K=768, G=2048, T*B=3200)."""
+    us, dgs = us.reshape(-1, us.shape[-1]), dgs.reshape(-1, dgs.shape[-1])
+    if jax.default_backend() == "cpu":
+        return jax.lax.optimization_barrier(us.T) @ dgs
+    return us.T @ dgs
+
+
 @jax.custom_jvp
 def _replay(u: Array, w: Array, g: Array) -> Array:
     """`u @ w`, already computed in the forward pass as `g`; differentiates as `u @ w`."""
@@ -156,7 +168,7 @@ def _scan_bwd(step, unroll, saved, cotangents):
     for i, d in zip(others, dothers):
         dleaves[i] = d
     for k, index in enumerate(order):
-        dleaves[index] = dleaves[index] + jnp.einsum("tbk,tbg->kg", us[k], dgs[k])
+        dleaves[index] = dleaves[index] + sum_of_outer_products(us[k], dgs[k])
     return jax.tree.unflatten(jax.tree.structure(params), dleaves), ddata, None, dcarry0, dxs
 
 
