@@ -40,6 +40,14 @@ class _Matrix:
     def __rmatmul__(self, u: Array) -> Array:
         return self.tape(self.index, u)
 
+    def __repr__(self) -> str:  # shows up in JAX's "not a valid JAX type" errors
+        return (f"<hoisted.scan stand-in for 2-D parameter #{self.index}: the step may use it "
+                "only as `u @ w`>")
+
+    def __getattr__(self, name: str):
+        raise AttributeError(f"{self!r} has no `.{name}`; move that computation out of the "
+                             "step or pass the array in `data`")
+
 
 def _split(params: Any) -> tuple[list, list[int], Callable]:
     """The leaves of `params`, the indices of its 2-D ones, and a function rebuilding `params`

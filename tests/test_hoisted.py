@@ -1,6 +1,7 @@
 """`hoisted.scan` against `lax.scan` autodiff and finite differences."""
 
 import jax
+import pytest
 import jax.numpy as jnp
 import numpy as np
 from jax.test_util import check_grads
@@ -49,3 +50,10 @@ def test_gradients_against_finite_differences():
     params, data, keep, carry0, xs = setup()
     ours = loss_of(lambda p, d, c, x: hoisted.scan(step, p, d, keep, c, x, unroll=2))
     check_grads(ours, (params, data, carry0, xs), order=1, modes=["rev"])
+
+
+def test_a_matrix_used_otherwise_than_u_at_w_is_a_clear_error():
+    params, data, keep, carry0, xs = setup()
+    bad = lambda p, d, k, c, x: (c @ p["u"].T, jnp.sum(c, axis=-1))
+    with pytest.raises(AttributeError, match="only as `u @ w`"):
+        jax.grad(lambda p: jnp.sum(hoisted.scan(bad, p, data, keep, carry0, xs)[1]))(params)
