@@ -6,7 +6,8 @@ Luong 2015), as pure functions of a parameter pytree and a frozen `Seq2SeqConfig
     Encoded, y_{<T}  ─forward────▶ logits[B, T, V]  (teacher forcing: one lax.scan)
 
 `forward` and `decode_step` share `_recurrent_step`; `forward` moves everything that does not
-depend on the recurrence (embedding projection, readout, output layer) out of its scan.
+depend on the recurrence (embedding projection, readout, output layer) out of its scan and, with
+`fused=True` (the default), runs that scan as `hoisted.scan` (weight gradients after the loop).
 
 How the context enters the decoder (`Seq2SeqConfig.context`):
   * "init": C, through a tanh bridge, is each decoder layer's initial state (Sutskever);
