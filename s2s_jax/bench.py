@@ -593,6 +593,41 @@ def table(records: Sequence[dict]) -> str:
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in rows)
 
 
+def goals(records: Sequence[dict]) -> list[str]:
+    """Issue 5's goals read off `records` (our default `s2s` against its reference), one line
+    each; groups that did not run are left out."""
+    def find(bench, mode=None):
+        return [r for r in records if r["bench"] == bench and r["impl"] == "s2s"
+                and (mode is None or r["mode"] == mode)]
+
+    pct = lambda x: "-" if x is None else f"{100 * x:.0f}%"
+    ratio = lambda x: "-" if x is None else f"{x:.2f}x"
+    lines = []
+    for bench in ("lstm_layer", "gru_layer"):
+        for r in find(bench, "fwd_bwd")[:1]:  # the first (the issue's main) shape
+            lines.append(f"{bench} fwd+bwd B={r['B']} T={r['T']} I={r['I']} H={r['H']}: "
+                         f"{ratio(r['vs_torch'])} torch, {pct(r['frac_of_peak'])} of peak "
+                         "(goal: 1.0x, 75%)")
+    for r in find("train_step"):
+        lines.append(f"train_step: {ratio(r['vs_torch'])} torch, {pct(r['frac_of_peak'])} of peak "
+                     "(goal: 2x, 50%)")
+    for r in find("decode"):
+        if r["mode"].startswith("beam"):
+            lines.append(f"decode {r['mode']}: {ratio(r['vs_numpy'])} the numpy greedy decoder's "
+                         "sentences/s (goal: 20x)")
+    scaling = sorted(find("length_scaling"), key=lambda r: r["T"])
+    per_token = {r["T"]: r["median_s"] / (r["B"] * r["T"]) for r in scaling}
+    base = min((t for t in per_token if t >= 50), default=None)
+    if base is not None and max(per_token) > base:
+        top = max(per_token)
+        compile_s = [r["compile_s"] for r in scaling]
+        lines.append(f"time per token T={base} -> T={top}: "
+                     f"{100 * (per_token[top] / per_token[base] - 1):+.0f}%; compile "
+                     f"{min(compile_s):.2f}-{max(compile_s):.2f} s over T={min(per_token)}..{top} "
+                     "(goal: within 20%, compile independent of T)")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     """`s2s bench [--quick] [--json] [--reps N] [--toy]`; returns the exit status."""
     parser = argparse.ArgumentParser(prog="s2s bench", description=__doc__.splitlines()[0])
@@ -609,7 +644,11 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     records = run(args.quick, sizes=Sizes.toy() if args.toy else None, reps=args.reps, log=log)
     log(f"total {time.perf_counter() - start:.0f} s; load average now {os.getloadavg()[0]:.2f}")
-    print(json.dumps(records, indent=1) if args.json else table(records))
+    if args.json:
+        print(json.dumps(records, indent=1))
+    else:
+        print(table(records))
+        print("\n".join(["", "goals (issue 5):", *("  " + line for line in goals(records))]))
     return 0
 
 

@@ -46,6 +46,26 @@ def test_table_shows_every_record():
     assert len(lines) == 2 and "lstm_layer" in lines[1] and "0.5" in lines[1]
 
 
+def test_goals_summary_reads_the_records():
+    rec = lambda bench, mode, T=50, **kw: {"bench": bench, "impl": "s2s", "mode": mode, "B": 2,
+                                          "T": T, "I": 3, "H": 4, **kw}
+    records = [
+        rec("lstm_layer", "fwd_bwd", vs_torch=0.87, frac_of_peak=0.72),
+        {**rec("lstm_layer", "fwd_bwd", vs_torch=9.0, frac_of_peak=0.1), "impl": "torch"},
+        rec("train_step", "fwd_bwd_adam", vs_torch=1.2, frac_of_peak=0.59),
+        rec("decode", "beam5", vs_numpy=1.46),
+        rec("length_scaling", "fwd_bwd", T=25, median_s=1.0, compile_s=0.7),
+        rec("length_scaling", "fwd_bwd", T=50, median_s=2.0, compile_s=0.5),  # 20 ms per token
+        rec("length_scaling", "fwd_bwd", T=1000, median_s=46.0, compile_s=0.6),  # 23 ms per token
+    ]
+    lines = bench.goals(records)
+    assert lines[0].startswith("lstm_layer fwd+bwd B=2 T=50 I=3 H=4: 0.87x torch, 72% of peak")
+    assert lines[1].startswith("train_step: 1.20x torch, 59% of peak")
+    assert lines[2].startswith("decode beam5: 1.46x")
+    assert lines[3].startswith("time per token T=50 -> T=1000: +15%; compile 0.50-0.70 s")
+    assert len(lines) == 4  # no gru_layer record, no line
+
+
 def test_round_robin_medians():
     calls = []
     med = bench.round_robin({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3,
