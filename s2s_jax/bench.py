@@ -1,7 +1,8 @@
 """The scan-RNN benchmark harness behind `s2s bench`.
 
 Every comparison is timed in one process, round-robin: each repetition runs every
-implementation of a group once, in turn, so the machine's drift (up to 2x over minutes on a
+implementation of a group once, in turn (after 0.15 s of untimed calls that let the previous
+library's spinning threads go quiet), so the machine's drift (up to 2x over minutes on a
 shared CPU) hits them all alike. Each group also times a reference matmul in the same rotation,
 so `frac_of_peak` compares against the peak measured at the same moment. Figures are medians
 after warm-up, each call ended by `block_until_ready`; JAX compile time is measured apart
