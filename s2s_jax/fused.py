@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from s2s_jax import hoisted, rnn
+from s2s_jax import rnn
 from s2s_jax.cells import Cell, HiddenCarry, LSTMCarry
 
 Array = jax.Array
@@ -33,33 +33,36 @@ SUPPORTED = ("lstm", "gru")
 
 
 # ----------------------------------------------------------------------------------------------
-# Per-step forward (with optional residuals) and backward of each cell. Inputs are time-major
-# slices: x_t float32[B, I], mask m_t bool[B]. `xb` is `x_t @ w_ih + b` (hoisted) or x_t (inside).
+# Per-step forward (with optional residuals) and backward of each cell, feature-major: a step
+# sees x_t float32[I, B], carries float32[H, B] and the mask as keep bool[1, B], so each step's
+# matmul is `W^T [G*H, K] @ u [K, B]`. On XLA:CPU that ran the LSTM forward scan 9% faster than
+# the batch-major `u [B, K] @ W [K, G*H]` (63.6 vs 70.1 ms at B=64, I=256, H=512).
+# `xp` is `W_ih^T x_t + b` (projection outside) or x_t itself (inside).
 
 
 def _lstm_fwd_step(p, carry: LSTMCarry, xp: Array, keep: Array, save: bool):
-    if "w_cat" in p:  # projection inside: one matmul of [x_t, h] by [w_ih; w_hh]
-        gates = jnp.concatenate([xp, carry.h], axis=-1) @ p["w_cat"] + p["b"]
+    if "w_cat_t" in p:  # projection inside: one matmul of [x_t; h] by [W_ih; W_hh]^T
+        gates = p["w_cat_t"] @ jnp.concatenate([xp, carry.h], axis=0) + p["b"]
     else:
-        gates = xp + carry.h @ p["w_hh"]
-    hidden = carry.h.shape[-1]
-    i = jax.nn.sigmoid(gates[:, :hidden])
-    f = jax.nn.sigmoid(gates[:, hidden:2 * hidden])
-    g = jnp.tanh(gates[:, 2 * hidden:3 * hidden])
-    o = jax.nn.sigmoid(gates[:, 3 * hidden:])
+        gates = xp + p["w_hh_t"] @ carry.h
+    hidden = carry.h.shape[0]
+    i = jax.nn.sigmoid(gates[:hidden])
+    f = jax.nn.sigmoid(gates[hidden:2 * hidden])
+    g = jnp.tanh(gates[2 * hidden:3 * hidden])
+    o = jax.nn.sigmoid(gates[3 * hidden:])
     c = f * carry.c + i * g
     h = o * jnp.tanh(c)
     new = LSTMCarry(jnp.where(keep, h, carry.h), jnp.where(keep, c, carry.c))
     y = jnp.where(keep, h, 0.0)
-    res = (jnp.concatenate([i, f, g, o], axis=-1), carry.h, carry.c) if save else ()
+    res = (jnp.concatenate([i, f, g, o], axis=0), carry.h, carry.c) if save else ()
     return new, y, res
 
 
-def _lstm_bwd_step(w_hh_t, dcarry, inputs):
+def _lstm_bwd_step(w_hh, dcarry, inputs):
     dh, dc = dcarry
     (acts, h_prev, c_prev), dy, keep = inputs
-    hidden = dh.shape[-1]
-    i, f, g, o = (acts[:, k * hidden:(k + 1) * hidden] for k in range(4))
+    hidden = dh.shape[0]
+    i, f, g, o = (acts[k * hidden:(k + 1) * hidden] for k in range(4))
     tc = jnp.tanh(f * c_prev + i * g)
     dh_t = dh + dy
     dc_t = dc + dh_t * o * (1.0 - tc * tc)
@@ -68,45 +71,45 @@ def _lstm_bwd_step(w_hh_t, dcarry, inputs):
         dc_t * c_prev * f * (1.0 - f),
         dc_t * i * (1.0 - g * g),
         dh_t * tc * o * (1.0 - o),
-    ], axis=-1)
+    ], axis=0)
     dgates = jnp.where(keep, dgates, 0.0)
-    dh_prev = jnp.where(keep, dgates @ w_hh_t, dh)
+    dh_prev = jnp.where(keep, w_hh @ dgates, dh)
     dc_prev = jnp.where(keep, dc_t * f, dc)
     del h_prev
     return (dh_prev, dc_prev), (dgates,)
 
 
 def _gru_fwd_step(p, carry: HiddenCarry, xp: Array, keep: Array, save: bool):
-    hidden = carry.h.shape[-1]
-    hp = carry.h @ p["w_hh"] + p["b_hh"]
-    r = jax.nn.sigmoid(xp[:, :hidden] + hp[:, :hidden])
-    z = jax.nn.sigmoid(xp[:, hidden:2 * hidden] + hp[:, hidden:2 * hidden])
-    hn = hp[:, 2 * hidden:]
-    n = jnp.tanh(xp[:, 2 * hidden:] + r * hn)
+    hidden = carry.h.shape[0]
+    hp = p["w_hh_t"] @ carry.h + p["b_hh"]
+    r = jax.nn.sigmoid(xp[:hidden] + hp[:hidden])
+    z = jax.nn.sigmoid(xp[hidden:2 * hidden] + hp[hidden:2 * hidden])
+    hn = hp[2 * hidden:]
+    n = jnp.tanh(xp[2 * hidden:] + r * hn)
     h = (1.0 - z) * n + z * carry.h
     new = HiddenCarry(jnp.where(keep, h, carry.h))
     y = jnp.where(keep, h, 0.0)
-    res = (jnp.concatenate([r, z, n, hn], axis=-1), carry.h) if save else ()
+    res = (jnp.concatenate([r, z, n, hn], axis=0), carry.h) if save else ()
     return new, y, res
 
 
-def _gru_bwd_step(w_hh_t, dcarry, inputs):
+def _gru_bwd_step(w_hh, dcarry, inputs):
     (dh,) = dcarry
     (acts, h_prev), dy, keep = inputs
-    hidden = dh.shape[-1]
-    r, z, n, hn = (acts[:, k * hidden:(k + 1) * hidden] for k in range(4))
+    hidden = dh.shape[0]
+    r, z, n, hn = (acts[k * hidden:(k + 1) * hidden] for k in range(4))
     dh_t = dh + dy
     dn_pre = dh_t * (1.0 - z) * (1.0 - n * n)
     dz_pre = dh_t * (h_prev - n) * z * (1.0 - z)
     dr_pre = dn_pre * hn * r * (1.0 - r)
-    dhid = jnp.where(keep, jnp.concatenate([dr_pre, dz_pre, dn_pre * r], axis=-1), 0.0)
+    dhid = jnp.where(keep, jnp.concatenate([dr_pre, dz_pre, dn_pre * r], axis=0), 0.0)
     dn_pre = jnp.where(keep, dn_pre, 0.0)
-    dh_prev = jnp.where(keep, dh_t * z + dhid @ w_hh_t, dh)
+    dh_prev = jnp.where(keep, dh_t * z + w_hh @ dhid, dh)
     return (dh_prev,), (dhid, dn_pre)
 
 
 # ----------------------------------------------------------------------------------------------
-# The layer: time-major inside. xs float32[T, B, I], mask bool[T, B].
+# The layer, time- and feature-major inside: xs float32[T, I, B], keep bool[T, 1, B].
 
 
 def _input_bias(name: str, params: dict) -> Array:
@@ -114,47 +117,52 @@ def _input_bias(name: str, params: dict) -> Array:
     return params["b_ih"] + params["b_hh"] if name == "lstm" else params["b_ih"]
 
 
-def _scan_forward(name, reverse, unroll, inside, params, xs, mask, carry0, save):
+def _scan_forward(name, reverse, unroll, inside, params, xs, keep, carry0, save):
     fwd_step = _lstm_fwd_step if name == "lstm" else _gru_fwd_step
-    bias = _input_bias(name, params)
+    bias = _input_bias(name, params)[:, None]
+    w_ih_t = params["w_ih"].T
     if inside and name == "lstm":
-        step_params = {"w_cat": jnp.concatenate([params["w_ih"], params["w_hh"]]), "b": bias}
+        step_params = {"w_cat_t": jnp.concatenate([params["w_ih"], params["w_hh"]]).T, "b": bias}
     else:
-        step_params = params
-    inputs = xs if inside else xs @ params["w_ih"] + bias
+        step_params = {"w_hh_t": params["w_hh"].T, "b_hh": params["b_hh"][:, None]}
+    inputs = xs if inside else jnp.einsum("gi,tib->tgb", w_ih_t, xs) + bias
 
     def body(carry, inp):
-        x_t, m_t = inp
-        xp = x_t @ params["w_ih"] + bias if inside and name != "lstm" else x_t
-        new, y, res = fwd_step(step_params, carry, xp, m_t[:, None], save)
+        x_t, k_t = inp
+        xp = w_ih_t @ x_t + bias if inside and name != "lstm" else x_t
+        new, y, res = fwd_step(step_params, carry, xp, k_t, save)
         return new, (y, res)
 
-    carry, (ys, res) = jax.lax.scan(body, carry0, (inputs, mask), reverse=reverse, unroll=unroll)
+    carry, (ys, res) = jax.lax.scan(body, carry0, (inputs, keep), reverse=reverse, unroll=unroll)
     return ys, carry, res
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
-def _layer(name, reverse, unroll, inside, params, xs, mask, carry0):
-    ys, carry, _ = _scan_forward(name, reverse, unroll, inside, params, xs, mask, carry0, False)
+def _layer(name, reverse, unroll, inside, params, xs, keep, carry0):
+    ys, carry, _ = _scan_forward(name, reverse, unroll, inside, params, xs, keep, carry0, False)
     return ys, carry
 
 
-def _layer_fwd(name, reverse, unroll, inside, params, xs, mask, carry0):
-    ys, carry, res = _scan_forward(name, reverse, unroll, inside, params, xs, mask, carry0, True)
-    return (ys, carry), (params, xs, mask, res)
+def _layer_fwd(name, reverse, unroll, inside, params, xs, keep, carry0):
+    ys, carry, res = _scan_forward(name, reverse, unroll, inside, params, xs, keep, carry0, True)
+    return (ys, carry), (params, xs, keep, res)
+
+
+def _feature_rows(a: Array) -> Array:
+    """`float32[T, F, B] -> float32[F, T*B]`: every step's columns side by side."""
+    return jnp.transpose(a, (1, 0, 2)).reshape(a.shape[1], -1)
 
 
 def _layer_bwd(name, reverse, unroll, inside, saved, cotangents):
     del inside
-    params, xs, mask, res = saved
+    params, xs, keep, res = saved
     dys, dcarry = cotangents
     bwd_step = _lstm_bwd_step if name == "lstm" else _gru_bwd_step
-    w_hh_t = params["w_hh"].T
 
     def body(dcarry, inp):
-        return bwd_step(w_hh_t, dcarry, inp)
+        return bwd_step(params["w_hh"], dcarry, inp)
 
-    dcarry0, outs = jax.lax.scan(body, tuple(dcarry), (res, dys, mask[..., None]),
+    dcarry0, outs = jax.lax.scan(body, tuple(dcarry), (res, dys, keep),
                                  reverse=not reverse, unroll=unroll)
     h_prev = res[1]
     if name == "lstm":
@@ -162,24 +170,24 @@ def _layer_bwd(name, reverse, unroll, inside, saved, cotangents):
         dinp = dhid
     else:
         dhid, dn_pre = outs
-        hidden = dn_pre.shape[-1]
-        dinp = jnp.concatenate([dhid[..., :2 * hidden], dn_pre], axis=-1)
-    # The weight gradients: one matmul each over all T*B rows.
-    contract = hoisted.sum_of_outer_products
-    db_ih = jnp.sum(dinp, axis=(0, 1))
-    if name == "lstm":  # one matmul for both weights: [x_t, h_{t-1}]^T dg_t
-        w_cat = contract(jnp.concatenate([xs, h_prev], axis=-1), dinp)
-        dw_ih, dw_hh = w_cat[:xs.shape[-1]], w_cat[xs.shape[-1]:]
+        hidden = dn_pre.shape[1]
+        dinp = jnp.concatenate([dhid[:, :2 * hidden], dn_pre], axis=1)
+    # The weight gradients: one matmul each over all T*B columns.
+    dinp_rows = _feature_rows(dinp)  # float32[G*H, T*B]
+    db_ih = jnp.sum(dinp_rows, axis=1)
+    if name == "lstm":  # one matmul for both weights: [x_t; h_{t-1}] dg_t^T
+        w_cat = _feature_rows(jnp.concatenate([xs, h_prev], axis=1)) @ dinp_rows.T
+        dw_ih, dw_hh = w_cat[:xs.shape[1]], w_cat[xs.shape[1]:]
+        db_hh = db_ih
     else:
-        dw_ih, dw_hh = contract(xs, dinp), contract(h_prev, dhid)
-    grads = {
-        "w_ih": dw_ih,
-        "w_hh": dw_hh,
-        "b_ih": db_ih,
-        "b_hh": db_ih if name == "lstm" else jnp.sum(dhid, axis=(0, 1)),
-    }
+        dhid_rows = _feature_rows(dhid)
+        dw_ih = _feature_rows(xs) @ dinp_rows.T
+        dw_hh = _feature_rows(h_prev) @ dhid_rows.T
+        db_hh = jnp.sum(dhid_rows, axis=1)
+    grads = {"w_ih": dw_ih, "w_hh": dw_hh, "b_ih": db_ih, "b_hh": db_hh}
     grads = {k: grads[k].astype(params[k].dtype) for k in params}
-    dxs = dinp @ params["w_ih"].T
+    steps, batch = xs.shape[0], xs.shape[2]
+    dxs = (params["w_ih"] @ dinp_rows).reshape(-1, steps, batch).transpose(1, 0, 2)
     return grads, dxs, None, type(dcarry)(*dcarry0)
 
 
@@ -225,7 +233,8 @@ def run(
     projection = projection or rnn.default_projection()
     if projection not in ("inside", "outside"):
         raise ValueError(f"projection must be 'inside' or 'outside', got {projection!r}")
-    mask = jnp.swapaxes(rnn.length_mask(lengths, steps), 0, 1)
+    keep = rnn.length_mask(lengths, steps).T[:, None, :]  # bool[T, 1, B]
+    carry0 = jax.tree.map(lambda a: a.T, initial_carry)  # float32[H, B] leaves
     ys, carry = _layer(cell.name, reverse, unroll, projection == "inside", params,
-                       jnp.swapaxes(xs, 0, 1), mask, initial_carry)
-    return jnp.swapaxes(ys, 0, 1), carry
+                       jnp.transpose(xs, (1, 2, 0)), keep, carry0)
+    return jnp.transpose(ys, (2, 0, 1)), jax.tree.map(lambda a: a.T, carry)
