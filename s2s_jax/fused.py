@@ -3,8 +3,9 @@
 Autodiff of `lax.scan` computes, at every reverse step, the weight gradients `h_{t-1}^T dg_t`
 and `x_t^T dg_t` as small matmuls (contraction over B only) and accumulates them in the carry.
 Here the reverse scan runs only the `dh` (and `dc`) recurrence and emits the gate gradients
-`dg: [T, B, G*H]`; the weight gradients, bias gradients and input gradients are then three large
-matmuls over all T*B rows at once, which run near the machine's matmul peak.
+`dg: [T, G*H, B]` (feature-major inside, see below); the weight gradients, bias gradients and
+input gradients are then three large matmuls over all T*B columns at once, which run near the
+machine's matmul peak.
 
 The forward pass under differentiation saves the gate activations (LSTM: i, f, g, o and the
 previous carry; GRU: r, z, n, the hidden-side candidate `W_hn h + b_hn` and the previous h),
