@@ -110,24 +110,19 @@ def scan(step: Callable, params: Any, data: Any, consts: Any, carry0: Any, xs: A
     return jax.lax.scan(lambda c, x: step(params, data, consts, c, x), carry0, xs, unroll=unroll)
 
 
-def _recorded(step, leaves, with_tape, data, consts, carry, x_t, record) -> Any:
-    """Runs the step with every `u @ w` computed and passed to `record(index, u, g)`."""
-
-    def tape(index, u):
-        g = u @ leaves[index]
-        record(index, u, g)
-        return g
-
-    return step(with_tape(leaves, tape), data, consts, carry, x_t)
-
-
 def _scan_fwd(step, params, data, consts, carry0, xs, unroll):
     leaves, _, with_tape = _split(params)
 
     def body(carry, x_t):
         us, gs = [], []
-        new, y = _recorded(step, leaves, with_tape, data, consts, carry, x_t,
-                           lambda index, u, g: (us.append(u), gs.append(g)))
+
+        def tape(index, u):  # computes and records every `u @ w`
+            g = u @ leaves[index]
+            us.append(u)
+            gs.append(g)
+            return g
+
+        new, y = step(with_tape(leaves, tape), data, consts, carry, x_t)
         return new, (y, carry, tuple(us), tuple(gs))
 
     carry, (ys, carries, us, gs) = jax.lax.scan(body, carry0, xs, unroll=unroll)
@@ -138,10 +133,7 @@ def _scan_bwd(step, unroll, saved, cotangents):
     params, data, consts, xs, carries, us, gs = saved
     leaves, matrices, with_tape = _split(params)
     others = [i for i in range(len(leaves)) if i not in matrices]  # per-step gradients
-    order = []  # the matrix each recorded product used, in the step's call order
-    first = lambda tree: jax.tree.map(lambda a: a[0], tree)
-    jax.eval_shape(lambda: _recorded(step, leaves, with_tape, data, consts, first(carries),
-                                     first(xs), lambda index, u, g: order.append(index)))
+    order = []  # the matrix each product used, in the step's call order (set while tracing)
     dcarry_last, dys = cotangents
     add = lambda *trees: jax.tree.map(lambda *xs: sum(xs), *trees)
 
@@ -150,10 +142,11 @@ def _scan_bwd(step, unroll, saved, cotangents):
         carry, x_t, g_t, dy = inp
 
         def replayed(others_, data_, carry_, x_, zeros):
-            calls = iter(range(len(order)))
+            order.clear()
 
-            def tape(index, u):
-                k = next(calls)
+            def tape(index, u):  # the saved `u @ w`, plus a zero whose cotangent is dg_t
+                k = len(order)
+                order.append(index)
                 return _replay(u, leaves[index], g_t[k]) + zeros[k]
 
             leaves_ = list(leaves)

@@ -328,18 +328,20 @@ def forward(params: dict, src: Array, src_len: Array, tgt: Array, *, cfg: Seq2Se
             return state, state.feed
         return state, (h, ctx) if cfg.attention == "bahdanau" else h
 
-    args = (_step_params(params, cfg), enc[:3], enc.mask, init_decoder_state(params, enc, cfg=cfg),
-            (time_major(xp), time_major(emb)))
+    sp, state0 = _step_params(params, cfg), init_decoder_state(params, enc, cfg=cfg)
+    inputs = (time_major(xp), time_major(emb))
     if cfg.fused:  # weight gradients as one matmul each after the reverse scan
-        _, out = hoisted.scan(step, *args, unroll=cfg.unroll)
+        _, out = hoisted.scan(step, sp, enc[:3], enc.mask, state0, inputs, unroll=cfg.unroll)
     else:
-        _, out = jax.lax.scan(lambda c, x: step(*args[:3], c, x), args[3], args[4],
-                              unroll=cfg.unroll)
+        _, out = jax.lax.scan(lambda state, x: step(sp, enc[:3], enc.mask, state, x), state0,
+                              inputs, unroll=cfg.unroll)
     if cfg.luong:
         readouts = time_major(out)
     else:
-        h, ctx = (out if cfg.attention == "bahdanau"
-                  else (out, jnp.broadcast_to(enc.context, out.shape[:2] + enc.context.shape[1:])))
+        if cfg.attention == "bahdanau":
+            h, ctx = out
+        else:  # the fixed context C at every step
+            h, ctx = out, jnp.broadcast_to(enc.context, out.shape[:2] + enc.context.shape[1:])
         readouts = _readout(params, time_major(h), time_major(ctx), emb)
     if key is not None:
         readouts = rnn.dropout(readouts, cfg.dropout, out_key)
