@@ -1,27 +1,35 @@
-"""Checkpoints of training states (orbax) and the JSON files kept beside them.
+"""Checkpoints of training states (orbax), verified on restore, and the JSON files beside them.
 
 Generic: stores any pytree `state` whose leaves are jax or numpy arrays or python scalars,
 e.g. `{"params": ..., "opt_state": ..., "step": int32[], "key": uint32[2], "data_pos": int32[2]}`.
 
 Layout of a `Checkpoints` directory:
 
-    DIR/latest/<step>/   the latest `max_to_keep` states
-    DIR/best/<step>/     the state with the best metric, the metric stored inside it
+    DIR/latest/<step>/     the latest `max_to_keep` states
+    DIR/best/<step>/       the state with the best metric, the metric stored inside it
+    DIR/digests/<step>.json  a SHA-256 per leaf of the state saved as <step>
+    DIR/damaged/           damaged steps moved aside by a writer (never read again)
 
 orbax writes each step as `<step>.orbax-checkpoint-tmp` and renames it only once complete, so a
-crash mid-save leaves no step directory that `restore` would pick; the next run's first `save`
-deletes the leftover.
+crash mid-save leaves no step directory that `restore` would pick; the next writer deletes the
+leftover. The digest is written before the step, so every step this code finalised has one:
+`restore` recomputes it from the restored arrays and treats a difference as damage (orbax
+stores no checksum of its own). A damaged or unreadable step is skipped for the newest older
+one that verifies, and the `log` callback says so.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
 import shutil
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -32,6 +40,7 @@ from s2s_jax.errors import CheckpointError
 _ITEM = "default"  # orbax's name for the item of a single-item CheckpointManager
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's mark of a step directory not yet finalised
 _METRIC = "metric"  # key of the metric in the metrics JSON orbax stores with each best step
+_DIGESTS, _DAMAGED = "digests", "damaged"
 
 
 class _DropOrbaxInfo(logging.Filter):
@@ -51,20 +60,50 @@ def _quiet_orbax() -> None:
 _quiet_orbax()
 
 
+def _ignore_late_tensorstore_callbacks() -> None:
+    """After a failed read, tensorstore threads still complete the other reads and call back
+    into the event loop orbax has closed; Python would print a traceback for each ("Event loop
+    is closed") although the restore itself raised a clean error. This hook drops exactly
+    those and passes everything else to the previous hook."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_s2s_filter", False):
+        return
+
+    def hook(unraisable):
+        exc = unraisable.exc_value
+        if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook._s2s_filter = True
+    sys.unraisablehook = hook
+
+
+_ignore_late_tensorstore_callbacks()
+
+
 def save_json(path: str | os.PathLike, obj: Any) -> None:
     """Writes `obj` as JSON atomically: to a temporary file, then renamed over `path`.
 
     In a multi-process run, call it on one process only (`jax.process_index() == 0`).
+
+    Raises:
+        CheckpointError: the file cannot be written (e.g. the disk is full); `path` is then
+            unchanged and no temporary file is left.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write {path}: {e.strerror or _brief(e)}") from e
 
 
 def load_json(path: str | os.PathLike) -> dict:
@@ -86,7 +125,9 @@ def load_json(path: str | os.PathLike) -> dict:
 def _brief(e: BaseException) -> str:
     """The first line of an exception's message, cut to fit one line of output."""
     lines = str(e).strip().splitlines()
-    text = lines[0] if lines else type(e).__name__
+    text = lines[0] if lines else ""
+    if not text or text.startswith("<bound method"):  # some tensorstore errors print so
+        return f"{type(e).__name__} while reading the data"
     return text if len(text) <= 300 else text[:297] + "..."
 
 
@@ -96,6 +137,24 @@ def _key_name(entry: Any) -> str:
         if hasattr(entry, attr):
             return str(getattr(entry, attr))
     return str(entry)
+
+
+def _host(leaf: Any) -> np.ndarray:
+    """A leaf's value on this host (one local copy of a replicated global array)."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        leaf = leaf.addressable_data(0)
+    return np.asarray(jax.device_get(leaf))
+
+
+def digest(state: Any) -> dict[str, str]:
+    """SHA-256 of every leaf (dtype, shape and bytes), keyed by its path."""
+    out = {}
+    for keypath, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        value = np.ascontiguousarray(_host(leaf))
+        h = hashlib.sha256(f"{value.dtype.str}{value.shape}".encode())
+        h.update(value.tobytes())
+        out["/".join(_key_name(k) for k in keypath)] = h.hexdigest()
+    return out
 
 
 def _describe(shape: tuple[int, ...], dtype: Any) -> str:
@@ -136,80 +195,92 @@ def _first_mismatch(target: Any, stored: Any) -> str | None:
     return None
 
 
+class _Damaged(Exception):
+    """One step cannot be read back as it was saved."""
+
+
 class Checkpoints:
     """Saved training states in `directory`: the latest `max_to_keep`, plus the best one.
 
-    Saves are asynchronous: `save` returns once the arrays are copied to host memory (the
-    caller may then donate or overwrite them) and the files are written in a background
-    thread. `restore` and `close` wait for pending saves themselves; call `wait()` before
-    reading the directory by other means (e.g. another `Checkpoints` on it) or before exiting
-    without `close()`. Errors of a background save surface at the next `save`, `wait`, `close`.
+    Saves are synchronous: when `save` returns, the step is on disk, finalised and has its
+    digest; when it raises, training should stop (the earlier steps are intact). `restore`
+    verifies what it reads and falls back to the newest intact step, naming what it skipped.
 
-    In a multi-process run, every process calls `save`, `wait` and `close`: orbax coordinates
-    the writes, and the best metric lives in orbax's metrics file inside the best step
-    directory, written by the primary process, so there is no bookkeeping file of our own.
+    In a multi-process run, every process calls `save` and `close`: orbax coordinates the
+    writes, process 0 writes the digests, and the best metric lives in orbax's metrics file
+    inside the best step directory, so there is no bookkeeping file of our own.
     """
 
-    def __init__(
-        self, directory: str | os.PathLike, *, max_to_keep: int = 2, best_mode: str = "max"
-    ):
+    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 2,
+                 best_mode: str = "max", writer: bool = False,
+                 log: Callable[[str], None] | None = None):
         """Opens the checkpoint directory; it is created on the first save, not before.
 
         Args:
-            directory: where the checkpoints live.
+            directory: where the checkpoints live (a relative path is taken from the current
+                directory, once, here).
             max_to_keep: how many of the latest states to keep (>= 1).
             best_mode: "max" if a larger metric is better, "min" if a smaller one is.
+            writer: this process trains here (it holds the workdir lock): damaged steps are
+                moved aside and unfinished saves deleted. A reader changes nothing on disk.
+                `save` makes any instance a writer.
+            log: where one-line notices go (a damaged step skipped or moved aside).
         """
         if best_mode not in ("max", "min"):
             raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
         if max_to_keep < 1:
             raise ValueError(f"max_to_keep must be at least 1, got {max_to_keep}")
-        self._dir = Path(directory)
-        self._mode = best_mode
+        self._dir = Path(os.path.abspath(directory))  # orbax requires absolute paths
+        self._mode, self._max_to_keep = best_mode, max_to_keep
+        self._log = log or (lambda message: None)
+        self._latest = self._manager("latest", max_to_keep=max_to_keep)
+        self._best, self._best_damage, self._best_metric = None, None, None
+        self._open_best()
+        self._writing = False
+        if writer:
+            self._start_writing()
 
-        def manager(name: str, **options: Any) -> ocp.CheckpointManager:
-            options = ocp.CheckpointManagerOptions(
-                # Opening must have no side effect: a reader (e.g. `s2s translate` during
-                # training) must neither create directories nor delete a save in progress.
-                create=False,
-                cleanup_tmp_directories=False,
-                **options,
-            )
-            # Registered up front so that metadata is readable before any save or restore.
-            registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
-            registry.add(_ITEM, ocp.args.StandardSave)
-            registry.add(_ITEM, ocp.args.StandardRestore)
-            return ocp.CheckpointManager(
-                self._dir / name, options=options, handler_registry=registry
-            )
+    def _manager(self, name: str, **options: Any) -> ocp.CheckpointManager:
+        options = ocp.CheckpointManagerOptions(
+            # Opening must have no side effect: a reader (e.g. `s2s translate` during
+            # training) must neither create directories nor delete a save in progress.
+            create=False,
+            cleanup_tmp_directories=False,
+            enable_async_checkpointing=False,
+            **options,
+        )
+        # Registered up front so that metadata is readable before any save or restore.
+        registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+        registry.add(_ITEM, ocp.args.StandardSave)
+        registry.add(_ITEM, ocp.args.StandardRestore)
+        return ocp.CheckpointManager(self._dir / name, options=options, handler_registry=registry)
 
-        self._latest = manager("latest", max_to_keep=max_to_keep)
-        try:  # opening reads the stored metrics
+    def _open_best(self) -> None:
+        """Opens best/ (reading its metric); a damaged one is noted, not fatal."""
+        try:
             # Only improvements are saved there, so keeping the best 1 keeps the newest.
-            self._best = manager(
-                "best", max_to_keep=1, best_fn=lambda m: m[_METRIC], best_mode=best_mode
-            )
-            self._best_metric = self._read_best_metric()
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            self._latest.close()
-            raise CheckpointError(
-                f"best checkpoint in {self._dir / 'best'} is damaged: {_brief(e)};"
-                " delete that directory to start tracking the best again"
-            ) from e
-        self._unfinished_removed = False
+            self._best = self._manager("best", max_to_keep=1, best_fn=lambda m: m[_METRIC],
+                                       best_mode=self._mode)
+            step = self._best.best_step()
+            metrics = self._best.metrics(step) if step is not None else None
+            self._best_metric = float(metrics[_METRIC]) if metrics and _METRIC in metrics else None
+            self._best_damage = None
+        except Exception as e:  # orbax raises many types on unreadable metadata
+            self._best, self._best_metric = None, None
+            self._best_damage = f"the best checkpoint in {self._dir / 'best'} is damaged ({_brief(e)})"
 
-    def _read_best_metric(self) -> float | None:
-        step = self._best.best_step()
-        metrics = self._best.metrics(step) if step is not None else None
-        return float(metrics[_METRIC]) if metrics and _METRIC in metrics else None
+    # ------------------------------------------------------------------------------ saving
 
-    def _remove_unfinished(self) -> None:
-        """Deletes what crashed saves left behind; done by the writer, before its first save."""
+    def _start_writing(self) -> None:
+        """What only a writer does, once: removes unfinished saves, moves a damaged best aside."""
+        self._writing = True
         if jax.process_index() == 0:  # other processes wait at orbax's barrier in `save`
             for name in ("latest", "best"):
                 for tmp in (self._dir / name).glob(f"*{_TMP_SUFFIX}*"):
                     shutil.rmtree(tmp, ignore_errors=True)
-        self._unfinished_removed = True
+        if self._best_damage is not None:
+            self._move_aside("best", None, self._best_damage)
+            self._open_best()
 
     def _is_better(self, metric: float) -> bool:
         if math.isnan(metric):
@@ -224,7 +295,7 @@ class Checkpoints:
         """Saves `state` as `step`, and also as the best state if `metric` beats the best.
 
         A step not after the newest saved one (e.g. the same step again right after
-        resuming) is not saved again.
+        resuming) is not saved again. Returns once the files are written and finalised.
 
         Args:
             step: the training step the state belongs to.
@@ -232,19 +303,59 @@ class Checkpoints:
             metric: the validation metric of this state (compared per `best_mode`), or None.
 
         Raises:
-            CheckpointError: writing failed (this save or a previous background one).
+            CheckpointError: writing failed (e.g. the disk is full); the step is not saved
+                and the steps saved before it are intact.
         """
         step = int(step)
-        if not self._unfinished_removed:
-            self._remove_unfinished()
+        if not self._writing:
+            self._start_writing()
+        latest = self._latest.latest_step()
+        better = metric is not None and self._is_better(float(metric))
+        if (latest is not None and step <= latest) and not better:
+            return
         try:
-            self._latest.save(step, args=ocp.args.StandardSave(state))
-            if metric is not None and self._is_better(float(metric)):
+            if jax.process_index() == 0:
+                save_json(self._dir / _DIGESTS / f"{step}.json", digest(state))
+            if latest is None or step > latest:
+                self._latest.save(step, args=ocp.args.StandardSave(state))
+            if better:
                 metrics = {_METRIC: float(metric)}
                 if self._best.save(step, args=ocp.args.StandardSave(state), metrics=metrics):
                     self._best_metric = float(metric)
-        except (OSError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"saving step {step} in {self._dir} failed: {_brief(e)}") from e
+        except Exception as e:  # orbax and tensorstore raise many types on failed writes
+            raise CheckpointError(
+                f"saving step {step} in {self._dir} failed: {_brief(e)}; the steps saved "
+                f"before it are intact ({self._latest.latest_step() or 'none yet'} the newest)"
+            ) from e
+        self._remove_stale_digests()
+
+    def _remove_stale_digests(self) -> None:
+        if jax.process_index() != 0:
+            return
+        kept = set(self._latest.all_steps()) | set(self._best.all_steps())
+        for path in (self._dir / _DIGESTS).glob("*.json"):
+            if path.stem.isdigit() and int(path.stem) not in kept:
+                path.unlink(missing_ok=True)
+
+    def _move_aside(self, which: str, step: int | None, why: str) -> None:
+        """Moves a damaged step (or all of best/) to DIR/damaged/, so that it is never read
+        again and its step number can be saved anew."""
+        if jax.process_index() == 0:
+            source = self._dir / which / (str(step) if step is not None else "")
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            target = self._dir / _DAMAGED / f"{which}-{step if step is not None else 'all'}-{stamp}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.exists():
+                os.replace(source, target)
+            self._log(f"{why}: moved it to {target}")
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"s2s_move_aside_{which}_{step}")
+        if which == "latest":
+            self._latest.reload()
+
+    # ----------------------------------------------------------------------------- reading
 
     def latest_step(self) -> int | None:
         """The step of the newest saved state, or None."""
@@ -252,14 +363,18 @@ class Checkpoints:
 
     def best_step(self) -> int | None:
         """The step of the state with the best metric, or None."""
-        return self._best.best_step()
+        return self._best.best_step() if self._best is not None else None
 
     def best_metric(self) -> float | None:
         """The best metric saved so far, by this run or earlier ones, or None."""
         return self._best_metric
 
     def restore(self, target: Any, *, which: str = "latest", step: int | None = None) -> Any:
-        """Restores a saved state onto `target` (waits for pending saves first).
+        """Restores a saved state onto `target`, verified against its digest.
+
+        Without `step`, the newest step of `which` that reads back intact: a damaged one is
+        skipped with a notice (and moved aside by a writer); "best" falls back to the latest
+        steps when there is no usable best one.
 
         Args:
             target: a pytree with the expected structure, shapes and dtypes, whose leaves are
@@ -267,35 +382,61 @@ class Checkpoints:
                 restored onto it, so a state saved on N devices restores on M; the others get
                 the saved sharding if its devices exist, else the first local device.
             which: "latest" or "best".
-            step: a step among `which`'s saved ones; by default the newest.
+            step: a step among `which`'s saved ones (no fallback then).
 
         Returns:
             The restored pytree, with the structure of `target`.
 
         Raises:
             CheckpointError: no checkpoint or no such step, a checkpoint of another model
-                configuration, or a damaged checkpoint.
+                configuration, or no intact checkpoint.
         """
         if which not in ("latest", "best"):
             raise ValueError(f"which must be 'latest' or 'best', got {which!r}")
-        self.wait()
+        if step is not None:
+            manager = self._latest if which == "latest" else self._best
+            if manager is None or step not in manager.all_steps():
+                steps = sorted(manager.all_steps()) if manager is not None else []
+                raise CheckpointError(f"no {which} checkpoint of step {step} in {self._dir}:"
+                                      f" choose one of {steps}")
+            try:
+                return self._restore_step(which, step, target)
+            except _Damaged as e:
+                raise CheckpointError(str(e)) from None
+        candidates = [("latest", s) for s in sorted(self._latest.all_steps(), reverse=True)]
+        if which == "best":
+            if self._best_damage is not None:
+                self._log(f"{self._best_damage}; using the latest checkpoints instead")
+            elif self.best_step() is not None:
+                candidates.insert(0, ("best", self.best_step()))
+        if not candidates:
+            raise CheckpointError(f"no checkpoint in {self._dir}: train first "
+                                  "(s2s train --workdir ...)")
+        damaged = []
+        for name, s in candidates:
+            try:
+                state = self._restore_step(name, s, target)
+            except _Damaged as e:
+                damaged.append(str(e))
+                if self._writing or name == "best":
+                    self._log(f"{e}; trying an older one")
+                else:  # a reader leaves the files alone (training may be writing)
+                    self._log(f"{e}; trying an older one (the next `s2s train` moves it aside)")
+                if self._writing:
+                    self._move_aside(name, s, f"damaged {name} step {s}")
+                continue
+            if damaged:
+                self._log(f"using {name} step {s}, the newest intact checkpoint in {self._dir}")
+            return state
+        raise CheckpointError(f"no intact checkpoint in {self._dir}: {'; '.join(damaged)}")
+
+    def _restore_step(self, which: str, step: int, target: Any) -> Any:
         manager = self._latest if which == "latest" else self._best
-        if step is None:
-            step = manager.latest_step()
-            if step is None:
-                raise CheckpointError(
-                    f"no checkpoint in {self._dir}: train first (s2s train --workdir ...)"
-                )
-        elif step not in manager.all_steps():
-            raise CheckpointError(
-                f"no {which} checkpoint of step {step} in {self._dir}:"
-                f" choose one of {sorted(manager.all_steps())}"
-            )
         path = self._dir / which / str(step)
         try:
             stored = manager.item_metadata(step).tree  # no `.tree` if the item dir is gone
         except Exception as e:  # orbax raises many types on unreadable metadata
-            raise CheckpointError(f"checkpoint at {path} is damaged: {_brief(e)}") from e
+            raise _Damaged(f"checkpoint at {path} is damaged: {_brief(e)}") from e
         mismatch = _first_mismatch(target, stored)
         if mismatch is not None:
             raise CheckpointError(
@@ -304,22 +445,33 @@ class Checkpoints:
             )
         fallback = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         try:
-            return manager.restore(
+            state = manager.restore(
                 step, args=ocp.args.StandardRestore(target, fallback_sharding=fallback)
             )
         except Exception as e:  # tensorstore and orbax raise many types on unreadable data
-            raise CheckpointError(f"checkpoint at {path} is damaged: {_brief(e)}") from e
+            raise _Damaged(f"checkpoint at {path} is damaged: {_brief(e)}") from e
+        self._verify(path, step, state)
+        return state
 
-    def wait(self) -> None:
-        """Blocks until pending background saves are written and finalised."""
+    def _verify(self, path: Path, step: int, state: Any) -> None:
+        digest_file = self._dir / _DIGESTS / f"{step}.json"
+        if not digest_file.exists():
+            digested = [int(p.stem) for p in digest_file.parent.glob("*.json") if p.stem.isdigit()]
+            if digested and min(digested) < step:
+                raise _Damaged(f"checkpoint at {path} cannot be verified: {digest_file} is missing")
+            return  # saved by a version before digests: nothing to compare with
         try:
-            self._latest.wait_until_finished()
-            self._best.wait_until_finished()
-        except (OSError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"saving in {self._dir} failed: {_brief(e)}") from e
+            want = load_json(digest_file)
+        except CheckpointError as e:
+            raise _Damaged(f"checkpoint at {path} cannot be verified: {e}") from None
+        have = digest(state)
+        for name, value in have.items():
+            if want.get(name) != value:
+                raise _Damaged(f"checkpoint at {path} is damaged: leaf '{name}' differs from "
+                               "what was saved (checksum mismatch)")
 
     def close(self) -> None:
-        """Waits for pending saves, then releases orbax's threads and handles."""
-        self.wait()
+        """Releases orbax's threads and handles."""
         self._latest.close()
-        self._best.close()
+        if self._best is not None:
+            self._best.close()

@@ -7,43 +7,61 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Sequence
 
-from s2s_jax.errors import S2SError
+from s2s_jax.errors import DataError, S2SError
+from s2s_jax.stopping import Interrupted, StopSignals
 
 EXIT_USER_ERROR = 2
 
 
-def _train(args) -> int:
+def _train(args, stop) -> int:
     from s2s_jax import config, parallel, train
 
     parallel.initialize_distributed()
     requested = config.load_file(args.config, smoke=args.smoke) if args.config else {}
     overrides = config.parse_overrides(args.set)
+    if args.task and args.train:
+        raise S2SError("give either --task or --train/--valid, not both")
     cli = {"train": {}}
-    for name, value in (("task", args.task), ("train_file", args.train), ("valid_file", args.valid),
+    if args.task:  # the data of a run is its task or its files, never a mix
+        cli["train"].update(task=args.task, train_file="", valid_file="", test_file="")
+    if args.train:
+        cli["train"]["task"] = config.TSV_TASK
+    for name, value in (("train_file", args.train), ("valid_file", args.valid),
                         ("test_file", args.test), ("steps", args.steps), ("parallel", args.parallel)):
         if value is not None:
             cli["train"][name] = value
-    if args.task and args.train:
-        raise S2SError("give either --task or --train/--valid, not both")
     requested = config.merge(requested, cli, overrides)
+    for name in ("train_file", "valid_file", "test_file"):  # relative to where s2s runs
+        if requested["train"].get(name):
+            requested["train"][name] = os.path.abspath(requested["train"][name])
     defaults = {} if args.config else config.DEFAULTS
-    result = train.fit(args.workdir, requested, defaults=defaults, progress=not args.no_progress)
+    result = train.fit(args.workdir, requested, defaults=defaults, progress=not args.no_progress,
+                       stop=stop)
     print(json.dumps(result))
     return 0
 
 
-def _read_lines(texts: Sequence[str]) -> list[str]:
-    return list(texts) if texts else [line.rstrip("\n") for line in sys.stdin]
+def _stdin_lines() -> list[str]:
+    """Standard input's lines, decoded as UTF-8 (a line that is not names itself)."""
+    lines = []
+    for number, raw in enumerate(sys.stdin.buffer, 1):
+        try:
+            lines.append(raw.decode("utf-8").rstrip("\r\n"))
+        except UnicodeDecodeError as e:
+            raise DataError(f"stdin:{number}: not UTF-8 ({e.reason} at byte {e.start}); "
+                            "convert the input to UTF-8") from None
+    return lines
 
 
-def _translate(args) -> int:
+def _translate(args, stop) -> int:
     from s2s_jax.translate import Translator
 
     translator = Translator.from_workdir(args.workdir, which=args.checkpoint)
-    lines = _read_lines(args.text)
+    lines = list(args.text) if args.text else _stdin_lines()
     out = translator.translate(lines, beam=args.beam, n_best=args.n_best, alpha=args.alpha)
     for hyp in out:
         if args.n_best == 1:
@@ -53,13 +71,11 @@ def _translate(args) -> int:
     return 0
 
 
-def _score(args) -> int:
-    from s2s_jax.data import DataError
+def _score(args, stop) -> int:
     from s2s_jax.translate import Translator
 
     pairs = []
-    for number, line in enumerate(sys.stdin, 1):
-        line = line.rstrip("\n")
+    for number, line in enumerate(_stdin_lines(), 1):
         if line.count("\t") != 1:
             raise DataError(f"stdin:{number}: write one source<TAB>target pair per line")
         pairs.append(tuple(line.split("\t")))
@@ -69,7 +85,7 @@ def _score(args) -> int:
     return 0
 
 
-def _eval(args) -> int:
+def _eval(args, stop) -> int:
     from s2s_jax import train
 
     result = train.evaluate_workdir(args.workdir, split=args.split, beam=args.beam,
@@ -78,7 +94,7 @@ def _eval(args) -> int:
     return 0
 
 
-def _tasks(args) -> int:
+def _tasks(args, stop) -> int:
     from s2s_jax.data import describe_tasks
     from s2s_jax.data.tasks import recommended_steps
 
@@ -87,7 +103,7 @@ def _tasks(args) -> int:
     return 0
 
 
-def _config(args) -> int:
+def _config(args, stop) -> int:
     import dataclasses
 
     from s2s_jax.config import DEFAULTS, SECTIONS
@@ -97,6 +113,16 @@ def _config(args) -> int:
             default = DEFAULTS.get(section, {}).get(field.name, field.default)
             print(f"{section}.{field.name}={default}")
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = inference("eval", "print the task metrics of a trained model as JSON", _eval)
     q.add_argument("--split", choices=("valid", "test"), default="test")
     q.add_argument("--beam", type=int, default=1)
-    q.add_argument("--limit", type=int, help="evaluate on the first N pairs only")
+    q.add_argument("--limit", type=_positive_int, help="evaluate on the first N pairs only")
 
     sub.add_parser("bench", help="benchmark scan-based RNNs (s2s bench --help)")  # see main
 
@@ -155,13 +181,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return bench.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        with StopSignals() as stop:  # SIGTERM, like Ctrl-C, ends with one line
+            return args.run(args, stop)
     except S2SError as e:
         print(f"s2s: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Interrupted as e:
+        print(f"s2s: {e}", file=sys.stderr)
+        return e.exit_status
     except KeyboardInterrupt:
         print("s2s: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # the machine, not the user: a full disk, a read-only filesystem
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"s2s: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import typing
 from pathlib import Path
@@ -18,11 +19,14 @@ from s2s_jax.errors import ConfigError
 from s2s_jax.model import Seq2SeqConfig
 
 
+TSV_TASK = "tsv"  # the task name of a run on --train/--valid files
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """How to train: data, optimisation, evaluation. Defaults train the default task well."""
 
-    task: str = "numbers-en-fr"  # a built-in task (s2s tasks), unless train_file is given
+    task: str = "numbers-en-fr"  # a built-in task (s2s tasks); "tsv" when train_file is given
     train_file: str = ""  # TSV source<TAB>target; with valid_file, replaces the task
     valid_file: str = ""
     test_file: str = ""
@@ -63,11 +67,31 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.steps < 0 or self.patience < 0 or self.warmup_steps < 0:
             raise ConfigError("steps, patience and warmup_steps must be >= 0")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        for name in ("learning_rate", "clip_norm", "weight_decay", "max_len_ratio"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} must be a number >= 0, got {value}")
+        if self.max_len_offset < 0:
+            raise ConfigError(f"max_len_offset must be >= 0, got {self.max_len_offset}")
         if bool(self.train_file) != bool(self.valid_file):
             raise ConfigError("give both --train and --valid files, or neither")
+        if self.train_file and self.task != TSV_TASK:
+            # The data are the files: recorded as such, so another task is refused on resume.
+            object.__setattr__(self, "task", TSV_TASK)
 
 
 SECTIONS = {"model": Seq2SeqConfig, "train": TrainConfig}
+
+# Train fields a resumed run may change: they neither shape the model nor order the data.
+RESUMABLE = frozenset({"steps", "eval_every", "eval_examples", "eval_beam", "patience",
+                       "log_every", "parallel", "max_len_ratio", "max_len_offset", "test_file"})
+# Optimisation settings a resumed run may change, e.g. a lower learning rate after the loss
+# diverged: the run then leaves the trajectory an uninterrupted one would have taken, so each
+# change is announced and recorded in the workdir's config.json ("changes").
+TUNABLE = frozenset({"learning_rate", "schedule", "warmup_steps", "clip_norm",
+                     "label_smoothing", "weight_decay"})
 
 
 def _fields(cls) -> dict[str, type]:

@@ -19,3 +19,7 @@ class ConfigError(S2SError):
 
 class CheckpointError(S2SError):
     """A missing, incomplete or incompatible checkpoint."""
+
+
+class TrainingError(S2SError):
+    """Training cannot go on (e.g. a non-finite loss)."""

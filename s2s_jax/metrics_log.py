@@ -1,4 +1,4 @@
-"""Where training metrics go: JSON lines and TensorBoard events in the workdir."""
+"""Where training metrics go: JSON lines and TensorBoard events."""
 
 from __future__ import annotations
 
@@ -10,19 +10,21 @@ import jax
 
 
 class MetricsWriter:
-    """Appends `{"step", "split", "time", **values}` lines to DIR/metrics.jsonl and the same
-    scalars to TensorBoard (DIR/tb). Only process 0 writes; elsewhere it does nothing."""
+    """Appends `{"step", "split", "time", **values}` lines to a JSON-lines file and the same
+    scalars to TensorBoard. Only process 0 writes; elsewhere it does nothing."""
 
-    def __init__(self, workdir: str | Path):
+    def __init__(self, jsonl: str | Path, tensorboard_dir: str | Path, *, resume_step: int = 0):
+        """`resume_step`: the step a resumed run restarts from; TensorBoard then discards the
+        events an earlier attempt logged after it (they are logged again)."""
         self._enabled = jax.process_index() == 0
         self._file = self._tb = None
         if self._enabled:
-            workdir = Path(workdir)
-            workdir.mkdir(parents=True, exist_ok=True)
-            self._file = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+            Path(jsonl).parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(jsonl, "a", encoding="utf-8")
             from tensorboardX import SummaryWriter  # heavy import, only where it writes
 
-            self._tb = SummaryWriter(str(workdir / "tb"))
+            self._tb = SummaryWriter(str(tensorboard_dir),
+                                     purge_step=resume_step + 1 if resume_step else None)
 
     def write(self, step: int, split: str, values: dict) -> None:
         if not self._enabled:

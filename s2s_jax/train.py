@@ -8,7 +8,10 @@ with the same parameters as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
+import signal
 import sys
 import time
 from pathlib import Path
@@ -24,17 +27,14 @@ from s2s_jax import config, metrics, model, parallel, workdir as wd
 from s2s_jax.data import Batch, Task, Vocab, encode_pairs, load_task, read_tsv, train_batches
 from s2s_jax.data import bucket_lengths, eval_batches
 from s2s_jax.data.tasks import recommended_steps
-from s2s_jax.errors import ConfigError, S2SError
+from s2s_jax.errors import ConfigError, DataError, S2SError, TrainingError
 from s2s_jax.metrics_log import MetricsWriter
 from s2s_jax.state import TrainState, init_state, make_optimizer
+from s2s_jax.stopping import Interrupted, StopSignals
 from s2s_jax.translate import Limits, Translator
 
 Array = jax.Array
 SELECT_METRIC = "exact_match"  # chooses the best checkpoint and drives early stopping
-
-
-class TrainingError(S2SError):
-    """Training cannot go on (e.g. a non-finite loss)."""
 
 
 # --------------------------------------------------------------------------------- the step
@@ -108,8 +108,15 @@ def load_data_task(train_cfg: config.TrainConfig) -> Task:
     """The built-in task, or a task made of the configured TSV files."""
     if not train_cfg.train_file:
         return load_task(train_cfg.task, seed=train_cfg.seed)
-    train, valid = read_tsv(train_cfg.train_file), read_tsv(train_cfg.valid_file)
-    test = read_tsv(train_cfg.test_file) if train_cfg.test_file else valid
+    splits = {}
+    for split, path in (("train", train_cfg.train_file), ("valid", train_cfg.valid_file),
+                        ("test", train_cfg.test_file)):
+        if path:
+            splits[split] = read_tsv(path)
+            if not splits[split]:
+                raise DataError(f"{path} holds no source<TAB>target pairs (the {split} split)")
+    train, valid = splits["train"], splits["valid"]
+    test = splits.get("test", valid)
     return Task(name="tsv", description=f"pairs from {train_cfg.train_file}", src_kind="char",
                 tgt_kind="char", metrics=("exact_match", "token_accuracy", "bleu", "chrf"),
                 splits={"train": train, "valid": valid, "test": test})
@@ -158,39 +165,83 @@ def evaluate(translator: Translator, task: Task, split: str, *, beam: int = 1,
 # ------------------------------------------------------------------------------- the run
 
 
-# Fields that may change when a run is resumed; the others define the model and the data.
-RESUMABLE = {"steps", "eval_every", "eval_examples", "eval_beam", "patience", "log_every",
-             "parallel", "max_len_ratio", "max_len_offset"}
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What `s2s train` will do in a workdir, decided before anything is written."""
+
+    values: dict  # the run's configuration values {"model": {...}, "train": {...}}
+    resume: bool  # a checkpoint exists: restore it
+    changes: tuple = ()  # (field, stored value, requested value) of TUNABLE fields changed
 
 
 def configure(workdir: str | Path, requested: dict[str, dict], *,
-              defaults: dict[str, dict] = config.DEFAULTS) -> tuple[dict[str, dict], bool]:
-    """The configuration values of a run in `workdir`, and whether it resumes.
+              defaults: dict[str, dict] = config.DEFAULTS) -> Plan:
+    """The configuration of a run in `workdir`, and whether it resumes (reads only).
 
-    A new run takes `defaults` updated by `requested`. An existing workdir keeps its stored
-    configuration; requested values may only change the `RESUMABLE` fields.
+    A new run takes `defaults` updated by `requested`. A workdir whose run never saved a
+    checkpoint starts again from its stored configuration updated by `requested`. A workdir
+    with checkpoints keeps its stored configuration: requested values may change only the
+    `config.RESUMABLE` fields, and the `config.TUNABLE` ones (reported in `Plan.changes`).
+
+    Raises:
+      ConfigError: a requested change the stored run cannot take.
     """
-    if not wd.exists(workdir):
-        values = config.merge(defaults, requested)
+    resume = wd.exists(workdir) and _has_checkpoint(workdir)
+    if not resume:
+        base = defaults
+        if wd.exists(workdir):  # started, but killed or failed before its first checkpoint
+            try:
+                base = config.merge(defaults, _stored_values(workdir))
+            except S2SError:
+                pass  # nothing was trained with it: the request alone decides
+        values = config.merge(base, requested)
         if not values["train"].get("steps"):
             t = values["train"]
             task = None if t.get("train_file") else t.get("task", config.TrainConfig.task)
             values["train"]["steps"] = recommended_steps(task)
-        return values, False
-    stored = config.to_dict(*config.build(wd.load_json_config(workdir)))
+        return Plan(values, resume=False)
+    stored = _stored_values(workdir)
+    changes = []
     for section, values in requested.items():
         for name, value in values.items():
-            if stored[section][name] != value and not (section == "train" and name in RESUMABLE):
-                raise ConfigError(
-                    f"{workdir} holds a run with {section}.{name}={stored[section][name]!r}, "
-                    f"not {value!r}: use a new --workdir, or drop that setting to resume")
-    return config.merge(stored, {"train": requested.get("train", {})}), True
+            old = stored[section][name]
+            if old == value or (section == "train" and name in config.RESUMABLE):
+                continue
+            if section == "train" and name in config.TUNABLE:
+                if name == "clip_norm" and (old == 0) != (value == 0):
+                    raise ConfigError(f"{workdir} was trained with clip_norm={old}: clipping "
+                                      "cannot be switched on or off on resume (the optimizer "
+                                      "state differs); change its value instead")
+                changes.append((name, old, value))
+                continue
+            raise ConfigError(
+                f"{workdir} holds a run with {section}.{name}={old!r}, not {value!r}: use a "
+                "new --workdir, or drop that setting to resume")
+    return Plan(config.merge(stored, {"train": requested.get("train", {})}), resume=True,
+                changes=tuple(changes))
+
+
+def _stored_values(workdir) -> dict:
+    return config.to_dict(*config.build(wd.load_json_config(workdir)))
+
+
+def _has_checkpoint(workdir) -> bool:
+    ckpts = wd.checkpoints(workdir)
+    try:
+        return ckpts.latest_step() is not None
+    finally:
+        ckpts.close()
 
 
 def fit(workdir: str | Path, requested: dict[str, dict] | None = None, *,
         defaults: dict[str, dict] = config.DEFAULTS, progress: bool = True,
-        log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict:
+        log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+        stop: StopSignals | None = None) -> dict:
     """Trains (or resumes training) in `workdir`; returns the last validation metrics.
+
+    Everything is checked (configuration, data, vocabularies, the checkpoint) before the
+    workdir is written to, so a refused or failed start changes nothing. The workdir is
+    locked while training; SIGINT/SIGTERM stop after the current step, saving it.
 
     Args:
       workdir: the run's directory (created if needed; resumed if it holds a run).
@@ -198,95 +249,165 @@ def fit(workdir: str | Path, requested: dict[str, dict] | None = None, *,
       defaults: the base of a new run's configuration.
       progress: show a progress bar.
       log: where one-line reports go.
+      stop: the signal handlers to stop with (default: installed here, main thread only).
+
+    Raises:
+      S2SError: a refused configuration, bad data, a damaged workdir, a failed save, a
+        non-finite loss; `stopping.Interrupted` after a signal (the state is saved).
     """
-    workdir = Path(workdir)
-    values, resuming = configure(workdir, requested or {}, defaults=defaults)
-    model_cfg, train_cfg = config.build(values)
+    workdir = wd.resolve(workdir)
+    configure(workdir, requested or {}, defaults=defaults)  # refuse before creating anything
+    owner = jax.process_index() == 0  # on a cluster, process 0 locks and writes the files
+    with contextlib.ExitStack() as stack:
+        if owner:
+            stack.enter_context(wd.lock(workdir))
+        if stop is None:
+            stop = stack.enter_context(StopSignals())
+        plan = configure(workdir, requested or {}, defaults=defaults)  # now under the lock
+        return _fit(workdir, plan, owner=owner, progress=progress, log=log, stop=stop)
+
+
+def _fit(workdir: Path, plan: Plan, *, owner: bool, progress: bool, log, stop) -> dict:
+    model_cfg, train_cfg = config.build(plan.values)
     task = load_data_task(train_cfg)
-    if resuming:
-        run = wd.load(workdir)
-        src_vocab, tgt_vocab = run.src_vocab, run.tgt_vocab
+    if plan.resume:
+        stored = wd.load(workdir)
+        src_vocab, tgt_vocab, past_changes = stored.src_vocab, stored.tgt_vocab, stored.changes
     else:
+        if wd.exists(workdir):
+            log(f"{workdir} holds no checkpoint yet: starting its run again")
         src_vocab, tgt_vocab = build_vocabs(task, train_cfg)
         model_cfg = model_cfg.replace(src_vocab=len(src_vocab), tgt_vocab=len(tgt_vocab))
-    run = wd.Run(model_cfg, train_cfg, src_vocab, tgt_vocab)
-    if jax.process_index() == 0:
-        wd.save(workdir, run)
-
+        past_changes = ()
     examples, dropped = encode_pairs(task.splits["train"], src_vocab, tgt_vocab,
                                      max_src_len=train_cfg.max_src_len,
                                      max_tgt_len=train_cfg.max_tgt_len)
+    if not examples:
+        raise DataError(f"none of the {len(task.splits['train'])} training pairs fits "
+                        f"max_src_len={train_cfg.max_src_len} / max_tgt_len="
+                        f"{train_cfg.max_tgt_len}: raise them (--set max_src_len=...)")
     if dropped:
         log(f"dropped {dropped} of {len(task.splits['train'])} training pairs longer than "
             f"max_src_len={train_cfg.max_src_len} / max_tgt_len={train_cfg.max_tgt_len}")
-    limits = Limits.of(train_cfg)
     dp = parallel.DataParallel(train_cfg.parallel, functools.partial(
         train_step, model_cfg=model_cfg, train_cfg=train_cfg), batch_size=train_cfg.batch_size)
 
-    ckpts = wd.checkpoints(workdir)
-    writer = MetricsWriter(workdir)
+    ckpts = wd.checkpoints(workdir, writer=True, log=log)
+    writer = None
     try:
         state = init_state(model_cfg, train_cfg)
-        if ckpts.latest_step() is not None:
-            state = ckpts.restore(dp.restore_target(state))
-            log(f"resuming {workdir} at step {int(state.step)}")
+        if plan.resume:
+            state = ckpts.restore(dp.restore_target(state))  # verified; older if damaged
+        step = int(dp.fetch(state.step))
+        changes = past_changes + tuple({"step": step, "field": f"train.{name}", "old": old,
+                                        "new": new} for name, old, new in plan.changes)
+        for name, old, new in plan.changes:
+            log(f"train.{name} changes from {old!r} to {new!r} at step {step} "
+                f"(recorded in {workdir / wd.CONFIG})")
+        run = wd.Run(model_cfg, train_cfg, src_vocab, tgt_vocab, changes)
+        # Everything is validated: from here on the workdir is written.
+        if owner:
+            wd.save(workdir, run)
+            wd.truncate_metrics(workdir, step)
+        writer = MetricsWriter(workdir / wd.METRICS, workdir / wd.TENSORBOARD, resume_step=step)
+        if plan.resume:
+            log(f"resuming {workdir} at step {step}")
         else:
             log(f"training {model.param_count(state.params):,} parameters on {len(examples):,} "
                 f"pairs of task {task.name}; workdir {workdir}")
         state = dp.replicate(state)
-        return _loop(state, dp, ckpts, writer, task, examples, run, limits, progress, log)
+        return _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop,
+                     workdir)
     finally:
         ckpts.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
 
 
-def _loop(state, dp, ckpts, writer, task, examples, run, limits, progress, log) -> dict:
+def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, workdir) -> dict:
     train_cfg = run.train_cfg
+    limits = Limits.of(train_cfg)
     step = int(dp.fetch(state.step))
     epoch, index = (int(x) for x in dp.fetch(state.data_pos))
+    next_pos = (epoch, index)  # the data position after the last step taken
     batches = train_batches(examples, batch_size=train_cfg.batch_size, seed=train_cfg.seed,
                             src_buckets=bucket_lengths(train_cfg.max_src_len, train_cfg.buckets),
                             tgt_buckets=bucket_lengths(train_cfg.max_tgt_len, train_cfg.buckets),
                             start_epoch=epoch, start_index=index)
     bar = tqdm(total=train_cfg.steps, initial=step, disable=not progress or None, unit="step",
                dynamic_ncols=True, file=sys.stderr)
+
+    def save(metric=None):
+        nonlocal state
+        state = state._replace(data_pos=dp.replicate(jnp.array(next_pos, jnp.int32)))
+        ckpts.save(step, dp.checkpoint_view(state), metric=metric)
+
+    def check(pending):
+        try:
+            return _summarise(dp.fetch(pending), step, tick)
+        except TrainingError as e:
+            kept = ckpts.latest_step()
+            lr = train_cfg.learning_rate / 2
+            raise TrainingError(f"{e}; " + (
+                f"the last good checkpoint (step {kept}) is kept: resume from it with a lower "
+                f"learning rate, e.g. `s2s train --workdir {workdir} --set learning_rate={lr:g}`"
+                if kept is not None else "no checkpoint had been saved yet: start again with a "
+                f"lower learning rate, e.g. --set learning_rate={lr:g}")) from None
+
     pending, last_eval, tick = [], {}, (time.perf_counter(), step)
-    while step < train_cfg.steps:
-        epoch, index, batch = next(batches)
-        state, step_metrics = dp.step(state, dp.shard_batch(batch))
-        pending.append(step_metrics)
-        step += 1
-        final = step == train_cfg.steps
-        if step % train_cfg.log_every == 0 or final:
-            try:
-                summary = _summarise(dp.fetch(pending), step, tick)
-            except TrainingError as e:
-                ckpts.wait()
-                kept = ckpts.latest_step()
-                raise TrainingError(f"{e}; " + (
-                    f"the last good checkpoint (step {kept}) is kept, and a new run resumes from it"
-                    if kept is not None else "no checkpoint had been saved yet")) from None
-            pending, tick = [], (time.perf_counter(), step)
-            writer.write(step, "train", summary)
-            bar.set_postfix(loss=f"{summary['loss']:.3f}", tok_s=f"{summary['tokens_per_s']:.0f}")
-            bar.update(step - bar.n)
-        if step % train_cfg.eval_every == 0 or final:
-            state = state._replace(data_pos=dp.replicate(jnp.array([epoch, index + 1], jnp.int32)))
-            params = dp.fetch_params(state.params)
-            last_eval = evaluate(Translator(params, run.model_cfg, run.src_vocab, run.tgt_vocab,
-                                            limits), task, "valid", beam=train_cfg.eval_beam,
-                                 limit=train_cfg.eval_examples)
-            writer.write(step, "valid", last_eval)
-            ckpts.save(step, dp.checkpoint_view(state), metric=last_eval[SELECT_METRIC])
-            bar.write(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in last_eval.items()))
-            best = ckpts.best_step()
-            if train_cfg.patience and best is not None and \
-                    step - best >= train_cfg.patience * train_cfg.eval_every:
-                log(f"early stop at step {step}: no better {SELECT_METRIC} since step {best}")
-                break
+    with stop.deferred():
+        while step < train_cfg.steps and not _stop_agreed(stop, step, train_cfg.log_every):
+            epoch, index, batch = next(batches)
+            state, step_metrics = dp.step(state, dp.shard_batch(batch))
+            step, next_pos = step + 1, (epoch, index + 1)
+            pending.append(step_metrics)
+            final = step == train_cfg.steps
+            if step % train_cfg.log_every == 0 or final:
+                summary = check(pending)
+                pending, tick = [], (time.perf_counter(), step)
+                writer.write(step, "train", summary)
+                bar.set_postfix(loss=f"{summary['loss']:.3f}",
+                                tok_s=f"{summary['tokens_per_s']:.0f}")
+                bar.update(step - bar.n)
+            if step % train_cfg.eval_every == 0 or final:
+                params = dp.fetch_params(state.params)
+                last_eval = evaluate(Translator(params, run.model_cfg, run.src_vocab,
+                                                run.tgt_vocab, limits), task, "valid",
+                                     beam=train_cfg.eval_beam, limit=train_cfg.eval_examples)
+                writer.write(step, "valid", last_eval)
+                save(metric=last_eval[SELECT_METRIC])
+                bar.write(f"step {step} (saved): "
+                          + ", ".join(f"{k} {v:.4g}" for k, v in last_eval.items()))
+                best = ckpts.best_step()
+                if train_cfg.patience and best is not None and \
+                        step - best >= train_cfg.patience * train_cfg.eval_every:
+                    log(f"early stop at step {step}: no better {SELECT_METRIC} since step {best}")
+                    break
+        if stop.requested is not None:
+            if pending:
+                check(pending)  # never save a state whose last updates were skipped
+            if step != ckpts.latest_step():
+                save()
+            bar.close()
+            raise Interrupted(stop.requested, f"{signal.Signals(stop.requested).name} at step "
+                              f"{step}: step {step} is saved; run the same command to resume")
     bar.close()
-    ckpts.wait()
     return last_eval
+
+
+def _stop_agreed(stop: StopSignals, step: int, every: int) -> bool:
+    """Whether to stop before the next step. Several processes must stop at the same step
+    (or the others would wait in a collective forever): they agree every `every` steps."""
+    if jax.process_count() == 1:
+        return stop.requested is not None
+    if step % every:
+        return False
+    from jax.experimental import multihost_utils
+
+    asked = multihost_utils.process_allgather(np.int32(stop.requested or 0))
+    if stop.requested is None and np.any(asked):
+        stop.requested = int(np.max(asked))
+    return stop.requested is not None
 
 
 def _summarise(history: list[dict], step: int, tick: tuple[float, int]) -> dict:
@@ -305,9 +426,14 @@ def _summarise(history: list[dict], step: int, tick: tuple[float, int]) -> dict:
 
 
 def evaluate_workdir(workdir: str | Path, *, split: str = "test", beam: int = 1,
-                     which: str = "best", limit: int | None = None) -> dict[str, float]:
+                     which: str = "best", limit: int | None = None,
+                     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
+                     ) -> dict[str, float]:
     """`s2s eval`: the task metrics of a trained workdir on a split."""
-    translator = Translator.from_workdir(workdir, which=which)
+    if limit is not None and limit < 1:
+        raise DataError(f"limit must be >= 1, got {limit}")
+    workdir = wd.resolve(workdir)
+    translator = Translator.from_workdir(workdir, which=which, log=log)
     task = load_data_task(wd.load(workdir).train_cfg)
     return evaluate(translator, task, split, beam=beam, limit=limit)
 

@@ -9,8 +9,9 @@ across `Translator`s. With several devices, each batch's sentences are split acr
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +27,10 @@ from s2s_jax.errors import DataError
 _greedy = jax.jit(decoding.greedy, static_argnames=("cfg", "max_len"))
 _beam = jax.jit(decoding.beam_search, static_argnames=("cfg", "max_len", "beam", "alpha"))
 _log_prob = jax.jit(model.log_prob, static_argnames=("cfg",))
+
+
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,10 +68,14 @@ class Translator:
         self._tgt_buckets = bucket_lengths(limits.max_tgt_len, limits.buckets)
 
     @classmethod
-    def from_workdir(cls, path: str | Path, *, which: str = "best") -> "Translator":
-        """Loads the `which` ("best" or "latest") checkpoint of a training workdir."""
+    def from_workdir(cls, path: str | Path, *, which: str = "best",
+                     log: Callable[[str], None] = _to_stderr) -> "Translator":
+        """Loads the `which` ("best" or "latest") checkpoint of a training workdir (a relative
+        path is taken from the current directory), verified: a damaged step is skipped for
+        the newest intact one, and `log` says so."""
+        path = wd.resolve(path)
         run = wd.load(path)
-        params = wd.restore_params(path, run.model_cfg, run.train_cfg, which=which)
+        params = wd.restore_params(path, run.model_cfg, run.train_cfg, which=which, log=log)
         return cls(params, run.model_cfg, run.src_vocab, run.tgt_vocab, Limits.of(run.train_cfg))
 
     # -------------------------------------------------------------------------------- helpers

@@ -1,26 +1,42 @@
-"""A training workdir: self-describing, so `translate`, `eval` and resuming need only its path.
+"""A training workdir: self-describing, locked while trained, validated on every load.
 
-    DIR/config.json        model and training configuration
+    DIR/config.json        model and training configuration, vocabulary fingerprints, and the
+                           changes made on resume (written last: it marks a started run)
     DIR/vocab.src.json     source vocabulary (sentencepiece models embedded)
     DIR/vocab.tgt.json     target vocabulary
-    DIR/checkpoints/       orbax checkpoints: latest/ (the last few) and best/ (by valid metric)
+    DIR/checkpoints/       orbax checkpoints: latest/ (the last few), best/ (by valid metric),
+                           digests/ (checksums), damaged/ (steps that failed verification)
     DIR/metrics.jsonl      one JSON object per log or evaluation
     DIR/tb/                TensorBoard events
+    DIR/train.lock         locked by the `s2s train` that writes here (released when it ends,
+                           however it ends: the lock belongs to the open file)
+
+Paths are made absolute once, by `resolve`, at the boundary (CLI, `Translator.from_workdir`,
+`train.fit`), so nothing depends on the current directory afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import os
+import socket
 from pathlib import Path
+from typing import Callable, Iterator
 
 from s2s_jax import config, state
 from s2s_jax.checkpoint import Checkpoints, load_json, save_json
 from s2s_jax.data import Vocab
-from s2s_jax.errors import CheckpointError
+from s2s_jax.errors import CheckpointError, S2SError
 from s2s_jax.model import Seq2SeqConfig
 
-CONFIG, CHECKPOINTS = "config.json", "checkpoints"
-SRC_VOCAB, TGT_VOCAB = "vocab.src.json", "vocab.tgt.json"
+CONFIG, CHECKPOINTS, METRICS, TENSORBOARD = "config.json", "checkpoints", "metrics.jsonl", "tb"
+SRC_VOCAB, TGT_VOCAB, LOCK = "vocab.src.json", "vocab.tgt.json", "train.lock"
+
+
+class WorkdirBusy(S2SError):
+    """Another process is training in this workdir."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,18 +47,30 @@ class Run:
     train_cfg: config.TrainConfig
     src_vocab: Vocab
     tgt_vocab: Vocab
+    changes: tuple = ()  # {"step", "field", "old", "new"} for each field changed on resume
+
+
+def resolve(path: str | os.PathLike) -> Path:
+    """The absolute form of a workdir path given relative to the current directory."""
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
 
 
 def exists(path: str | Path) -> bool:
+    """Whether a run has started here (its configuration is written)."""
     return (Path(path) / CONFIG).is_file()
 
 
 def save(path: str | Path, run: Run) -> None:
-    """Writes config and vocabularies (call on process 0 only)."""
+    """Writes vocabularies, then the config naming their fingerprints (process 0 only)."""
     path = Path(path)
-    save_json(path / CONFIG, config.to_dict(run.model_cfg, run.train_cfg))
+    path.mkdir(parents=True, exist_ok=True)
     run.src_vocab.save(path / SRC_VOCAB)
     run.tgt_vocab.save(path / TGT_VOCAB)
+    values = config.to_dict(run.model_cfg, run.train_cfg)
+    values["vocab"] = {"src_sha256": run.src_vocab.fingerprint(),
+                       "tgt_sha256": run.tgt_vocab.fingerprint()}
+    values["changes"] = list(run.changes)
+    save_json(path / CONFIG, values)
 
 
 def load_json_config(path: str | Path) -> dict:
@@ -50,27 +78,98 @@ def load_json_config(path: str | Path) -> dict:
 
 
 def load(path: str | Path) -> Run:
-    """Reads a workdir's config and vocabularies, with a clear error if it holds none."""
+    """Reads a workdir's config and vocabularies, and checks them against each other.
+
+    Raises:
+      CheckpointError: no run here, or files that do not belong together (a vocabulary of
+        another size or content than the one the model was built with).
+    """
     path = Path(path)
     if not exists(path):
         raise CheckpointError(f"{path} holds no trained model (no {CONFIG}): "
                               f"train first with `s2s train --workdir {path}`")
-    model_cfg, train_cfg = config.build(load_json_config(path))
-    return Run(model_cfg, train_cfg, Vocab.load(path / SRC_VOCAB), Vocab.load(path / TGT_VOCAB))
+    values = load_json_config(path)
+    model_cfg, train_cfg = config.build(values)
+    fingerprints = values.get("vocab", {})  # absent in workdirs of earlier versions
+    vocabs = []
+    for side, name, size in (("src", SRC_VOCAB, model_cfg.src_vocab),
+                             ("tgt", TGT_VOCAB, model_cfg.tgt_vocab)):
+        vocab = Vocab.load(path / name)
+        if len(vocab) != size:
+            raise CheckpointError(f"{path / name} has {len(vocab)} tokens but the model was built "
+                                  f"with {size}: the file does not belong to this workdir")
+        want = fingerprints.get(f"{side}_sha256")
+        if want is not None and vocab.fingerprint() != want:
+            raise CheckpointError(f"{path / name} differs from the vocabulary this model was "
+                                  f"trained with ({CONFIG} holds its checksum): restore the file")
+        vocabs.append(vocab)
+    return Run(model_cfg, train_cfg, *vocabs, changes=tuple(values.get("changes", ())))
 
 
-def checkpoints(path: str | Path, *, best_mode: str = "max") -> Checkpoints:
-    return Checkpoints(Path(path) / CHECKPOINTS, best_mode=best_mode)
+def checkpoints(path: str | Path, *, best_mode: str = "max", writer: bool = False,
+                log: Callable[[str], None] | None = None) -> Checkpoints:
+    """The workdir's checkpoints; `writer` only for the process holding the lock."""
+    return Checkpoints(Path(path) / CHECKPOINTS, best_mode=best_mode, writer=writer, log=log)
 
 
 def restore_params(path: str | Path, model_cfg: Seq2SeqConfig, train_cfg: config.TrainConfig, *,
-                   which: str = "best"):
-    """The parameters of the `which` ("best" or "latest") checkpoint; falls back to the latest
-    when no evaluation has produced a best one yet."""
-    ckpts = checkpoints(path)
+                   which: str = "best", log: Callable[[str], None] | None = None):
+    """The parameters of the `which` ("best" or "latest") checkpoint, verified; falls back to
+    the latest when there is no usable best one, and to older steps past damaged ones."""
+    ckpts = checkpoints(path, log=log)
     try:
-        if which == "best" and ckpts.best_step() is None:
-            which = "latest"
         return ckpts.restore(state.abstract_state(model_cfg, train_cfg), which=which).params
     finally:
         ckpts.close()
+
+
+@contextlib.contextmanager
+def lock(path: str | Path) -> Iterator[None]:
+    """Holds the workdir's training lock; `WorkdirBusy` if another process holds it.
+
+    An advisory `flock` on DIR/train.lock: the kernel releases it when the holder exits,
+    even by SIGKILL, so a crash never leaves a workdir locked. The file keeps the holder's
+    pid and host for the message.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    f = open(path / LOCK, "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise WorkdirBusy(f"{path} is being trained by {holder}: wait for it to finish or "
+                              "stop it, or use another --workdir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        f.flush()
+        yield
+    finally:
+        f.close()  # releases the lock
+
+
+def truncate_metrics(path: str | Path, step: int) -> None:
+    """Drops the metrics.jsonl records after `step`: a resumed run logs those steps again."""
+    file = Path(path) / METRICS
+    if not file.exists():
+        return
+    lines = file.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            if int(json.loads(line)["step"]) <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            pass  # a line cut short by a crash
+    if len(kept) != len(lines):
+        tmp = file.with_name(f"{METRICS}.tmp-{os.getpid()}")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, file)

@@ -79,11 +79,13 @@ def test_round_trip_is_exact(tmp_path):
     assert isinstance(restored["epoch"], int)
 
 
-def test_save_returns_before_writing_and_arrays_may_then_be_donated(tmp_path):
+def test_save_is_on_disk_when_it_returns_and_arrays_may_then_be_donated(tmp_path):
     state = make_state(3)
     expected = jax.tree.map(np.array, state)  # host copies
     ckpts = Checkpoints(tmp_path)
     ckpts.save(3, state)
+    assert sorted(os.listdir(tmp_path / "latest")) == ["3"]  # finalised, no temporary left
+    assert (tmp_path / "digests" / "3.json").is_file()
     for leaf in jax.tree.leaves(state):
         if isinstance(leaf, jax.Array):
             leaf.delete()  # what donating the state to the next train step does
@@ -109,7 +111,6 @@ def test_max_to_keep_and_steps(tmp_path):
     for step in range(1, 6):
         ckpts.save(step, make_state(step))
     ckpts.save(5, make_state(99))  # the same step again is not saved again
-    ckpts.wait()
     assert sorted(os.listdir(tmp_path / "latest")) == ["4", "5"]
     assert ckpts.latest_step() == 5
     assert_same(ckpts.restore(make_state(0), step=4), make_state(4))
@@ -213,13 +214,124 @@ def test_damaged_metadata_raises_checkpoint_error(tmp_path):
     assert_damaged(tmp_path)
 
 
-def test_damaged_best_metric_raises_checkpoint_error(tmp_path):
+def test_damaged_best_falls_back_to_latest_and_a_writer_moves_it_aside(tmp_path):
     ckpts = Checkpoints(tmp_path)
     ckpts.save(1, make_state(1), metric=0.3)
+    ckpts.save(2, make_state(2), metric=0.1)
     ckpts.close()
     (tmp_path / "best" / "1" / "metrics" / "metrics").write_text("{")
-    with pytest.raises(CheckpointError, match=r"best checkpoint in .*best is damaged"):
-        Checkpoints(tmp_path)
+    notices = []
+    reader = Checkpoints(tmp_path, log=notices.append)
+    assert reader.best_step() is None and reader.latest_step() == 2
+    assert_same(reader.restore(make_state(0), which="best"), make_state(2))
+    assert len(notices) == 1 and "best checkpoint in" in notices[0] and "damaged" in notices[0]
+    assert (tmp_path / "best" / "1").exists()  # a reader changes nothing
+    reader.close()
+    writer = Checkpoints(tmp_path, writer=True, log=notices.append)
+    assert "moved it to" in notices[-1] and not (tmp_path / "best" / "1").exists()
+    assert len(os.listdir(tmp_path / "damaged")) == 1
+    writer.save(3, make_state(3), metric=0.05)  # tracking the best starts again
+    assert (writer.best_step(), writer.best_metric()) == (3, 0.05)
+    writer.close()
+
+
+def flip_bytes(path: Path, count: int = 64) -> None:
+    """Inverts `count` bytes in the middle of a file: silent corruption, size unchanged."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    for i in range(middle, min(middle + count, len(data))):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def read_data_files(step_dir: Path) -> list[Path]:
+    """The data files a restore reads: the merged OCDBT database of the item."""
+    return sorted((step_dir / "default" / "d").iterdir())
+
+
+@late_callbacks_ok
+@pytest.mark.parametrize("damage", ["flip", "truncate", "digest"])
+def test_a_damaged_step_is_skipped_for_the_newest_intact_one(tmp_path, damage):
+    ckpts = Checkpoints(tmp_path, max_to_keep=3)
+    for step in (1, 2, 3):
+        ckpts.save(step, make_state(step))
+    ckpts.close()
+    if damage == "flip":
+        for f in read_data_files(tmp_path / "latest" / "3"):
+            flip_bytes(f)
+    elif damage == "truncate":
+        for f in read_data_files(tmp_path / "latest" / "3"):
+            os.truncate(f, f.stat().st_size // 2)
+    else:  # the data are intact but cannot be verified
+        (tmp_path / "digests" / "3.json").unlink()
+    notices = []
+    reader = Checkpoints(tmp_path, log=notices.append)
+    assert_same(reader.restore(make_state(0)), make_state(2))
+    assert "latest/3" in notices[0] and "using latest step 2" in notices[-1]
+    with pytest.raises(CheckpointError, match="latest/3"):
+        reader.restore(make_state(0), step=3)  # an explicit step does not fall back
+    reader.close()
+    assert (tmp_path / "latest" / "3").exists()
+
+    writer = Checkpoints(tmp_path, max_to_keep=3, writer=True, log=notices.append)
+    assert_same(writer.restore(make_state(0)), make_state(2))
+    assert not (tmp_path / "latest" / "3").exists()
+    writer.save(3, make_state(33))  # the step number is free again
+    assert_same(writer.restore(make_state(0)), make_state(33))
+    writer.close()
+
+
+def test_a_checksum_mismatch_is_damage(tmp_path):
+    """Data that decode fine but are not what was saved (here: another state's digest)."""
+    ckpts = Checkpoints(tmp_path)
+    ckpts.save(1, make_state(1))
+    ckpts.save(2, make_state(2))
+    ckpts.close()
+    shutil.copy(tmp_path / "digests" / "1.json", tmp_path / "digests" / "2.json")
+    notices = []
+    reader = Checkpoints(tmp_path, log=notices.append)
+    assert_same(reader.restore(make_state(0)), make_state(1))
+    assert "checksum mismatch" in notices[0]
+    reader.close()
+
+
+def test_checkpoints_without_digests_still_load(tmp_path):
+    """Workdirs saved before digests existed: restored unverified."""
+    ckpts = Checkpoints(tmp_path)
+    ckpts.save(1, make_state(1))
+    ckpts.close()
+    shutil.rmtree(tmp_path / "digests")
+    again = Checkpoints(tmp_path)
+    assert_same(again.restore(make_state(0)), make_state(1))
+    again.close()
+
+
+def test_a_relative_directory_is_taken_from_the_current_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ckpts = Checkpoints("runs/ckpt")
+    ckpts.save(1, make_state(1))
+    ckpts.close()
+    monkeypatch.chdir(tmp_path / "runs")
+    again = Checkpoints("ckpt")
+    assert_same(again.restore(make_state(0)), make_state(1))
+    again.close()
+
+
+def test_a_failed_save_raises_and_keeps_the_earlier_steps(tmp_path, monkeypatch):
+    ckpts = Checkpoints(tmp_path)
+    ckpts.save(1, make_state(1))
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpts._latest, "save", disk_full)
+    with pytest.raises(CheckpointError,
+                       match=r"saving step 2 .* failed: .*No space left.*1 the newest"):
+        ckpts.save(2, make_state(2))
+    monkeypatch.undo()
+    assert ckpts.latest_step() == 1
+    assert_same(ckpts.restore(make_state(0)), make_state(1))
+    ckpts.close()
 
 
 def test_unfinished_save_is_ignored_then_removed_by_the_next_writer(tmp_path):

@@ -13,7 +13,8 @@ EXPERIMENTS = pathlib.Path(__file__).parent.parent / "experiments"
 def run(capsys, *argv, stdin=None, monkeypatch=None):
     if stdin is not None:
         import io
-        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        raw = stdin if isinstance(stdin, bytes) else stdin.encode("utf-8")
+        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8"))
     code = cli.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err

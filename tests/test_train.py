@@ -76,15 +76,24 @@ def test_diverging_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpoi
 
 KILLER = textwrap.dedent("""
     import os, signal, sys
+    import orbax.checkpoint as ocp
     from s2s_jax import checkpoint, train
-    save = checkpoint.Checkpoints.save
+    kill_step, when = int(sys.argv[2]), sys.argv[3]
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup at all
+    save, write = checkpoint.Checkpoints.save, ocp.handlers.StandardCheckpointHandler.save
     def save_then_die(self, step, state, **kw):
+        checkpoint.Checkpoints.armed = step == kill_step
         save(self, step, state, **kw)
-        if step == int(sys.argv[2]):
-            if sys.argv[3] == "after":
-                self.wait()
-            os.kill(os.getpid(), signal.SIGKILL)  # mid-run, maybe mid-save: no cleanup at all
+        if checkpoint.Checkpoints.armed:
+            die()
+    def write_then_die(self, *args, **kw):  # the data are written, not yet finalised
+        write(self, *args, **kw)
+        if when == "during" and checkpoint.Checkpoints.armed:
+            die()
+    checkpoint.Checkpoints.armed = False
     checkpoint.Checkpoints.save = save_then_die
+    ocp.handlers.StandardCheckpointHandler.save = write_then_die
     train.fit(sys.argv[1], eval(sys.argv[4]), progress=False)
 """)
 
@@ -104,8 +113,8 @@ def straight(tmp_path_factory):
 
 @pytest.mark.parametrize("when", ["after", "during"])
 def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, straight, when):
-    """SIGKILL right after the step-8 checkpoint is written ("after") or while it is still
-    being written in the background ("during"), then resume."""
+    """SIGKILL right after the step-8 checkpoint is saved ("after") or once its data are
+    written but not yet finalised ("during"), then resume."""
     killed = tmp_path / "killed"
     proc = subprocess.run([sys.executable, "-c", KILLER, str(killed), "8", when, repr(TINY)],
                           capture_output=True, text=True, timeout=300)
@@ -114,18 +123,29 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, straight, when):
     jax.tree.map(np.testing.assert_array_equal, final_params(killed), final_params(straight))
 
 
-def test_resume_refuses_another_model_but_accepts_more_steps(tmp_path):
-    values, resuming = train.configure(tmp_path, TINY)
-    assert not resuming
-    model_cfg, train_cfg = config.build(values)
+def test_resume_refuses_another_model_accepts_more_steps_and_reports_tunables(straight):
+    with pytest.raises(ConfigError, match="model.enc_hidden=12, not 64"):
+        train.configure(straight, {"model": {"enc_hidden": 64}})
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        train.configure(straight, {"train": {"batch_size": 4}})
+    with pytest.raises(ConfigError, match="clip_norm=1.0: clipping cannot be switched on or off"):
+        train.configure(straight, {"train": {"clip_norm": 0.0}})
+    plan = train.configure(straight, {"train": {"steps": 99}})
+    assert plan.resume and plan.values["train"]["steps"] == 99 and plan.changes == ()
+    plan = train.configure(straight, {"train": {"learning_rate": 1e-3, "clip_norm": 0.5}})
+    assert plan.resume and plan.changes == (("learning_rate", 3e-3, 1e-3), ("clip_norm", 1.0, 0.5))
+    assert plan.values["train"]["learning_rate"] == 1e-3
+
+
+def test_a_workdir_without_a_checkpoint_starts_again_from_its_configuration(tmp_path):
+    """A run killed (or failed) before its first checkpoint: nothing was trained, so any
+    setting may change, and the stored ones are the base."""
+    model_cfg, train_cfg = config.build(train.configure(tmp_path, TINY).values)
     wd.save(tmp_path, wd.Run(model_cfg, train_cfg, *train.build_vocabs(
         train.load_data_task(train_cfg), train_cfg)))
-    with pytest.raises(ConfigError, match="model.enc_hidden=12, not 64"):
-        train.configure(tmp_path, {"model": {"enc_hidden": 64}})
-    with pytest.raises(ConfigError, match="train.batch_size"):
-        train.configure(tmp_path, {"train": {"batch_size": 4}})
-    values, resuming = train.configure(tmp_path, {"train": {"steps": 99}})
-    assert resuming and values["train"]["steps"] == 99
+    plan = train.configure(tmp_path, {"train": {"batch_size": 4}})
+    assert not plan.resume
+    assert plan.values["train"]["batch_size"] == 4 and plan.values["model"]["enc_hidden"] == 12
 
 
 def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import hashlib
 import io
 import json
 import os
@@ -202,13 +203,27 @@ class Vocab:
         except (KeyError, TypeError, ValueError) as e:  # DataError is not a ValueError.
             raise DataError(f"corrupt vocabulary ({type(e).__name__}: {e}); rebuild it") from e
 
+    def fingerprint(self) -> str:
+        """SHA-256 of the vocabulary's content: equal vocabularies, equal fingerprints."""
+        text = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
     def save(self, path: str | os.PathLike) -> None:
-        """Writes the vocabulary as a JSON file (atomically: temp file, then rename)."""
+        """Writes the vocabulary as a JSON file (atomically: temp file, then rename).
+
+        Raises:
+          DataError: the file cannot be written (e.g. the disk is full); `path` is unchanged.
+        """
         path = os.fspath(path)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, ensure_ascii=False)
-        os.replace(tmp, path)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(self.to_dict(), f, ensure_ascii=False)
+            os.replace(tmp, path)
+        except OSError as e:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise DataError(f"cannot write {path}: {e.strerror or e}") from e
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Vocab:

@@ -1,0 +1,65 @@
+"""Stopping on SIGINT and SIGTERM without losing work.
+
+SIGTERM is what Slurm, Kubernetes and `docker stop` send before SIGKILL; SIGINT is Ctrl-C.
+Outside a `deferred()` block either signal raises `Interrupted` at once. Inside one (the
+training loop), the first signal only sets `requested`: the loop finishes the step (and any
+save) it is in, saves the state and raises `Interrupted` itself. A second signal raises at
+once, abandoning what is in flight (a save cut short is never mistaken for a finished one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+from typing import Iterator
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop asked by a signal; the exit status is 128 + the signal number."""
+
+    def __init__(self, signum: int, message: str = ""):
+        name = signal.Signals(signum).name
+        super().__init__(message or f"interrupted by {name}")
+        self.signum = signum
+        self.exit_status = 128 + signum
+
+
+class StopSignals:
+    """Installs the handlers while entered (main thread only; elsewhere it does nothing)."""
+
+    def __init__(self) -> None:
+        self.requested: int | None = None  # the signal asking to stop, if any
+        self._deferring = False
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self._deferring and self.requested is None:
+            self.requested = signum
+            print(f"s2s: {signal.Signals(signum).name}: stopping after this step and saving it "
+                  "(send it again to stop at once)", file=sys.stderr, flush=True)
+            return
+        raise Interrupted(signum)
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for s in SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator["StopSignals"]:
+        """Within the block, a first signal only sets `requested`."""
+        self._deferring = True
+        try:
+            yield self
+        finally:
+            self._deferring = False
