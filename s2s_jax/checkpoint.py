@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -41,20 +42,39 @@ _ITEM = "default"  # orbax's name for the item of a single-item CheckpointManage
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's mark of a step directory not yet finalised
 _METRIC = "metric"  # key of the metric in the metrics JSON orbax stores with each best step
 _DIGESTS, _DAMAGED = "digests", "damaged"
+_OS_TROUBLE = re.compile(r"No space left on device|Disk quota exceeded|Read-only file system"
+                         r"|Permission denied")
 
 
-class _DropOrbaxInfo(logging.Filter):
-    """Drops orbax's INFO records (a dozen per save) from the `absl` logger."""
+def _from_orbax(record: logging.LogRecord) -> bool:
+    """Whether a log record comes from orbax, or carries an exception raised inside it."""
+    if "orbax" in record.pathname:
+        return True
+    tb = record.exc_info[2] if record.exc_info else None
+    while tb is not None:
+        if "orbax" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+class _DropOrbaxRecords(logging.Filter):
+    """Drops orbax's log records below CRITICAL: a dozen INFO lines per save, and on a failed
+    save or restore dozens of ERROR tracebacks from its threads (and asyncio's "exception was
+    never retrieved" about its tasks). Every failure that matters raises a `CheckpointError`
+    that names it in one line instead."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.INFO or "orbax" not in record.pathname
+        return record.levelno >= logging.CRITICAL or not _from_orbax(record)
 
 
 def _quiet_orbax() -> None:
-    # A filter (added once) rather than a global absl verbosity: other absl users keep INFO.
-    absl_logger = logging.getLogger("absl")
-    if not any(isinstance(f, _DropOrbaxInfo) for f in absl_logger.filters):
-        absl_logger.addFilter(_DropOrbaxInfo())
+    # Filters (added once) rather than global verbosities: other absl and asyncio users keep
+    # their logs.
+    for name in ("absl", "asyncio"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropOrbaxRecords) for f in logger.filters):
+            logger.addFilter(_DropOrbaxRecords())
 
 
 _quiet_orbax()
@@ -126,6 +146,9 @@ def _brief(e: BaseException) -> str:
     """The first line of an exception's message, cut to fit one line of output."""
     lines = str(e).strip().splitlines()
     text = lines[0] if lines else ""
+    cause = _OS_TROUBLE.search(str(e))
+    if cause:  # tensorstore buries it at the end of a long message
+        return cause.group(0)
     if not text or text.startswith("<bound method"):  # some tensorstore errors print so
         return f"{type(e).__name__} while reading the data"
     return text if len(text) <= 300 else text[:297] + "..."
@@ -412,23 +435,24 @@ class Checkpoints:
         if not candidates:
             raise CheckpointError(f"no checkpoint in {self._dir}: train first "
                                   "(s2s train --workdir ...)")
-        damaged = []
+        damaged = []  # (which, step, why)
         for name, s in candidates:
             try:
                 state = self._restore_step(name, s, target)
             except _Damaged as e:
-                damaged.append(str(e))
-                if self._writing or name == "best":
-                    self._log(f"{e}; trying an older one")
-                else:  # a reader leaves the files alone (training may be writing)
-                    self._log(f"{e}; trying an older one (the next `s2s train` moves it aside)")
-                if self._writing:
-                    self._move_aside(name, s, f"damaged {name} step {s}")
+                damaged.append((name, s, str(e)))
+                self._log(f"{e}; trying an older one")
                 continue
             if damaged:
                 self._log(f"using {name} step {s}, the newest intact checkpoint in {self._dir}")
+            for which_, step_, _ in damaged:
+                if self._writing:  # a reader leaves the files alone (training may be writing)
+                    self._move_aside(which_, step_, f"damaged {which_} step {step_}")
             return state
-        raise CheckpointError(f"no intact checkpoint in {self._dir}: {'; '.join(damaged)}")
+        # Nothing is moved aside then: the user decides what to do with the files.
+        raise CheckpointError(f"no intact checkpoint in {self._dir}: "
+                              f"{'; '.join(why for _, _, why in damaged)}; move that directory "
+                              "away to train from scratch")
 
     def _restore_step(self, which: str, step: int, target: Any) -> Any:
         manager = self._latest if which == "latest" else self._best

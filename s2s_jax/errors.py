@@ -23,3 +23,7 @@ class CheckpointError(S2SError):
 
 class TrainingError(S2SError):
     """Training cannot go on (e.g. a non-finite loss)."""
+
+
+class WorkdirError(S2SError):
+    """A workdir that cannot be written, or is in use by another training run."""

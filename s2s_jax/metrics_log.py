@@ -1,12 +1,20 @@
-"""Where training metrics go: JSON lines and TensorBoard events."""
+"""Where training metrics go: JSON lines and TensorBoard events, written as they come.
+
+TensorBoard events are written synchronously through tensorboardX's `EventsWriter` (not its
+`SummaryWriter`, whose background thread reports a full disk as tracebacks at exit): a failed
+write raises here, in one line, and training stops.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
 
 import jax
+
+from s2s_jax.errors import WorkdirError
 
 
 class MetricsWriter:
@@ -14,29 +22,53 @@ class MetricsWriter:
     scalars to TensorBoard. Only process 0 writes; elsewhere it does nothing."""
 
     def __init__(self, jsonl: str | Path, tensorboard_dir: str | Path, *, resume_step: int = 0):
-        """`resume_step`: the step a resumed run restarts from; TensorBoard then discards the
+        """`resume_step`: the step a resumed run restarts from; TensorBoard then hides the
         events an earlier attempt logged after it (they are logged again)."""
         self._enabled = jax.process_index() == 0
-        self._file = self._tb = None
-        if self._enabled:
-            Path(jsonl).parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(jsonl, "a", encoding="utf-8")
-            from tensorboardX import SummaryWriter  # heavy import, only where it writes
+        self._jsonl, self._file, self._tb = Path(jsonl), None, None
+        if not self._enabled:
+            return
+        from tensorboardX.event_file_writer import EventsWriter  # heavy: only where it writes
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
 
-            self._tb = SummaryWriter(str(tensorboard_dir),
-                                     purge_step=resume_step + 1 if resume_step else None)
+        with self._reporting(tensorboard_dir):
+            self._file = open(self._jsonl, "a", encoding="utf-8")
+            Path(tensorboard_dir).mkdir(parents=True, exist_ok=True)
+            self._tb = EventsWriter(str(Path(tensorboard_dir) / "events"))
+            if resume_step:  # what SummaryWriter(purge_step=...) writes
+                self._tb.write_event(Event(step=resume_step + 1, wall_time=time.time(),
+                                           session_log=SessionLog(status=SessionLog.START)))
+                self._tb.flush()
+
+    @contextlib.contextmanager
+    def _reporting(self, where):
+        """Turns a failed write (a full disk) into one clear error."""
+        try:
+            yield
+        except OSError as e:
+            raise WorkdirError(f"cannot write the metrics in {where}: {e.strerror or e}") from None
 
     def write(self, step: int, split: str, values: dict) -> None:
         if not self._enabled:
             return
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import scalar
+
         values = {k: float(v) for k, v in values.items()}
-        record = {"step": int(step), "split": split, "time": round(time.time(), 3), **values}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-        for name, value in values.items():
-            self._tb.add_scalar(f"{split}/{name}", value, int(step))
+        now = time.time()
+        record = {"step": int(step), "split": split, "time": round(now, 3), **values}
+        with self._reporting(self._jsonl.parent):
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+            for name, value in values.items():
+                self._tb.write_event(Event(wall_time=now, step=int(step),
+                                           summary=scalar(f"{split}/{name}", value)))
+            self._tb.flush()
 
     def close(self) -> None:
-        if self._enabled:
-            self._file.close()
-            self._tb.close()
+        for handle in (self._file, self._tb):
+            try:
+                if handle is not None:
+                    handle.close()
+            except OSError:
+                pass  # a failed write has already been reported

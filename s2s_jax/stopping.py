@@ -39,8 +39,8 @@ class StopSignals:
     def _handle(self, signum, frame) -> None:
         if self._deferring and self.requested is None:
             self.requested = signum
-            print(f"s2s: {signal.Signals(signum).name}: stopping after this step and saving it "
-                  "(send it again to stop at once)", file=sys.stderr, flush=True)
+            print(f"{signal.Signals(signum).name} received: stopping after this step, which "
+                  "will be saved (send it again to stop at once)", file=sys.stderr, flush=True)
             return
         raise Interrupted(signum)
 

@@ -167,11 +167,16 @@ def evaluate(translator: Translator, task: Task, split: str, *, beam: int = 1,
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """What `s2s train` will do in a workdir, decided before anything is written."""
+    """What `s2s train` will do in a workdir, decided (and validated) before anything is
+    written."""
 
     values: dict  # the run's configuration values {"model": {...}, "train": {...}}
-    resume: bool  # a checkpoint exists: restore it
+    stored: wd.Run | None = None  # the run to resume (it has a checkpoint), checked
     changes: tuple = ()  # (field, stored value, requested value) of TUNABLE fields changed
+
+    @property
+    def resume(self) -> bool:
+        return self.stored is not None
 
 
 def configure(workdir: str | Path, requested: dict[str, dict], *,
@@ -184,10 +189,10 @@ def configure(workdir: str | Path, requested: dict[str, dict], *,
     `config.RESUMABLE` fields, and the `config.TUNABLE` ones (reported in `Plan.changes`).
 
     Raises:
-      ConfigError: a requested change the stored run cannot take.
+      ConfigError: an invalid configuration, or a change the stored run cannot take.
+      CheckpointError: a workdir whose files do not belong together.
     """
-    resume = wd.exists(workdir) and _has_checkpoint(workdir)
-    if not resume:
+    if not (wd.exists(workdir) and _has_checkpoint(workdir)):
         base = defaults
         if wd.exists(workdir):  # started, but killed or failed before its first checkpoint
             try:
@@ -199,7 +204,8 @@ def configure(workdir: str | Path, requested: dict[str, dict], *,
             t = values["train"]
             task = None if t.get("train_file") else t.get("task", config.TrainConfig.task)
             values["train"]["steps"] = recommended_steps(task)
-        return Plan(values, resume=False)
+        config.build(values)  # validates
+        return Plan(values)
     stored = _stored_values(workdir)
     changes = []
     for section, values in requested.items():
@@ -217,8 +223,9 @@ def configure(workdir: str | Path, requested: dict[str, dict], *,
             raise ConfigError(
                 f"{workdir} holds a run with {section}.{name}={old!r}, not {value!r}: use a "
                 "new --workdir, or drop that setting to resume")
-    return Plan(config.merge(stored, {"train": requested.get("train", {})}), resume=True,
-                changes=tuple(changes))
+    values = config.merge(stored, {"train": requested.get("train", {})})
+    config.build(values)  # validates
+    return Plan(values, stored=wd.load(workdir), changes=tuple(changes))
 
 
 def _stored_values(workdir) -> dict:
@@ -256,7 +263,7 @@ def fit(workdir: str | Path, requested: dict[str, dict] | None = None, *,
         non-finite loss; `stopping.Interrupted` after a signal (the state is saved).
     """
     workdir = wd.resolve(workdir)
-    configure(workdir, requested or {}, defaults=defaults)  # refuse before creating anything
+    configure(workdir, requested or {}, defaults=defaults)  # refuse before writing anything
     owner = jax.process_index() == 0  # on a cluster, process 0 locks and writes the files
     with contextlib.ExitStack() as stack:
         if owner:
@@ -271,7 +278,7 @@ def _fit(workdir: Path, plan: Plan, *, owner: bool, progress: bool, log, stop) -
     model_cfg, train_cfg = config.build(plan.values)
     task = load_data_task(train_cfg)
     if plan.resume:
-        stored = wd.load(workdir)
+        stored = plan.stored
         src_vocab, tgt_vocab, past_changes = stored.src_vocab, stored.tgt_vocab, stored.changes
     else:
         if wd.exists(workdir):
@@ -307,7 +314,7 @@ def _fit(workdir: Path, plan: Plan, *, owner: bool, progress: bool, log, stop) -
         run = wd.Run(model_cfg, train_cfg, src_vocab, tgt_vocab, changes)
         # Everything is validated: from here on the workdir is written.
         if owner:
-            wd.save(workdir, run)
+            wd.save(workdir, run, vocabularies=not plan.resume)  # a resumed run's are checked
             wd.truncate_metrics(workdir, step)
         writer = MetricsWriter(workdir / wd.METRICS, workdir / wd.TENSORBOARD, resume_step=step)
         if plan.resume:

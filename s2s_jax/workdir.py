@@ -28,14 +28,14 @@ from typing import Callable, Iterator
 from s2s_jax import config, state
 from s2s_jax.checkpoint import Checkpoints, load_json, save_json
 from s2s_jax.data import Vocab
-from s2s_jax.errors import CheckpointError, S2SError
+from s2s_jax.errors import CheckpointError, WorkdirError
 from s2s_jax.model import Seq2SeqConfig
 
 CONFIG, CHECKPOINTS, METRICS, TENSORBOARD = "config.json", "checkpoints", "metrics.jsonl", "tb"
 SRC_VOCAB, TGT_VOCAB, LOCK = "vocab.src.json", "vocab.tgt.json", "train.lock"
 
 
-class WorkdirBusy(S2SError):
+class WorkdirBusy(WorkdirError):
     """Another process is training in this workdir."""
 
 
@@ -60,12 +60,14 @@ def exists(path: str | Path) -> bool:
     return (Path(path) / CONFIG).is_file()
 
 
-def save(path: str | Path, run: Run) -> None:
-    """Writes vocabularies, then the config naming their fingerprints (process 0 only)."""
+def save(path: str | Path, run: Run, *, vocabularies: bool = True) -> None:
+    """Writes the vocabularies (unless told they are there already), then the config naming
+    their fingerprints (process 0 only)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    run.src_vocab.save(path / SRC_VOCAB)
-    run.tgt_vocab.save(path / TGT_VOCAB)
+    if vocabularies:
+        run.src_vocab.save(path / SRC_VOCAB)
+        run.tgt_vocab.save(path / TGT_VOCAB)
     values = config.to_dict(run.model_cfg, run.train_cfg)
     values["vocab"] = {"src_sha256": run.src_vocab.fingerprint(),
                        "tgt_sha256": run.tgt_vocab.fingerprint()}
@@ -137,20 +139,24 @@ def lock(path: str | Path) -> Iterator[None]:
         yield
         return
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    f = open(path / LOCK, "a+", encoding="utf-8")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        f = open(path / LOCK, "a+b", buffering=0)  # unbuffered: a full disk fails here
+    except OSError as e:
+        raise WorkdirError(f"cannot write {path / LOCK}: {e.strerror or e}") from None
     try:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             f.seek(0)
-            holder = f.read().strip() or "another process"
+            holder = f.read().decode("utf-8", "replace").strip() or "another process"
             raise WorkdirBusy(f"{path} is being trained by {holder}: wait for it to finish or "
                               "stop it, or use another --workdir") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()} on {socket.gethostname()}")
-        f.flush()
+        try:
+            f.truncate(0)
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        except OSError as e:
+            raise WorkdirError(f"cannot write {path / LOCK}: {e.strerror or e}") from None
         yield
     finally:
         f.close()  # releases the lock

@@ -81,7 +81,7 @@ KILLER = textwrap.dedent("""
     kill_step, when = int(sys.argv[2]), sys.argv[3]
     def die():
         os.kill(os.getpid(), signal.SIGKILL)  # no cleanup at all
-    save, write = checkpoint.Checkpoints.save, ocp.handlers.StandardCheckpointHandler.save
+    save, write = checkpoint.Checkpoints.save, ocp.handlers.CompositeCheckpointHandler.save
     def save_then_die(self, step, state, **kw):
         checkpoint.Checkpoints.armed = step == kill_step
         save(self, step, state, **kw)
@@ -93,7 +93,7 @@ KILLER = textwrap.dedent("""
             die()
     checkpoint.Checkpoints.armed = False
     checkpoint.Checkpoints.save = save_then_die
-    ocp.handlers.StandardCheckpointHandler.save = write_then_die
+    ocp.handlers.CompositeCheckpointHandler.save = write_then_die
     train.fit(sys.argv[1], eval(sys.argv[4]), progress=False)
 """)
 
@@ -119,6 +119,8 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, straight, when):
     proc = subprocess.run([sys.executable, "-c", KILLER, str(killed), "8", when, repr(TINY)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
+    unfinished = list((killed / "checkpoints" / "latest").glob("8.orbax-checkpoint-tmp*"))
+    assert bool(unfinished) == (when == "during")
     train.fit(killed, TINY, progress=False)  # resumes from step 8 (or 4 if 8 was cut short)
     jax.tree.map(np.testing.assert_array_equal, final_params(killed), final_params(straight))
 
