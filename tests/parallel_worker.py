@@ -143,7 +143,8 @@ def devices_main(out: str, ckpt_in: str, ckpt_out: str) -> None:
 
 def process_main(out: str, address: str, n_proc: int, pid: int) -> None:
     """One process of a multi-process run: shard_map and pmap, STEPS steps each, then a
-    checkpoint written together by every process."""
+    checkpoint written together by every process; then train.fit together on one workdir
+    (process 0 locks it and writes its files)."""
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # cross-process on CPU
@@ -162,6 +163,10 @@ def process_main(out: str, address: str, n_proc: int, pid: int) -> None:
         ckpts = Checkpoints(f"{out}-ckpt-{mode}")
         ckpts.save(STEPS, dp.checkpoint_view(state))
         ckpts.close()
+    from s2s_jax import train
+
+    cfg = {"model": FIT_CONFIG["model"], "train": {**FIT_CONFIG["train"], "parallel": "shard_map"}}
+    train.fit(f"{out}-fit", cfg, progress=False, log=lambda s: None)
     np.savez(f"{out}-{pid}.npz", **arrays)
     with open(f"{out}-{pid}.json", "w") as f:
         json.dump(facts, f)

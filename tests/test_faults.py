@@ -291,13 +291,13 @@ def tensorboard_events(workdir: Path) -> list:
     return events
 
 
-@pytest.mark.parametrize("sig, when", [(signal.SIGINT, "compile"), (signal.SIGTERM, "steps")],
-                         ids=["SIGINT-compile", "SIGTERM-steps"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("when", ["compile", "steps"])
 def test_sigint_and_sigterm_save_the_current_step(project, straight, env, sig, when):
     """The step in flight is finished and saved, the exit line says which (a signal before
     the first step just stops); the same command resumes exactly; each step is logged once,
     in metrics.jsonl and in TensorBoard (which is told to forget the steps logged again)."""
-    workdir = f"runs/signal-{sig.name}"
+    workdir = f"runs/signal-{sig.name}-{when}"
     run = Running(*TRAIN, "--workdir", workdir, cwd=project, env=env)
     run.wait_for(r"^training .* parameters" if when == "compile" else r"^step 4 \(saved\)")
     run.proc.send_signal(sig)
@@ -526,6 +526,30 @@ def test_bad_training_options_are_refused_before_anything_is_written(project, en
     assert_one_line(s2s(*TRAIN, "--workdir", "runs/bad-options", *args, cwd=project, env=env),
                     2, match)
     assert not (workdir / wd.CONFIG).exists()
+
+
+@pytest.mark.parametrize("setting, match", [
+    ("dropout=1.5", "dropout must be in [0, 1)"),
+    ("batch_size=0", "batch_size must be >= 1"),
+    ("weight_decay=nan", "weight_decay must be a number >= 0"),
+    ("max_len_ratio=inf", "max_len_ratio must be a number >= 0"),
+    ("max_len_offset=-1", "max_len_offset must be >= 0"),
+    ("steps=many", "invalid literal for int()"),
+    ("optimizer=sgd", "optimizer must be one of"),
+    ("eval_every=0", "eval_every must be >= 1"),
+])
+def test_every_bad_setting_is_one_line_before_jax_starts_work(project, monkeypatch, capsys,
+                                                                setting, match):
+    """In-process (the same `main` the `s2s` script calls), relative paths, fast."""
+    from s2s_jax import cli
+
+    monkeypatch.chdir(project)
+    code = cli.main([*TRAIN, "--workdir", "runs/bad-settings", "--set", setting])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("s2s:")]
+    assert len(lines) == 1 and match in lines[0], err
+    assert not (project / "runs" / "bad-settings").exists()
 
 
 def test_bad_inference_input(project, straight, env):

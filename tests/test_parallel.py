@@ -226,6 +226,18 @@ def test_two_processes_train_together(workers, on_devices):
         assert int(restored.step) == worker.STEPS
         _assert_close(_numpy(restored.params), _leaves(reference, "none1/params"),
                       rtol=1e-4, atol=1e-5)
+    # train.fit run by both processes on one workdir equals train.fit on one device.
+    _wait(procs["fit"])
+    final = {}
+    for name, path in (("together", Path(f"{out}-fit")), ("alone", tmp / "fit" / "none")):
+        run = wd.load(path)
+        final[name] = _restore_on_one_device(path / wd.CHECKPOINTS, run.model_cfg, run.train_cfg)
+    assert int(final["together"].step) == 4
+    assert (Path(f"{out}-fit") / wd.LOCK).read_text().startswith("pid ")  # process 0 held it
+    records = [json.loads(line) for line in (Path(f"{out}-fit") / wd.METRICS).open()]
+    assert [(r["step"], r["split"]) for r in records] == [(2, "train"), (4, "train"), (4, "valid")]
+    _assert_close(_numpy(final["together"].params), _numpy(final["alone"].params),
+                  rtol=1e-4, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------ fit
