@@ -185,8 +185,9 @@ def _describe(shape: tuple[int, ...], dtype: Any) -> str:
     return f"shape {tuple(shape)}{dtype_text}"
 
 
-def _first_mismatch(target: Any, stored: Any) -> str | None:
-    """Compares a target pytree with a checkpoint's tree metadata.
+def _first_mismatch(target: Any, stored: Any, *, partial: bool = False) -> str | None:
+    """Compares a target pytree with a checkpoint's tree metadata (with `partial`, only the
+    target's leaves must be there).
 
     Returns:
         A phrase naming the first leaf whose path, shape or dtype differs, or None.
@@ -212,7 +213,7 @@ def _first_mismatch(target: Any, stored: Any) -> str | None:
                 f" but {_describe(shape, dtype)} is expected"
             )
     for path, (shape, dtype) in have.items():
-        if path not in want:
+        if path not in want and not partial:
             name = "/".join(path)
             return f"the checkpoint has a leaf '{name}' ({_describe(shape, dtype)}) not expected"
     return None
@@ -276,6 +277,7 @@ class Checkpoints:
         registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
         registry.add(_ITEM, ocp.args.StandardSave)
         registry.add(_ITEM, ocp.args.StandardRestore)
+        registry.add(_ITEM, ocp.args.PyTreeRestore)  # partial restores
         return ocp.CheckpointManager(self._dir / name, options=options, handler_registry=registry)
 
     def _open_best(self) -> None:
@@ -392,7 +394,8 @@ class Checkpoints:
         """The best metric saved so far, by this run or earlier ones, or None."""
         return self._best_metric
 
-    def restore(self, target: Any, *, which: str = "latest", step: int | None = None) -> Any:
+    def restore(self, target: Any, *, which: str = "latest", step: int | None = None,
+                partial: bool = False) -> Any:
         """Restores a saved state onto `target`, verified against its digest.
 
         Without `step`, the newest step of `which` that reads back intact: a damaged one is
@@ -406,6 +409,8 @@ class Checkpoints:
                 the saved sharding if its devices exist, else the first local device.
             which: "latest" or "best".
             step: a step among `which`'s saved ones (no fallback then).
+            partial: `target` is a dict holding some top-level entries of the saved tree
+                (e.g. `{"params": ...}`): only those are read and verified.
 
         Returns:
             The restored pytree, with the structure of `target`.
@@ -423,7 +428,7 @@ class Checkpoints:
                 raise CheckpointError(f"no {which} checkpoint of step {step} in {self._dir}:"
                                       f" choose one of {steps}")
             try:
-                return self._restore_step(which, step, target)
+                return self._restore_step(which, step, target, partial)
             except _Damaged as e:
                 raise CheckpointError(str(e)) from None
         candidates = [("latest", s) for s in sorted(self._latest.all_steps(), reverse=True)]
@@ -438,7 +443,7 @@ class Checkpoints:
         damaged = []  # (which, step, why)
         for name, s in candidates:
             try:
-                state = self._restore_step(name, s, target)
+                state = self._restore_step(name, s, target, partial)
             except _Damaged as e:
                 damaged.append((name, s, str(e)))
                 self._log(f"{e}; trying an older one")
@@ -454,24 +459,30 @@ class Checkpoints:
                               f"{'; '.join(why for _, _, why in damaged)}; move that directory "
                               "away to train from scratch")
 
-    def _restore_step(self, which: str, step: int, target: Any) -> Any:
+    def _restore_step(self, which: str, step: int, target: Any, partial: bool) -> Any:
         manager = self._latest if which == "latest" else self._best
         path = self._dir / which / str(step)
         try:
             stored = manager.item_metadata(step).tree  # no `.tree` if the item dir is gone
         except Exception as e:  # orbax raises many types on unreadable metadata
             raise _Damaged(f"checkpoint at {path} is damaged: {_brief(e)}") from e
-        mismatch = _first_mismatch(target, stored)
+        mismatch = _first_mismatch(target, stored, partial=partial)
         if mismatch is not None:
             raise CheckpointError(
                 f"checkpoint at {path} holds a different model configuration: {mismatch};"
                 " use a fresh --workdir, or the configuration this workdir was trained with"
             )
         fallback = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        if partial:
+            restore_args = jax.tree.map(
+                lambda x: ocp.ArrayRestoreArgs(sharding=getattr(x, "sharding", None) or fallback),
+                target)
+            args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
+                                          partial_restore=True)
+        else:
+            args = ocp.args.StandardRestore(target, fallback_sharding=fallback)
         try:
-            state = manager.restore(
-                step, args=ocp.args.StandardRestore(target, fallback_sharding=fallback)
-            )
+            state = manager.restore(step, args=args)
         except Exception as e:  # tensorstore and orbax raise many types on unreadable data
             raise _Damaged(f"checkpoint at {path} is damaged: {_brief(e)}") from e
         self._verify(path, step, state)

@@ -75,7 +75,7 @@ class Translator:
         the newest intact one, and `log` says so."""
         path = wd.resolve(path)
         run = wd.load(path)
-        params = wd.restore_params(path, run.model_cfg, run.train_cfg, which=which, log=log)
+        params = wd.restore_params(path, run.model_cfg, which=which, log=log)
         return cls(params, run.model_cfg, run.src_vocab, run.tgt_vocab, Limits.of(run.train_cfg))
 
     # -------------------------------------------------------------------------------- helpers

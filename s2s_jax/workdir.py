@@ -25,11 +25,12 @@ import socket
 from pathlib import Path
 from typing import Callable, Iterator
 
-from s2s_jax import config, state
+import jax
+
+from s2s_jax import config, model
 from s2s_jax.checkpoint import Checkpoints, load_json, save_json
 from s2s_jax.data import Vocab
 from s2s_jax.errors import CheckpointError, WorkdirError
-from s2s_jax.model import Seq2SeqConfig
 
 CONFIG, CHECKPOINTS, METRICS, TENSORBOARD = "config.json", "checkpoints", "metrics.jsonl", "tb"
 SRC_VOCAB, TGT_VOCAB, LOCK = "vocab.src.json", "vocab.tgt.json", "train.lock"
@@ -43,7 +44,7 @@ class WorkdirBusy(WorkdirError):
 class Run:
     """What a workdir describes."""
 
-    model_cfg: Seq2SeqConfig
+    model_cfg: model.Seq2SeqConfig
     train_cfg: config.TrainConfig
     src_vocab: Vocab
     tgt_vocab: Vocab
@@ -114,13 +115,15 @@ def checkpoints(path: str | Path, *, best_mode: str = "max", writer: bool = Fals
     return Checkpoints(Path(path) / CHECKPOINTS, best_mode=best_mode, writer=writer, log=log)
 
 
-def restore_params(path: str | Path, model_cfg: Seq2SeqConfig, train_cfg: config.TrainConfig, *,
-                   which: str = "best", log: Callable[[str], None] | None = None):
-    """The parameters of the `which` ("best" or "latest") checkpoint, verified; falls back to
-    the latest when there is no usable best one, and to older steps past damaged ones."""
+def restore_params(path: str | Path, model_cfg: model.Seq2SeqConfig, *, which: str = "best",
+                   log: Callable[[str], None] | None = None):
+    """The parameters of the `which` ("best" or "latest") checkpoint, verified, and nothing
+    else (inference needs no optimizer state); falls back to the latest when there is no
+    usable best one, and to older steps past damaged ones."""
+    target = {"params": jax.eval_shape(lambda: model.init(model_cfg, key=jax.random.key(0)))}
     ckpts = checkpoints(path, log=log)
     try:
-        return ckpts.restore(state.abstract_state(model_cfg, train_cfg), which=which).params
+        return ckpts.restore(target, which=which, partial=True)["params"]
     finally:
         ckpts.close()
 

@@ -422,3 +422,28 @@ def test_json_round_trip_and_errors(tmp_path):
     (tmp_path / "list.json").write_text(json.dumps([1, 2]))
     with pytest.raises(CheckpointError, match="expected a JSON object"):
         load_json(tmp_path / "list.json")
+
+
+def test_a_partial_restore_reads_and_verifies_only_what_is_asked(tmp_path):
+    """Inference restores the parameters alone: no optimizer state is needed or read."""
+    ckpts = Checkpoints(tmp_path)
+    ckpts.save(1, make_state(1))
+    ckpts.save(2, make_state(2))
+    ckpts.close()
+    target = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype),
+                                     make_state(0)["params"])}
+    again = Checkpoints(tmp_path)
+    assert_same(again.restore(target, partial=True), {"params": make_state(2)["params"]})
+    wrong = {"params": {**target["params"], "enc": {**target["params"]["enc"],
+                                                    "w": jax.ShapeDtypeStruct((4, 4), "float32")}}}
+    with pytest.raises(CheckpointError, match="leaf 'params/enc/w' has shape"):
+        again.restore(wrong, partial=True)
+    again.close()
+    digest = json.loads((tmp_path / "digests" / "2.json").read_text())
+    digest["params/enc/w"] = "0" * 64
+    (tmp_path / "digests" / "2.json").write_text(json.dumps(digest))
+    notices = []
+    reader = Checkpoints(tmp_path, log=notices.append)
+    assert_same(reader.restore(target, partial=True), {"params": make_state(1)["params"]})
+    assert "leaf 'params/enc/w' differs" in notices[0]
+    reader.close()

@@ -100,7 +100,7 @@ KILLER = textwrap.dedent("""
 
 def final_params(workdir):
     r = wd.load(workdir)
-    return wd.restore_params(workdir, r.model_cfg, r.train_cfg, which="latest")
+    return wd.restore_params(workdir, r.model_cfg, which="latest")
 
 
 @pytest.fixture(scope="module")
