@@ -38,9 +38,7 @@ def _train(args, stop) -> int:
     for name in ("train_file", "valid_file", "test_file"):  # relative to where s2s runs
         if requested["train"].get(name):
             requested["train"][name] = os.path.abspath(requested["train"][name])
-    defaults = {} if args.config else config.DEFAULTS
-    result = train.fit(args.workdir, requested, defaults=defaults, progress=not args.no_progress,
-                       stop=stop)
+    result = train.fit(args.workdir, requested, progress=not args.no_progress, stop=stop)
     print(json.dumps(result))
     return 0
 
@@ -140,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set cell=lstm --set train.steps=100")
     p.add_argument("--steps", type=int)
-    p.add_argument("--parallel", choices=("auto", "shard_map", "pmap", "none"))
+    p.add_argument("--parallel", help="data parallelism over the devices (train.parallel): "
+                   "auto, or a mode that `s2s config` lists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_train)
 

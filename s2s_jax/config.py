@@ -15,6 +15,7 @@ import tomllib
 import typing
 from pathlib import Path
 
+from s2s_jax import parallel
 from s2s_jax.errors import ConfigError
 from s2s_jax.model import Seq2SeqConfig
 
@@ -57,7 +58,7 @@ class TrainConfig:
 
     def __post_init__(self):
         choices = {"optimizer": ("adam", "adamw"), "schedule": ("constant", "cosine", "rsqrt"),
-                   "parallel": ("auto", "shard_map", "pmap", "none")}
+                   "parallel": parallel.MODES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
@@ -184,8 +185,9 @@ def to_dict(model_cfg: Seq2SeqConfig, train_cfg: TrainConfig) -> dict[str, dict]
     return {"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg)}
 
 
-# What `s2s train` uses when no --config is given: tuned on the default task (numbers-en-fr),
-# a bidirectional GRU encoder with additive attention (Bahdanau 2015).
+# The base of every `s2s train` run, under its --config file and --set values (`s2s config`
+# prints them): tuned on the default task (numbers-en-fr), a bidirectional GRU encoder with
+# additive attention (Bahdanau 2015). The Python dataclasses keep plain defaults of their own.
 DEFAULTS: dict[str, dict] = {
     "model": {"cell": "gru", "bidirectional": True, "attention": "bahdanau", "context": "init",
               "src_embed": 64, "tgt_embed": 64, "enc_hidden": 128, "dec_hidden": 256,

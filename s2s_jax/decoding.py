@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from s2s_jax import model
-from s2s_jax.model import BOS, EOS, PAD, Seq2SeqConfig
+from s2s_jax.model import Seq2SeqConfig
+from s2s_jax.tokens import BOS, EOS, PAD
 
 Array = jax.Array
 

@@ -28,10 +28,10 @@ import jax.numpy as jnp
 from s2s_jax import attention, fused, hoisted, rnn
 from s2s_jax.cells import LSTMCarry, get_cell
 from s2s_jax.errors import ConfigError
+from s2s_jax.tokens import BOS, EOS, PAD, UNK  # noqa: F401 (model.EOS etc. for users)
 
 Array = jax.Array
 
-PAD, BOS, EOS, UNK = 0, 1, 2, 3
 CONTEXT_MODES = ("init", "input", "both")
 
 

@@ -158,3 +158,13 @@ def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path)
     ckpts = wd.checkpoints(tmp_path)
     assert (ckpts.best_step(), ckpts.latest_step()) == (2, 6)
     ckpts.close()
+
+
+def test_a_config_file_builds_on_the_same_defaults_as_the_command_line(tmp_path):
+    """`s2s config` prints the defaults under every run, with or without --config."""
+    toml = tmp_path / "only-the-task.toml"
+    toml.write_text('[train]\ntask = "copy"\n')
+    with_file = train.configure(tmp_path / "a", config.load_file(toml)).values
+    without = train.configure(tmp_path / "b", {"train": {"task": "copy"}}).values
+    assert with_file == without
+    assert with_file["model"]["attention"] == config.DEFAULTS["model"]["attention"] == "bahdanau"

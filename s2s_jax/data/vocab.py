@@ -26,9 +26,8 @@ import re
 from typing import Iterable, Sequence
 
 from s2s_jax.errors import DataError
+from s2s_jax.tokens import BOS, EOS, PAD, SPECIALS, UNK  # noqa: F401 (re-exported by data)
 
-PAD, BOS, EOS, UNK = 0, 1, 2, 3
-SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 KINDS = ("char", "word", "sentencepiece")
 SP_MODEL_TYPES = ("unigram", "bpe")
 WORD_PREFIX = "▁"  # U+2581, sentencepiece's word-boundary mark.
