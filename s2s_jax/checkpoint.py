@@ -20,6 +20,7 @@ one that verifies, and the `log` callback says so.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -29,6 +30,7 @@ import re
 import shutil
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,7 +38,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from s2s_jax.errors import CheckpointError
+from s2s_jax.errors import CheckpointError, WriteError
 
 _ITEM = "default"  # orbax's name for the item of a single-item CheckpointManager
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's mark of a step directory not yet finalised
@@ -108,8 +110,8 @@ def save_json(path: str | os.PathLike, obj: Any) -> None:
     In a multi-process run, call it on one process only (`jax.process_index() == 0`).
 
     Raises:
-        CheckpointError: the file cannot be written (e.g. the disk is full); `path` is then
-            unchanged and no temporary file is left.
+        WriteError: the file cannot be written (e.g. the disk is full); `path` is then
+            unchanged and no temporary file is left (whatever interrupts the write).
     """
     path = Path(path)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
@@ -121,9 +123,11 @@ def save_json(path: str | os.PathLike, obj: Any) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write {path}: {e.strerror or _brief(e)}") from e
+        if isinstance(e, OSError):
+            raise WriteError(f"cannot write {path}: {e.strerror or _brief(e)}") from e
+        raise
 
 
 def load_json(path: str | os.PathLike) -> dict:
@@ -223,6 +227,15 @@ class _Damaged(Exception):
     """One step cannot be read back as it was saved."""
 
 
+def _on_any_process(flag: bool) -> bool:
+    """Whether `flag` holds on any process (all processes must call this together)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
+
+
 class Checkpoints:
     """Saved training states in `directory`: the latest `max_to_keep`, plus the best one.
 
@@ -236,7 +249,7 @@ class Checkpoints:
     """
 
     def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 2,
-                 best_mode: str = "max", writer: bool = False,
+                 best_mode: str = "max", writer: bool = False, require_digests: bool = False,
                  log: Callable[[str], None] | None = None):
         """Opens the checkpoint directory; it is created on the first save, not before.
 
@@ -248,6 +261,8 @@ class Checkpoints:
             writer: this process trains here (it holds the workdir lock): damaged steps are
                 moved aside and unfinished saves deleted. A reader changes nothing on disk.
                 `save` makes any instance a writer.
+            require_digests: every step must have its digest (the directory was written by
+                this version); otherwise steps without one (older versions) load unverified.
             log: where one-line notices go (a damaged step skipped or moved aside).
         """
         if best_mode not in ("max", "min"):
@@ -256,6 +271,7 @@ class Checkpoints:
             raise ValueError(f"max_to_keep must be at least 1, got {max_to_keep}")
         self._dir = Path(os.path.abspath(directory))  # orbax requires absolute paths
         self._mode, self._max_to_keep = best_mode, max_to_keep
+        self._require_digests = require_digests
         self._log = log or (lambda message: None)
         self._latest = self._manager("latest", max_to_keep=max_to_keep)
         self._best, self._best_damage, self._best_metric = None, None, None
@@ -291,8 +307,11 @@ class Checkpoints:
             self._best_metric = float(metrics[_METRIC]) if metrics and _METRIC in metrics else None
             self._best_damage = None
         except Exception as e:  # orbax raises many types on unreadable metadata
+            if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EMFILE, errno.ENFILE):
+                raise CheckpointError(f"cannot read {self._dir / 'best'}: {_brief(e)}") from e
             self._best, self._best_metric = None, None
-            self._best_damage = f"the best checkpoint in {self._dir / 'best'} is damaged ({_brief(e)})"
+            self._best_damage = (f"the best checkpoint in {self._dir / 'best'} is damaged "
+                                 f"({_brief(e)})")
 
     # ------------------------------------------------------------------------------ saving
 
@@ -316,11 +335,12 @@ class Checkpoints:
             return metric > self._best_metric
         return metric < self._best_metric
 
-    def save(self, step: int, state: Any, *, metric: float | None = None) -> None:
+    def save(self, step: int, state: Any, *, metric: float | None = None) -> bool:
         """Saves `state` as `step`, and also as the best state if `metric` beats the best.
 
         A step not after the newest saved one (e.g. the same step again right after
-        resuming) is not saved again. Returns once the files are written and finalised.
+        resuming) is not saved again. Returns once the files are written and finalised:
+        whether anything was saved.
 
         Args:
             step: the training step the state belongs to.
@@ -328,46 +348,59 @@ class Checkpoints:
             metric: the validation metric of this state (compared per `best_mode`), or None.
 
         Raises:
-            CheckpointError: writing failed (e.g. the disk is full); the step is not saved
-                and the steps saved before it are intact.
+            WriteError: writing failed (e.g. the disk is full); the step is not saved and the
+                steps saved before it are intact.
         """
         step = int(step)
         if not self._writing:
             self._start_writing()
         latest = self._latest.latest_step()
         better = metric is not None and self._is_better(float(metric))
-        if (latest is not None and step <= latest) and not better:
-            return
+        new = latest is None or step > latest
+        if not (new or better):
+            return False
+        sums = digest(state) if jax.process_index() == 0 else None
         try:
-            if jax.process_index() == 0:
-                save_json(self._dir / _DIGESTS / f"{step}.json", digest(state))
-            if latest is None or step > latest:
+            # Each digest is written before its step, so every finished step has one.
+            if new:
+                self._write_digest("latest", step, sums)
                 self._latest.save(step, args=ocp.args.StandardSave(state))
             if better:
+                self._write_digest("best", step, sums)
                 metrics = {_METRIC: float(metric)}
                 if self._best.save(step, args=ocp.args.StandardSave(state), metrics=metrics):
                     self._best_metric = float(metric)
         except Exception as e:  # orbax and tensorstore raise many types on failed writes
-            raise CheckpointError(
+            raise WriteError(
                 f"saving step {step} in {self._dir} failed: {_brief(e)}; the steps saved "
                 f"before it are intact ({self._latest.latest_step() or 'none yet'} the newest)"
             ) from e
         self._remove_stale_digests()
+        return True
+
+    def _digest_file(self, which: str, step: int) -> Path:
+        return self._dir / _DIGESTS / f"{which}-{step}.json"
+
+    def _write_digest(self, which: str, step: int, sums: dict | None) -> None:
+        if sums is not None:  # process 0
+            save_json(self._digest_file(which, step), sums)
 
     def _remove_stale_digests(self) -> None:
         if jax.process_index() != 0:
             return
-        kept = set(self._latest.all_steps()) | set(self._best.all_steps())
-        for path in (self._dir / _DIGESTS).glob("*.json"):
-            if path.stem.isdigit() and int(path.stem) not in kept:
-                path.unlink(missing_ok=True)
+        for which, manager in (("latest", self._latest), ("best", self._best)):
+            kept = set(manager.all_steps())
+            for path in (self._dir / _DIGESTS).glob(f"{which}-*.json"):
+                step = path.stem.partition("-")[2]
+                if step.isdigit() and int(step) not in kept:
+                    path.unlink(missing_ok=True)
 
     def _move_aside(self, which: str, step: int | None, why: str) -> None:
         """Moves a damaged step (or all of best/) to DIR/damaged/, so that it is never read
         again and its step number can be saved anew."""
         if jax.process_index() == 0:
             source = self._dir / which / (str(step) if step is not None else "")
-            stamp = time.strftime("%Y%m%d-%H%M%S")
+            stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
             target = self._dir / _DAMAGED / f"{which}-{step if step is not None else 'all'}-{stamp}"
             target.parent.mkdir(parents=True, exist_ok=True)
             if source.exists():
@@ -379,6 +412,22 @@ class Checkpoints:
             multihost_utils.sync_global_devices(f"s2s_move_aside_{which}_{step}")
         if which == "latest":
             self._latest.reload()
+        else:
+            if self._best is not None:
+                self._best.close()
+            self._open_best()
+
+    def verify_best(self, target: Any) -> None:
+        """Reads the best step back once (a writer, when it resumes): a damaged one is moved
+        aside, and tracking the best starts again, instead of a damaged step blocking better
+        ones for good."""
+        step = self.best_step()
+        if step is None:
+            return
+        try:
+            self._restore_step("best", step, target, partial=False)
+        except _Damaged as e:
+            self._move_aside("best", step, f"{e}; tracking the best starts again")
 
     # ----------------------------------------------------------------------------- reading
 
@@ -460,6 +509,17 @@ class Checkpoints:
                               "away to train from scratch")
 
     def _restore_step(self, which: str, step: int, target: Any, partial: bool) -> Any:
+        """One step, read and verified; `_Damaged` if it is not intact on every process."""
+        path = self._dir / which / str(step)
+        try:
+            state, problem = self._read_step(which, step, target, partial), None
+        except _Damaged as e:
+            state, problem = None, e
+        if _on_any_process(problem is not None):  # every process falls back alike
+            raise problem or _Damaged(f"checkpoint at {path} is damaged on another process")
+        return state
+
+    def _read_step(self, which: str, step: int, target: Any, partial: bool) -> Any:
         manager = self._latest if which == "latest" else self._best
         path = self._dir / which / str(step)
         try:
@@ -485,22 +545,24 @@ class Checkpoints:
             state = manager.restore(step, args=args)
         except Exception as e:  # tensorstore and orbax raise many types on unreadable data
             raise _Damaged(f"checkpoint at {path} is damaged: {_brief(e)}") from e
-        self._verify(path, step, state)
+        self._verify(which, path, step, state)
         return state
 
-    def _verify(self, path: Path, step: int, state: Any) -> None:
-        digest_file = self._dir / _DIGESTS / f"{step}.json"
+    def _verify(self, which: str, path: Path, step: int, state: Any) -> None:
+        digest_file = self._digest_file(which, step)
         if not digest_file.exists():
-            digested = [int(p.stem) for p in digest_file.parent.glob("*.json") if p.stem.isdigit()]
-            if digested and min(digested) < step:
+            older = [int(p.stem.partition("-")[2]) for p in digest_file.parent.glob(f"{which}-*")
+                     if p.stem.partition("-")[2].isdigit()]
+            if self._require_digests or (older and min(older) < step):
                 raise _Damaged(f"checkpoint at {path} cannot be verified: {digest_file} is missing")
-            return  # saved by a version before digests: nothing to compare with
+            self._log(f"checkpoint at {path} has no checksum (saved by an earlier version of "
+                      "s2s-jax): loaded unverified")
+            return
         try:
             want = load_json(digest_file)
         except CheckpointError as e:
             raise _Damaged(f"checkpoint at {path} cannot be verified: {e}") from None
-        have = digest(state)
-        for name, value in have.items():
+        for name, value in digest(state).items():
             if want.get(name) != value:
                 raise _Damaged(f"checkpoint at {path} is damaged: leaf '{name}' differs from "
                                "what was saved (checksum mismatch)")

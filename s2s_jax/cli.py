@@ -1,20 +1,19 @@
 """`s2s train | translate | score | eval | bench | tasks`: parse, call the library, print.
 
-Errors a user can cause are printed as one line (`s2s: error: ...`) with exit status 2.
+Errors a user can cause are printed as one line (`s2s: error: ...`) with exit status 2; a file
+that cannot be written (a full disk) likewise, with exit status 1; a signal with 128 + its number.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Sequence
 
 from s2s_jax.errors import DataError, S2SError
 from s2s_jax.stopping import Interrupted, StopSignals
 
-EXIT_USER_ERROR = 2
 
 
 def _train(args, stop) -> int:
@@ -34,10 +33,7 @@ def _train(args, stop) -> int:
                         ("test_file", args.test), ("steps", args.steps), ("parallel", args.parallel)):
         if value is not None:
             cli["train"][name] = value
-    requested = config.merge(requested, cli, overrides)
-    for name in ("train_file", "valid_file", "test_file"):  # relative to where s2s runs
-        if requested["train"].get(name):
-            requested["train"][name] = os.path.abspath(requested["train"][name])
+    requested = config.merge(requested, cli, overrides)  # train.fit makes paths absolute
     result = train.fit(args.workdir, requested, progress=not args.no_progress, stop=stop)
     print(json.dumps(result))
     return 0
@@ -184,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return args.run(args, stop)
     except S2SError as e:
         print(f"s2s: error: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return e.exit_status
     except Interrupted as e:
         print(f"s2s: {e}", file=sys.stderr)
         return e.exit_status

@@ -6,7 +6,9 @@ Programming errors (wrong types, broken invariants) stay plain `ValueError`/`Typ
 
 
 class S2SError(Exception):
-    """Base of every user-facing error of s2s-jax."""
+    """Base of every user-facing error of s2s-jax (the CLI exits with `exit_status`)."""
+
+    exit_status = 2
 
 
 class DataError(S2SError):
@@ -27,3 +29,10 @@ class TrainingError(S2SError):
 
 class WorkdirError(S2SError):
     """A workdir that cannot be written, or is in use by another training run."""
+
+
+class WriteError(S2SError):
+    """A file could not be written (a full disk, a read-only filesystem): the machine's
+    trouble, not the user's, hence exit status 1. What was saved before is intact."""
+
+    exit_status = 1

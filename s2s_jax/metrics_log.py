@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jax
 
-from s2s_jax.errors import WorkdirError
+from s2s_jax.errors import WriteError
 
 
 class MetricsWriter:
@@ -35,10 +35,11 @@ class MetricsWriter:
             self._file = open(self._jsonl, "a", encoding="utf-8")
             Path(tensorboard_dir).mkdir(parents=True, exist_ok=True)
             self._tb = EventsWriter(str(Path(tensorboard_dir) / "events"))
-            if resume_step:  # what SummaryWriter(purge_step=...) writes
-                self._tb.write_event(Event(step=resume_step + 1, wall_time=time.time(),
-                                           session_log=SessionLog(status=SessionLog.START)))
-                self._tb.flush()
+            # What SummaryWriter(purge_step=...) writes: an earlier attempt's events after
+            # `resume_step` (logged again now) are hidden.
+            self._tb.write_event(Event(step=resume_step + 1, wall_time=time.time(),
+                                       session_log=SessionLog(status=SessionLog.START)))
+            self._tb.flush()
 
     @contextlib.contextmanager
     def _reporting(self, where):
@@ -46,7 +47,7 @@ class MetricsWriter:
         try:
             yield
         except OSError as e:
-            raise WorkdirError(f"cannot write the metrics in {where}: {e.strerror or e}") from None
+            raise WriteError(f"cannot write the metrics in {where}: {e.strerror or e}") from None
 
     def write(self, step: int, split: str, values: dict) -> None:
         if not self._enabled:

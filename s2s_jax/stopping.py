@@ -10,8 +10,8 @@ once, abandoning what is in flight (a save cut short is never mistaken for a fin
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
-import sys
 import threading
 from typing import Iterator
 
@@ -33,14 +33,16 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.requested: int | None = None  # the signal asking to stop, if any
-        self._deferring = False
+        self._depth = 0  # nested deferred() blocks
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum, frame) -> None:
-        if self._deferring and self.requested is None:
+        if self._depth and self.requested is None:
             self.requested = signum
-            print(f"{signal.Signals(signum).name} received: stopping after this step, which "
-                  "will be saved (send it again to stop at once)", file=sys.stderr, flush=True)
+            # os.write, not print: a handler that prints while the interrupted code prints
+            # raises "reentrant call" inside the stream.
+            os.write(2, f"{signal.Signals(signum).name} received: stopping after this step, "
+                        "which will be saved (send it again to stop at once)\n".encode())
             return
         raise Interrupted(signum)
 
@@ -57,9 +59,9 @@ class StopSignals:
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator["StopSignals"]:
-        """Within the block, a first signal only sets `requested`."""
-        self._deferring = True
+        """Within the block (blocks nest), a first signal only sets `requested`."""
+        self._depth += 1
         try:
             yield self
         finally:
-            self._deferring = False
+            self._depth -= 1

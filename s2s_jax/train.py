@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import os
 import signal
 import sys
 import time
@@ -27,11 +28,12 @@ from s2s_jax import config, metrics, model, parallel, workdir as wd
 from s2s_jax.data import Batch, Task, Vocab, encode_pairs, load_task, read_tsv, train_batches
 from s2s_jax.data import bucket_lengths, eval_batches
 from s2s_jax.data.tasks import recommended_steps
-from s2s_jax.errors import ConfigError, DataError, S2SError, TrainingError
+from s2s_jax.errors import CheckpointError, ConfigError, DataError, S2SError, TrainingError
 from s2s_jax.metrics_log import MetricsWriter
 from s2s_jax.state import TrainState, init_state, make_optimizer
 from s2s_jax.stopping import Interrupted, StopSignals
 from s2s_jax.translate import Limits, Translator
+from s2s_jax.workdir import WorkdirBusy
 
 Array = jax.Array
 SELECT_METRIC = "exact_match"  # chooses the best checkpoint and drives early stopping
@@ -192,6 +194,9 @@ def configure(workdir: str | Path, requested: dict[str, dict], *,
       ConfigError: an invalid configuration, or a change the stored run cannot take.
       CheckpointError: a workdir whose files do not belong together.
     """
+    if not wd.exists(workdir) and _has_checkpoint(workdir):
+        raise CheckpointError(f"{workdir} holds checkpoints but no {wd.CONFIG}: restore that "
+                              "file, or use another --workdir")
     if not (wd.exists(workdir) and _has_checkpoint(workdir)):
         base = defaults
         if wd.exists(workdir):  # started, but killed or failed before its first checkpoint
@@ -211,7 +216,12 @@ def configure(workdir: str | Path, requested: dict[str, dict], *,
     for section, values in requested.items():
         for name, value in values.items():
             old = stored[section][name]
-            if old == value or (section == "train" and name in config.RESUMABLE):
+            if old == value:
+                continue
+            if section == "train" and name == "steps" and stored["train"]["schedule"] == "cosine":
+                changes.append((name, old, value))  # the cosine decay stretches: announce it
+                continue
+            if section == "train" and name in config.RESUMABLE:
                 continue
             if section == "train" and name in config.TUNABLE:
                 if name == "clip_norm" and (old == 0) != (value == 0):
@@ -235,7 +245,7 @@ def _stored_values(workdir) -> dict:
 def _has_checkpoint(workdir) -> bool:
     ckpts = wd.checkpoints(workdir)
     try:
-        return ckpts.latest_step() is not None
+        return ckpts.latest_step() is not None or ckpts.best_step() is not None
     finally:
         ckpts.close()
 
@@ -246,12 +256,14 @@ def fit(workdir: str | Path, requested: dict[str, dict] | None = None, *,
         stop: StopSignals | None = None) -> dict:
     """Trains (or resumes training) in `workdir`; returns the last validation metrics.
 
-    Everything is checked (configuration, data, vocabularies, the checkpoint) before the
-    workdir is written to, so a refused or failed start changes nothing. The workdir is
-    locked while training; SIGINT/SIGTERM stop after the current step, saving it.
+    Everything is read and checked first (configuration, data, vocabularies), then the
+    workdir is locked, the checkpoint restored and verified, and only then written to: a
+    refused or failed start changes nothing. From the lock on, SIGINT/SIGTERM stop at the
+    next step boundary, saving the step.
 
     Args:
-      workdir: the run's directory (created if needed; resumed if it holds a run).
+      workdir: the run's directory (created if needed; resumed if it holds a run); a relative
+        path, and relative data paths in `requested`, are taken from the current directory.
       requested: config values `{"model": {...}, "train": {...}}` (from a file and --set).
       defaults: the base of a new run's configuration.
       progress: show a progress bar.
@@ -263,29 +275,49 @@ def fit(workdir: str | Path, requested: dict[str, dict] | None = None, *,
         non-finite loss; `stopping.Interrupted` after a signal (the state is saved).
     """
     workdir = wd.resolve(workdir)
-    configure(workdir, requested or {}, defaults=defaults)  # refuse before writing anything
-    owner = jax.process_index() == 0  # on a cluster, process 0 locks and writes the files
+    requested = _absolute_paths(requested or {})
     with contextlib.ExitStack() as stack:
-        if owner:
-            stack.enter_context(wd.lock(workdir))
         if stop is None:
             stop = stack.enter_context(StopSignals())
-        plan = configure(workdir, requested or {}, defaults=defaults)  # now under the lock
-        return _fit(workdir, plan, owner=owner, progress=progress, log=log, stop=stop)
+        prepared = _prepare(workdir, configure(workdir, requested, defaults=defaults))
+        stack.enter_context(_locked(workdir))
+        stack.enter_context(stop.deferred())
+        if configure(workdir, requested, defaults=defaults) != prepared.plan:
+            raise WorkdirBusy(f"{workdir} changed while this run was being prepared (another "
+                              "`s2s train` used it): run the command again")
+        return _fit(workdir, prepared, progress=progress, log=log, stop=stop)
 
 
-def _fit(workdir: Path, plan: Plan, *, owner: bool, progress: bool, log, stop) -> dict:
+def _absolute_paths(requested: dict[str, dict]) -> dict[str, dict]:
+    """Data paths made absolute, relative to the current directory (once, here)."""
+    train_values = dict(requested.get("train", {}))
+    for name in ("train_file", "valid_file", "test_file"):
+        if train_values.get(name):
+            train_values[name] = os.path.abspath(os.path.expanduser(train_values[name]))
+    return {**requested, "train": train_values}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+    """A run's configuration and data, read and checked; nothing written yet."""
+
+    plan: Plan
+    model_cfg: model.Seq2SeqConfig
+    train_cfg: config.TrainConfig
+    task: Task
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    examples: list
+
+
+def _prepare(workdir: Path, plan: Plan) -> _Prepared:
     model_cfg, train_cfg = config.build(plan.values)
     task = load_data_task(train_cfg)
     if plan.resume:
-        stored = plan.stored
-        src_vocab, tgt_vocab, past_changes = stored.src_vocab, stored.tgt_vocab, stored.changes
+        src_vocab, tgt_vocab = plan.stored.src_vocab, plan.stored.tgt_vocab
     else:
-        if wd.exists(workdir):
-            log(f"{workdir} holds no checkpoint yet: starting its run again")
         src_vocab, tgt_vocab = build_vocabs(task, train_cfg)
         model_cfg = model_cfg.replace(src_vocab=len(src_vocab), tgt_vocab=len(tgt_vocab))
-        past_changes = ()
     examples, dropped = encode_pairs(task.splits["train"], src_vocab, tgt_vocab,
                                      max_src_len=train_cfg.max_src_len,
                                      max_tgt_len=train_cfg.max_tgt_len)
@@ -293,9 +325,42 @@ def _fit(workdir: Path, plan: Plan, *, owner: bool, progress: bool, log, stop) -
         raise DataError(f"none of the {len(task.splits['train'])} training pairs fits "
                         f"max_src_len={train_cfg.max_src_len} / max_tgt_len="
                         f"{train_cfg.max_tgt_len}: raise them (--set max_src_len=...)")
+    return _Prepared(plan, model_cfg, train_cfg, task, src_vocab, tgt_vocab, examples)
+
+
+@contextlib.contextmanager
+def _locked(workdir: Path):
+    """Process 0 holds the workdir's lock; every process stops if it cannot."""
+    with contextlib.ExitStack() as stack:
+        error = None
+        if jax.process_index() == 0:
+            try:
+                stack.enter_context(wd.lock(workdir))
+            except S2SError as e:
+                error = e
+        if _on_any_process(error is not None):
+            raise error or WorkdirBusy(f"process 0 could not lock {workdir}")
+        yield
+
+
+def _on_any_process(flag: bool) -> bool:
+    """Whether `flag` holds on any process (all processes must call this together)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
+
+
+def _fit(workdir: Path, prepared: _Prepared, *, progress: bool, log, stop) -> dict:
+    plan, train_cfg, model_cfg = prepared.plan, prepared.train_cfg, prepared.model_cfg
+    owner = jax.process_index() == 0  # on a cluster, process 0 writes the files
+    if not plan.resume and wd.exists(workdir):
+        log(f"{workdir} holds no checkpoint yet: starting its run again")
+    dropped = len(prepared.task.splits["train"]) - len(prepared.examples)
     if dropped:
-        log(f"dropped {dropped} of {len(task.splits['train'])} training pairs longer than "
-            f"max_src_len={train_cfg.max_src_len} / max_tgt_len={train_cfg.max_tgt_len}")
+        log(f"dropped {dropped} of {len(prepared.task.splits['train'])} training pairs longer "
+            f"than max_src_len={train_cfg.max_src_len} / max_tgt_len={train_cfg.max_tgt_len}")
     dp = parallel.DataParallel(train_cfg.parallel, functools.partial(
         train_step, model_cfg=model_cfg, train_cfg=train_cfg), batch_size=train_cfg.batch_size)
 
@@ -304,14 +369,17 @@ def _fit(workdir: Path, plan: Plan, *, owner: bool, progress: bool, log, stop) -
     try:
         state = init_state(model_cfg, train_cfg)
         if plan.resume:
-            state = ckpts.restore(dp.restore_target(state))  # verified; older if damaged
+            target = dp.restore_target(state)
+            state = ckpts.restore(target)  # verified; an older step if the newest is damaged
+            ckpts.verify_best(target)
         step = int(dp.fetch(state.step))
-        changes = past_changes + tuple({"step": step, "field": f"train.{name}", "old": old,
-                                        "new": new} for name, old, new in plan.changes)
+        past = plan.stored.changes if plan.resume else ()
+        changes = past + tuple({"step": step, "field": f"train.{name}", "old": old, "new": new}
+                               for name, old, new in plan.changes)
         for name, old, new in plan.changes:
             log(f"train.{name} changes from {old!r} to {new!r} at step {step} "
                 f"(recorded in {workdir / wd.CONFIG})")
-        run = wd.Run(model_cfg, train_cfg, src_vocab, tgt_vocab, changes)
+        run = wd.Run(model_cfg, train_cfg, prepared.src_vocab, prepared.tgt_vocab, changes)
         # Everything is validated: from here on the workdir is written.
         if owner:
             wd.save(workdir, run, vocabularies=not plan.resume)  # a resumed run's are checked
@@ -320,11 +388,12 @@ def _fit(workdir: Path, plan: Plan, *, owner: bool, progress: bool, log, stop) -
         if plan.resume:
             log(f"resuming {workdir} at step {step}")
         else:
-            log(f"training {model.param_count(state.params):,} parameters on {len(examples):,} "
-                f"pairs of task {task.name}; workdir {workdir}")
+            log(f"training {model.param_count(state.params):,} parameters on "
+                f"{len(prepared.examples):,} pairs of task {prepared.task.name}; "
+                f"workdir {workdir}")
         state = dp.replicate(state)
-        return _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop,
-                     workdir)
+        return _loop(state, dp, ckpts, writer, prepared.task, prepared.examples, run, progress,
+                     log, stop, workdir)
     finally:
         ckpts.close()
         if writer is not None:
@@ -344,10 +413,12 @@ def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, wo
     bar = tqdm(total=train_cfg.steps, initial=step, disable=not progress or None, unit="step",
                dynamic_ncols=True, file=sys.stderr)
 
-    def save(metric=None):
+    def save(metric=None) -> bool:
         nonlocal state
+        if pending:
+            check(pending)  # never save a state whose last updates were skipped
         state = state._replace(data_pos=dp.replicate(jnp.array(next_pos, jnp.int32)))
-        ckpts.save(step, dp.checkpoint_view(state), metric=metric)
+        return ckpts.save(step, dp.checkpoint_view(state), metric=metric)
 
     def check(pending):
         try:
@@ -355,13 +426,16 @@ def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, wo
         except TrainingError as e:
             kept = ckpts.latest_step()
             lr = train_cfg.learning_rate / 2
+            clip = (f" (or a lower clip_norm than {train_cfg.clip_norm:g})"
+                    if train_cfg.clip_norm else "")
             raise TrainingError(f"{e}; " + (
                 f"the last good checkpoint (step {kept}) is kept: resume from it with a lower "
-                f"learning rate, e.g. `s2s train --workdir {workdir} --set learning_rate={lr:g}`"
+                f"learning rate{clip}, e.g. "
+                f"`s2s train --workdir {workdir} --set learning_rate={lr:g}`"
                 if kept is not None else "no checkpoint had been saved yet: start again with a "
-                f"lower learning rate, e.g. --set learning_rate={lr:g}")) from None
+                f"lower learning rate{clip}, e.g. --set learning_rate={lr:g}")) from None
 
-    pending, last_eval, tick = [], {}, (time.perf_counter(), step)
+    pending, last_eval, tick, stopped_early = [], {}, (time.perf_counter(), step), False
     with stop.deferred():
         while step < train_cfg.steps and not _stop_agreed(stop, step, train_cfg.log_every):
             epoch, index, batch = next(batches)
@@ -382,22 +456,25 @@ def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, wo
                                                 run.tgt_vocab, limits), task, "valid",
                                      beam=train_cfg.eval_beam, limit=train_cfg.eval_examples)
                 writer.write(step, "valid", last_eval)
-                save(metric=last_eval[SELECT_METRIC])
-                bar.write(f"step {step} (saved): "
+                saved = save(metric=last_eval[SELECT_METRIC])
+                bar.write(f"step {step} ({'saved' if saved else 'not saved: on disk already'}): "
                           + ", ".join(f"{k} {v:.4g}" for k, v in last_eval.items()))
                 best = ckpts.best_step()
                 if train_cfg.patience and best is not None and \
                         step - best >= train_cfg.patience * train_cfg.eval_every:
                     log(f"early stop at step {step}: no better {SELECT_METRIC} since step {best}")
+                    stopped_early = True
                     break
-        if stop.requested is not None:
-            if pending:
-                check(pending)  # never save a state whose last updates were skipped
+        if stop.requested is not None and step < train_cfg.steps and not stopped_early:
+            name = signal.Signals(stop.requested).name
+            bar.close()
+            if step == 0:
+                raise Interrupted(stop.requested, f"{name} before the first step: nothing to "
+                                  "save; run the same command to start again")
             if step != ckpts.latest_step():
                 save()
-            bar.close()
-            raise Interrupted(stop.requested, f"{signal.Signals(stop.requested).name} at step "
-                              f"{step}: step {step} is saved; run the same command to resume")
+            raise Interrupted(stop.requested, f"{name} at step {step}: step {step} is saved; "
+                              "run the same command to resume")
     bar.close()
     return last_eval
 
@@ -422,8 +499,8 @@ def _summarise(history: list[dict], step: int, tick: tuple[float, int]) -> dict:
     finite = np.array([m["finite"] for m in history])
     if not finite.all():
         bad = step - len(history) + int(np.argmin(finite)) + 1
-        raise TrainingError(f"the loss became non-finite at step {bad} (that update was skipped): "
-                            "lower learning_rate or set clip_norm")
+        raise TrainingError(f"the loss became non-finite at step {bad} (that update was "
+                            "skipped)")
     seconds = time.perf_counter() - tick[0]
     tokens = float(np.sum([m["tokens"] for m in history]))
     keys = ("loss", "accuracy", "grad_norm", "param_norm")

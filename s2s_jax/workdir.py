@@ -30,7 +30,7 @@ import jax
 from s2s_jax import config, model
 from s2s_jax.checkpoint import Checkpoints, load_json, save_json
 from s2s_jax.data import Vocab
-from s2s_jax.errors import CheckpointError, WorkdirError
+from s2s_jax.errors import CheckpointError, WorkdirError, WriteError
 
 CONFIG, CHECKPOINTS, METRICS, TENSORBOARD = "config.json", "checkpoints", "metrics.jsonl", "tb"
 SRC_VOCAB, TGT_VOCAB, LOCK = "vocab.src.json", "vocab.tgt.json", "train.lock"
@@ -111,8 +111,15 @@ def load(path: str | Path) -> Run:
 
 def checkpoints(path: str | Path, *, best_mode: str = "max", writer: bool = False,
                 log: Callable[[str], None] | None = None) -> Checkpoints:
-    """The workdir's checkpoints; `writer` only for the process holding the lock."""
-    return Checkpoints(Path(path) / CHECKPOINTS, best_mode=best_mode, writer=writer, log=log)
+    """The workdir's checkpoints; `writer` only for the process holding the lock. A workdir
+    written by this version (its config names vocabulary checksums) must have a digest for
+    every step: one missing is damage, not an older format."""
+    try:
+        current = "vocab" in load_json_config(path)
+    except CheckpointError:
+        current = False
+    return Checkpoints(Path(path) / CHECKPOINTS, best_mode=best_mode, writer=writer,
+                       require_digests=current, log=log)
 
 
 def restore_params(path: str | Path, model_cfg: model.Seq2SeqConfig, *, which: str = "best",
@@ -146,7 +153,7 @@ def lock(path: str | Path) -> Iterator[None]:
         path.mkdir(parents=True, exist_ok=True)
         f = open(path / LOCK, "a+b", buffering=0)  # unbuffered: a full disk fails here
     except OSError as e:
-        raise WorkdirError(f"cannot write {path / LOCK}: {e.strerror or e}") from None
+        raise WriteError(f"cannot write {path / LOCK}: {e.strerror or e}") from None
     try:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -159,7 +166,7 @@ def lock(path: str | Path) -> Iterator[None]:
             f.truncate(0)
             f.write(f"pid {os.getpid()} on {socket.gethostname()}".encode())
         except OSError as e:
-            raise WorkdirError(f"cannot write {path / LOCK}: {e.strerror or e}") from None
+            raise WriteError(f"cannot write {path / LOCK}: {e.strerror or e}") from None
         yield
     finally:
         f.close()  # releases the lock
@@ -180,5 +187,11 @@ def truncate_metrics(path: str | Path, step: int) -> None:
             pass  # a line cut short by a crash
     if len(kept) != len(lines):
         tmp = file.with_name(f"{METRICS}.tmp-{os.getpid()}")
-        tmp.write_text("".join(kept), encoding="utf-8")
-        os.replace(tmp, file)
+        try:
+            tmp.write_text("".join(kept), encoding="utf-8")
+            os.replace(tmp, file)
+        except BaseException as e:
+            tmp.unlink(missing_ok=True)
+            if isinstance(e, OSError):
+                raise WriteError(f"cannot write {file}: {e.strerror or e}") from None
+            raise

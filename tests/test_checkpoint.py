@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from s2s_jax.checkpoint import Checkpoints, load_json, save_json
-from s2s_jax.errors import CheckpointError
+from s2s_jax.errors import CheckpointError, WriteError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,7 +85,7 @@ def test_save_is_on_disk_when_it_returns_and_arrays_may_then_be_donated(tmp_path
     ckpts = Checkpoints(tmp_path)
     ckpts.save(3, state)
     assert sorted(os.listdir(tmp_path / "latest")) == ["3"]  # finalised, no temporary left
-    assert (tmp_path / "digests" / "3.json").is_file()
+    assert (tmp_path / "digests" / "latest-3.json").is_file()
     for leaf in jax.tree.leaves(state):
         if isinstance(leaf, jax.Array):
             leaf.delete()  # what donating the state to the next train step does
@@ -110,7 +110,7 @@ def test_max_to_keep_and_steps(tmp_path):
     ckpts = Checkpoints(tmp_path, max_to_keep=2)
     for step in range(1, 6):
         ckpts.save(step, make_state(step))
-    ckpts.save(5, make_state(99))  # the same step again is not saved again
+    assert not ckpts.save(5, make_state(99))  # the same step again is not saved again
     assert sorted(os.listdir(tmp_path / "latest")) == ["4", "5"]
     assert ckpts.latest_step() == 5
     assert_same(ckpts.restore(make_state(0), step=4), make_state(4))
@@ -263,7 +263,7 @@ def test_a_damaged_step_is_skipped_for_the_newest_intact_one(tmp_path, damage):
         for f in read_data_files(tmp_path / "latest" / "3"):
             os.truncate(f, f.stat().st_size // 2)
     else:  # the data are intact but cannot be verified
-        (tmp_path / "digests" / "3.json").unlink()
+        (tmp_path / "digests" / "latest-3.json").unlink()
     notices = []
     reader = Checkpoints(tmp_path, log=notices.append)
     assert_same(reader.restore(make_state(0)), make_state(2))
@@ -287,7 +287,7 @@ def test_a_checksum_mismatch_is_damage(tmp_path):
     ckpts.save(1, make_state(1))
     ckpts.save(2, make_state(2))
     ckpts.close()
-    shutil.copy(tmp_path / "digests" / "1.json", tmp_path / "digests" / "2.json")
+    shutil.copy(tmp_path / "digests" / "latest-1.json", tmp_path / "digests" / "latest-2.json")
     notices = []
     reader = Checkpoints(tmp_path, log=notices.append)
     assert_same(reader.restore(make_state(0)), make_state(1))
@@ -295,15 +295,53 @@ def test_a_checksum_mismatch_is_damage(tmp_path):
     reader.close()
 
 
-def test_checkpoints_without_digests_still_load(tmp_path):
-    """Workdirs saved before digests existed: restored unverified."""
+def test_checkpoints_without_digests_load_unverified_unless_digests_are_required(tmp_path):
+    """Workdirs saved before digests existed: restored, with a notice; where digests are
+    required (a directory this version wrote), a missing one is damage."""
     ckpts = Checkpoints(tmp_path)
     ckpts.save(1, make_state(1))
     ckpts.close()
     shutil.rmtree(tmp_path / "digests")
-    again = Checkpoints(tmp_path)
+    notices = []
+    again = Checkpoints(tmp_path, log=notices.append)
     assert_same(again.restore(make_state(0)), make_state(1))
+    assert "loaded unverified" in notices[0]
     again.close()
+    strict = Checkpoints(tmp_path, require_digests=True)
+    with pytest.raises(CheckpointError, match="cannot be verified: .*latest-1.json is missing"):
+        strict.restore(make_state(0))
+    strict.close()
+
+
+def test_a_step_number_saved_again_keeps_the_other_directory_verifiable(tmp_path):
+    """latest/2 damaged and moved aside while best/2 is intact: saving a new step 2 (another
+    state, e.g. after a changed learning rate) must not make best/2 unverifiable."""
+    ckpts = Checkpoints(tmp_path)
+    ckpts.save(1, make_state(1), metric=0.1)
+    ckpts.save(2, make_state(2), metric=0.5)
+    ckpts.close()
+    flip_bytes(next((tmp_path / "latest" / "2" / "default" / "d").iterdir()))
+    writer = Checkpoints(tmp_path, writer=True)
+    assert_same(writer.restore(make_state(0)), make_state(1))
+    writer.save(2, make_state(22))
+    assert_same(writer.restore(make_state(0)), make_state(22))
+    assert_same(writer.restore(make_state(0), which="best"), make_state(2))
+    writer.close()
+
+
+def test_a_writer_finds_a_best_step_with_damaged_data(tmp_path):
+    ckpts = Checkpoints(tmp_path)
+    ckpts.save(1, make_state(1), metric=0.9)
+    ckpts.save(2, make_state(2), metric=0.1)
+    ckpts.close()
+    flip_bytes(next((tmp_path / "best" / "1" / "default" / "d").iterdir()))
+    notices = []
+    writer = Checkpoints(tmp_path, writer=True, log=notices.append)
+    writer.verify_best(make_state(0))
+    assert writer.best_step() is None and "tracking the best starts again" in notices[-1]
+    writer.save(3, make_state(3), metric=0.2)  # no longer blocked by the damaged 0.9
+    assert (writer.best_step(), writer.best_metric()) == (3, 0.2)
+    writer.close()
 
 
 def test_a_relative_directory_is_taken_from_the_current_one(tmp_path, monkeypatch):
@@ -325,7 +363,7 @@ def test_a_failed_save_raises_and_keeps_the_earlier_steps(tmp_path, monkeypatch)
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(ckpts._latest, "save", disk_full)
-    with pytest.raises(CheckpointError,
+    with pytest.raises(WriteError,
                        match=r"saving step 2 .* failed: .*No space left.*1 the newest"):
         ckpts.save(2, make_state(2))
     monkeypatch.undo()
@@ -439,9 +477,9 @@ def test_a_partial_restore_reads_and_verifies_only_what_is_asked(tmp_path):
     with pytest.raises(CheckpointError, match="leaf 'params/enc/w' has shape"):
         again.restore(wrong, partial=True)
     again.close()
-    digest = json.loads((tmp_path / "digests" / "2.json").read_text())
+    digest = json.loads((tmp_path / "digests" / "latest-2.json").read_text())
     digest["params/enc/w"] = "0" * 64
-    (tmp_path / "digests" / "2.json").write_text(json.dumps(digest))
+    (tmp_path / "digests" / "latest-2.json").write_text(json.dumps(digest))
     notices = []
     reader = Checkpoints(tmp_path, log=notices.append)
     assert_same(reader.restore(target, partial=True), {"params": make_state(1)["params"]})

@@ -132,8 +132,9 @@ def test_resume_refuses_another_model_accepts_more_steps_and_reports_tunables(st
         train.configure(straight, {"train": {"batch_size": 4}})
     with pytest.raises(ConfigError, match="clip_norm=1.0: clipping cannot be switched on or off"):
         train.configure(straight, {"train": {"clip_norm": 0.0}})
-    plan = train.configure(straight, {"train": {"steps": 99}})
-    assert plan.resume and plan.values["train"]["steps"] == 99 and plan.changes == ()
+    plan = train.configure(straight, {"train": {"steps": 99, "eval_every": 3}})
+    assert plan.resume and plan.values["train"]["steps"] == 99
+    assert plan.changes == (("steps", 12, 99),)  # announced: the cosine schedule stretches
     plan = train.configure(straight, {"train": {"learning_rate": 1e-3, "clip_norm": 0.5}})
     assert plan.resume and plan.changes == (("learning_rate", 3e-3, 1e-3), ("clip_norm", 1.0, 0.5))
     assert plan.values["train"]["learning_rate"] == 1e-3

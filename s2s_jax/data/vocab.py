@@ -25,7 +25,7 @@ import os
 import re
 from typing import Iterable, Sequence
 
-from s2s_jax.errors import DataError
+from s2s_jax.errors import DataError, WriteError
 from s2s_jax.tokens import BOS, EOS, PAD, SPECIALS, UNK  # noqa: F401 (re-exported by data)
 
 KINDS = ("char", "word", "sentencepiece")
@@ -211,7 +211,7 @@ class Vocab:
         """Writes the vocabulary as a JSON file (atomically: temp file, then rename).
 
         Raises:
-          DataError: the file cannot be written (e.g. the disk is full); `path` is unchanged.
+          WriteError: the file cannot be written (e.g. the disk is full); `path` is unchanged.
         """
         path = os.fspath(path)
         tmp = f"{path}.tmp-{os.getpid()}"
@@ -219,10 +219,12 @@ class Vocab:
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump(self.to_dict(), f, ensure_ascii=False)
             os.replace(tmp, path)
-        except OSError as e:
+        except BaseException as e:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-            raise DataError(f"cannot write {path}: {e.strerror or e}") from e
+            if isinstance(e, OSError):
+                raise WriteError(f"cannot write {path}: {e.strerror or e}") from e
+            raise
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Vocab:
