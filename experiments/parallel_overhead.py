@@ -33,9 +33,10 @@ def measure(steps: int, batch: int, length: int, rounds: int = 5) -> dict:
     import jax
     import numpy as np
 
-    from s2s_jax import config, model, parallel, train
+    from s2s_jax.nn import model
+    from s2s_jax.training import config, parallel, step
     from s2s_jax.data import Batch
-    from s2s_jax.state import init_state
+    from s2s_jax.training.state import init_state
 
     model_cfg = model.Seq2SeqConfig(**MODEL)
     train_cfg = config.TrainConfig(batch_size=batch, warmup_steps=0)
@@ -46,7 +47,7 @@ def measure(steps: int, batch: int, length: int, rounds: int = 5) -> dict:
     data = Batch(np.where(mask[0], ids[0], 0).astype(np.int32), lengths[0],
                  np.where(mask[1], ids[1], 0).astype(np.int32), lengths[1])
     state0 = jax.jit(init_state, static_argnums=(0, 1))(model_cfg, train_cfg)
-    body = functools.partial(train.train_step, model_cfg=model_cfg, train_cfg=train_cfg)
+    body = functools.partial(step.train_step, model_cfg=model_cfg, train_cfg=train_cfg)
     runs = {}
     for mode in ("none", "shard_map", "pmap"):
         dp = parallel.DataParallel(mode, body, batch_size=batch)

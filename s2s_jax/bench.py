@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from s2s_jax import cells, decoding, fused, model, rnn
+from s2s_jax.nn import cells, decoding, fused, model, rnn
 
 Array = jax.Array
 FIELDS = ("bench", "impl", "mode", "B", "T", "I", "H", "median_s", "tokens_per_s",

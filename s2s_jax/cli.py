@@ -12,12 +12,12 @@ import sys
 from typing import Sequence
 
 from s2s_jax.errors import DataError, S2SError
-from s2s_jax.stopping import Interrupted, StopSignals
+from s2s_jax.training.stopping import Interrupted, StopSignals
 
 
 
 def _train(args, stop) -> int:
-    from s2s_jax import config, parallel, train
+    from s2s_jax.training import config, loop, parallel
 
     parallel.initialize_distributed()
     requested = config.load_file(args.config, smoke=args.smoke) if args.config else {}
@@ -33,8 +33,8 @@ def _train(args, stop) -> int:
                         ("test_file", args.test), ("steps", args.steps), ("parallel", args.parallel)):
         if value is not None:
             cli["train"][name] = value
-    requested = config.merge(requested, cli, overrides)  # train.fit makes paths absolute
-    result = train.fit(args.workdir, requested, progress=not args.no_progress, stop=stop)
+    requested = config.merge(requested, cli, overrides)  # loop.fit makes paths absolute
+    result = loop.fit(args.workdir, requested, progress=not args.no_progress, stop=stop)
     print(json.dumps(result))
     return 0
 
@@ -52,7 +52,7 @@ def _stdin_lines() -> list[str]:
 
 
 def _translate(args, stop) -> int:
-    from s2s_jax.translate import Translator
+    from s2s_jax.inference.translate import Translator
 
     translator = Translator.from_workdir(args.workdir, which=args.checkpoint)
     lines = list(args.text) if args.text else _stdin_lines()
@@ -66,7 +66,7 @@ def _translate(args, stop) -> int:
 
 
 def _score(args, stop) -> int:
-    from s2s_jax.translate import Translator
+    from s2s_jax.inference.translate import Translator
 
     pairs = []
     for number, line in enumerate(_stdin_lines(), 1):
@@ -80,9 +80,9 @@ def _score(args, stop) -> int:
 
 
 def _eval(args, stop) -> int:
-    from s2s_jax import train
+    from s2s_jax.inference import evaluate
 
-    result = train.evaluate_workdir(args.workdir, split=args.split, beam=args.beam,
+    result = evaluate.evaluate_workdir(args.workdir, split=args.split, beam=args.beam,
                                     which=args.checkpoint, limit=args.limit)
     print(json.dumps(result, indent=None))
     return 0
@@ -100,7 +100,7 @@ def _tasks(args, stop) -> int:
 def _config(args, stop) -> int:
     import dataclasses
 
-    from s2s_jax.config import DEFAULTS, SECTIONS
+    from s2s_jax.training.config import DEFAULTS, SECTIONS
 
     for section, cls in SECTIONS.items():
         for field in dataclasses.fields(cls):

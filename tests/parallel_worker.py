@@ -3,7 +3,7 @@ caller), so the device count never leaks into the pytest process.
 
     python tests/parallel_worker.py devices OUT CKPT_IN CKPT_OUT   # 8 devices: splits, errors
     python tests/parallel_worker.py process OUT ADDRESS N_PROC PID  # one process of a 2-process run
-    python tests/parallel_worker.py fit ROOT                        # train.fit, none vs shard_map
+    python tests/parallel_worker.py fit ROOT                        # loop.fit, none vs shard_map
 
 Results go to OUT as an .npz of named arrays (flattened pytrees) and a .json of small facts.
 """
@@ -26,7 +26,8 @@ FIT_CONFIG = {
 
 
 def configs():
-    from s2s_jax import config, model
+    from s2s_jax.nn import model
+    from s2s_jax.training import config
 
     model_cfg = model.Seq2SeqConfig(src_vocab=12, tgt_vocab=12, cell="gru", src_embed=8,
                                     tgt_embed=8, enc_hidden=8, dec_hidden=8)
@@ -54,20 +55,20 @@ def batches(n: int = STEPS):
 def initial_state():
     import jax
 
-    from s2s_jax.state import init_state
+    from s2s_jax.training.state import init_state
 
     return jax.jit(init_state, static_argnums=(0, 1))(*configs())  # one compile, not per op
 
 
 def counted_body(counter: list):
     """train_step with the model configs bound; appends to `counter` each time it is traced."""
-    from s2s_jax import train
+    from s2s_jax.training import step
 
     model_cfg, train_cfg = configs()
 
     def body(state, batch, *, axis_name=None):
         counter.append(1)
-        return train.train_step(state, batch, model_cfg=model_cfg, train_cfg=train_cfg,
+        return step.train_step(state, batch, model_cfg=model_cfg, train_cfg=train_cfg,
                                 axis_name=axis_name)
 
     return body
@@ -92,8 +93,8 @@ def devices_main(out: str, ckpt_in: str, ckpt_out: str) -> None:
     """Every (mode, device count) against plain jit; errors; checkpoints across layouts."""
     import jax
 
-    from s2s_jax import parallel
-    from s2s_jax.checkpoint import Checkpoints
+    from s2s_jax.training import parallel
+    from s2s_jax.training.checkpoint import Checkpoints
     from s2s_jax.errors import ConfigError
 
     arrays, facts = {}, {"n_devices": jax.device_count(), "auto": parallel.resolve_mode("auto")}
@@ -143,15 +144,15 @@ def devices_main(out: str, ckpt_in: str, ckpt_out: str) -> None:
 
 def process_main(out: str, address: str, n_proc: int, pid: int) -> None:
     """One process of a multi-process run: shard_map and pmap, STEPS steps each, then a
-    checkpoint written together by every process; then train.fit together on one workdir
+    checkpoint written together by every process; then loop.fit together on one workdir
     (process 0 locks it and writes its files)."""
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # cross-process on CPU
-    from s2s_jax import parallel
+    from s2s_jax.training import parallel
 
     assert parallel.initialize_distributed(address, n_proc, pid)
-    from s2s_jax.checkpoint import Checkpoints
+    from s2s_jax.training.checkpoint import Checkpoints
 
     arrays, facts = {}, {"process_count": jax.process_count(),
                          "local": jax.local_device_count(), "global": jax.device_count()}
@@ -163,22 +164,22 @@ def process_main(out: str, address: str, n_proc: int, pid: int) -> None:
         ckpts = Checkpoints(f"{out}-ckpt-{mode}")
         ckpts.save(STEPS, dp.checkpoint_view(state))
         ckpts.close()
-    from s2s_jax import train
+    from s2s_jax.training import loop
 
     cfg = {"model": FIT_CONFIG["model"], "train": {**FIT_CONFIG["train"], "parallel": "shard_map"}}
-    train.fit(f"{out}-fit", cfg, progress=False, log=lambda s: None)
+    loop.fit(f"{out}-fit", cfg, progress=False, log=lambda s: None)
     np.savez(f"{out}-{pid}.npz", **arrays)
     with open(f"{out}-{pid}.json", "w") as f:
         json.dump(facts, f)
 
 
 def fit_main(root: str) -> None:
-    """train.fit on the fake devices, with parallel none and shard_map."""
-    from s2s_jax import train
+    """loop.fit on the fake devices, with parallel none and shard_map."""
+    from s2s_jax.training import loop
 
     for mode in ("none", "shard_map"):
         cfg = {"model": FIT_CONFIG["model"], "train": {**FIT_CONFIG["train"], "parallel": mode}}
-        train.fit(f"{root}/{mode}", cfg, progress=False, log=lambda s: None)
+        loop.fit(f"{root}/{mode}", cfg, progress=False, log=lambda s: None)
 
 
 if __name__ == "__main__":

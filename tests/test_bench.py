@@ -8,7 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from s2s_jax import bench, decoding, model
+from s2s_jax import bench
+from s2s_jax.nn import decoding, model
 
 SIZES = bench.Sizes.toy()
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from s2s_jax import cells, interop, rnn
+from s2s_jax.nn import cells, interop, rnn
 
 B, I, H = 3, 5, 4
 

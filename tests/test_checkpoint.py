@@ -1,4 +1,4 @@
-"""Tests of s2s_jax.checkpoint: round trips, retention, best tracking and clear errors."""
+"""Tests of s2s_jax.training.checkpoint: round trips, retention, best tracking and clear errors."""
 
 import json
 import logging
@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from s2s_jax.checkpoint import Checkpoints, load_json, save_json
+from s2s_jax.training.checkpoint import Checkpoints, load_json, save_json
 from s2s_jax.errors import CheckpointError, WriteError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -411,7 +411,7 @@ def test_restore_on_another_device_count(tmp_path):
         import sys
         import jax, jax.numpy as jnp, numpy as np
         from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-        from s2s_jax.checkpoint import Checkpoints
+        from s2s_jax.training.checkpoint import Checkpoints
         assert len(jax.devices()) == 2
         sharding = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P("data"))
         target = {"w": jax.ShapeDtypeStruct((4, 2), jnp.float32, sharding=sharding)}

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from s2s_jax import decoding, model
+from s2s_jax.nn import decoding, model
 
 SRC = jnp.array([[4, 5, 6, 4, 5], [6, 4, 0, 0, 0], [5, 0, 0, 0, 0]])
 SRC_LEN = jnp.array([5, 2, 1])

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from s2s_jax import cells, family
+from s2s_jax.nn import cells, family
 
 B, T, I, H, O = 2, 5, 3, 4, 6
 KEY = jax.random.key(0)

@@ -32,8 +32,8 @@ import jax
 import numpy as np
 import pytest
 
-from s2s_jax import state, workdir as wd
-from s2s_jax.checkpoint import Checkpoints
+from s2s_jax.training import state, workdir as wd
+from s2s_jax.training.checkpoint import Checkpoints
 
 S2S = shutil.which("s2s", path=str(Path(sys.executable).parent)) or shutil.which("s2s")
 pytestmark = pytest.mark.skipif(S2S is None, reason="the s2s command is not installed")
@@ -200,7 +200,7 @@ def test_relative_workdirs_from_other_directories(project, straight, env):
     rc, out, err = s2s("eval", "--workdir", "straight", "--split", "valid", "--limit", "4",
                        cwd=project / "runs", env=env)
     assert rc == 0 and "exact_match" in json.loads(out), err
-    api = ("from s2s_jax.translate import Translator; "
+    api = ("from s2s_jax.inference.translate import Translator; "
            "print(Translator.from_workdir('straight').translate(['abc', 'fed']))")
     proc = subprocess.run([sys.executable, "-c", api], cwd=project / "runs", env=env,
                           capture_output=True, text=True, timeout=300)
@@ -231,7 +231,8 @@ def test_sigkill_then_the_same_command_resumes_exactly(project, straight, env, w
 MID_SAVE = textwrap.dedent("""
     import os, signal, sys
     import orbax.checkpoint as ocp
-    from s2s_jax import checkpoint, cli
+    from s2s_jax import cli
+    from s2s_jax.training import checkpoint
     action, at_step = sys.argv[1], int(sys.argv[2])
     save, write = checkpoint.Checkpoints.save, ocp.handlers.CompositeCheckpointHandler.save
     state = {"step": None}

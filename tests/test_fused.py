@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from s2s_jax import cells, fused, rnn
+from s2s_jax.nn import cells, fused, rnn
 
 B, T, I, H = 3, 7, 5, 6
 LENGTHS = jnp.array([7, 4, 1])

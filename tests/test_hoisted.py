@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.test_util import check_grads
 
-from s2s_jax import hoisted
+from s2s_jax.nn import hoisted
 
 
 def step(p, data, keep, carry, x):

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from s2s_jax import metrics
+from s2s_jax.inference import metrics
 from s2s_jax.errors import DataError
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from s2s_jax import attention, model
-from s2s_jax.cells import get_cell
+from s2s_jax.nn import attention, model
+from s2s_jax.nn.cells import get_cell
 from s2s_jax.errors import ConfigError
 
 SRC = jnp.array([[4, 5, 6, 7, 8], [9, 4, 0, 0, 0], [5, 0, 0, 0, 0]])

@@ -1,5 +1,5 @@
-"""Tests of s2s_jax.parallel: any split of the batch over devices or processes gives the
-single-device update; checkpoints move between device counts; train.fit end to end.
+"""Tests of s2s_jax.training.parallel: any split of the batch over devices or processes gives the
+single-device update; checkpoints move between device counts; loop.fit end to end.
 
 Multi-device work runs in subprocesses (tests/parallel_worker.py) with their own XLA_FLAGS, so
 the fake device count never reaches the pytest process or the other tests.
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import parallel_worker as worker
-from s2s_jax import parallel, state as state_lib, workdir as wd
-from s2s_jax.checkpoint import Checkpoints
+from s2s_jax.training import parallel, state as state_lib, workdir as wd
+from s2s_jax.training.checkpoint import Checkpoints
 from s2s_jax.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,7 +92,7 @@ def _free_port() -> int:
 def workers(tmp_path_factory):
     """Starts every subprocess at once (their compilations overlap): the 8-device worker,
     which first restores a checkpoint saved here on 1 device; the 2 processes of a
-    distributed run (2 fake devices each); train.fit on 4 devices."""
+    distributed run (2 fake devices each); loop.fit on 4 devices."""
     tmp = tmp_path_factory.mktemp("parallel")
     saved = worker.initial_state()
     ckpts = Checkpoints(tmp / "ckpt1")
@@ -226,7 +226,7 @@ def test_two_processes_train_together(workers, on_devices):
         assert int(restored.step) == worker.STEPS
         _assert_close(_numpy(restored.params), _leaves(reference, "none1/params"),
                       rtol=1e-4, atol=1e-5)
-    # train.fit run by both processes on one workdir equals train.fit on one device.
+    # loop.fit run by both processes on one workdir equals loop.fit on one device.
     _wait(procs["fit"])
     final = {}
     for name, path in (("together", Path(f"{out}-fit")), ("alone", tmp / "fit" / "none")):

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from s2s_jax import cells, rnn
+from s2s_jax.nn import cells, rnn
 
 B, T, I, H = 3, 7, 5, 6
 LENGTHS = jnp.array([7, 4, 1])

@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from s2s_jax import config, model, state, train, workdir as wd
+from s2s_jax.nn import model
+from s2s_jax.training import config, loop, state, workdir as wd
+from s2s_jax.training.step import loss_terms, train_step
 from s2s_jax.data import Batch
 from s2s_jax.errors import ConfigError
 
@@ -31,7 +33,7 @@ def test_loss_matches_numpy(smoothing):
     cfg = model.Seq2SeqConfig(src_vocab=9, tgt_vocab=9, enc_hidden=8, dec_hidden=8)
     params = model.init(cfg, key=jax.random.key(0))
     batch = tiny_batch()
-    loss, sums = train.loss_terms(params, batch, None, model_cfg=cfg, label_smoothing=smoothing)
+    loss, sums = loss_terms(params, batch, None, model_cfg=cfg, label_smoothing=smoothing)
     logits = np.asarray(model.forward(params, batch.src, batch.src_len, batch.tgt, cfg=cfg), np.float64)
     logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     want = nll = 0.0
@@ -49,7 +51,7 @@ def test_non_finite_update_is_skipped():
     values = config.merge(TINY, {"model": {"src_vocab": 9, "tgt_vocab": 9},
                                  "train": {"warmup_steps": 0}})
     model_cfg, train_cfg = config.build(values)
-    step = jax.jit(lambda s, b: train.train_step(s, b, model_cfg=model_cfg, train_cfg=train_cfg))
+    step = jax.jit(lambda s, b: train_step(s, b, model_cfg=model_cfg, train_cfg=train_cfg))
     st = state.init_state(model_cfg, train_cfg)
     poisoned = st._replace(params=jax.tree.map(lambda x: x, st.params))
     poisoned.params["tgt_embed"] = poisoned.params["tgt_embed"].at[4, 0].set(jnp.nan)
@@ -64,8 +66,8 @@ def test_diverging_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpoi
     run = config.merge(TINY, {"train": {"learning_rate": 1e38, "clip_norm": 0.0, "schedule": "constant",
                                         "warmup_steps": 1, "eval_every": 1, "log_every": 1}})
     # warmup: step 1 runs at learning rate 0 and is saved; step 2 diverges
-    with pytest.raises(train.TrainingError, match=r"non-finite at step 2.*last good checkpoint \(step 1\) is kept"):
-        train.fit(tmp_path, run, progress=False)
+    with pytest.raises(loop.TrainingError, match=r"non-finite at step 2.*last good checkpoint \(step 1\) is kept"):
+        loop.fit(tmp_path, run, progress=False)
     ckpts = wd.checkpoints(tmp_path)
     assert ckpts.latest_step() == 1
     r = wd.load(tmp_path)
@@ -77,7 +79,7 @@ def test_diverging_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpoi
 KILLER = textwrap.dedent("""
     import os, signal, sys
     import orbax.checkpoint as ocp
-    from s2s_jax import checkpoint, train
+    from s2s_jax.training import checkpoint, loop
     kill_step, when = int(sys.argv[2]), sys.argv[3]
     def die():
         os.kill(os.getpid(), signal.SIGKILL)  # no cleanup at all
@@ -94,7 +96,7 @@ KILLER = textwrap.dedent("""
     checkpoint.Checkpoints.armed = False
     checkpoint.Checkpoints.save = save_then_die
     ocp.handlers.CompositeCheckpointHandler.save = write_then_die
-    train.fit(sys.argv[1], eval(sys.argv[4]), progress=False)
+    loop.fit(sys.argv[1], eval(sys.argv[4]), progress=False)
 """)
 
 
@@ -107,7 +109,7 @@ def final_params(workdir):
 def straight(tmp_path_factory):
     """An uninterrupted run of TINY."""
     workdir = tmp_path_factory.mktemp("straight")
-    train.fit(workdir, TINY, progress=False)
+    loop.fit(workdir, TINY, progress=False)
     return workdir
 
 
@@ -121,21 +123,21 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, straight, when):
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     unfinished = list((killed / "checkpoints" / "latest").glob("8.orbax-checkpoint-tmp*"))
     assert bool(unfinished) == (when == "during")
-    train.fit(killed, TINY, progress=False)  # resumes from step 8 (or 4 if 8 was cut short)
+    loop.fit(killed, TINY, progress=False)  # resumes from step 8 (or 4 if 8 was cut short)
     jax.tree.map(np.testing.assert_array_equal, final_params(killed), final_params(straight))
 
 
 def test_resume_refuses_another_model_accepts_more_steps_and_reports_tunables(straight):
     with pytest.raises(ConfigError, match="model.enc_hidden=12, not 64"):
-        train.configure(straight, {"model": {"enc_hidden": 64}})
+        loop.configure(straight, {"model": {"enc_hidden": 64}})
     with pytest.raises(ConfigError, match="train.batch_size"):
-        train.configure(straight, {"train": {"batch_size": 4}})
+        loop.configure(straight, {"train": {"batch_size": 4}})
     with pytest.raises(ConfigError, match="clip_norm=1.0: clipping cannot be switched on or off"):
-        train.configure(straight, {"train": {"clip_norm": 0.0}})
-    plan = train.configure(straight, {"train": {"steps": 99, "eval_every": 3}})
+        loop.configure(straight, {"train": {"clip_norm": 0.0}})
+    plan = loop.configure(straight, {"train": {"steps": 99, "eval_every": 3}})
     assert plan.resume and plan.values["train"]["steps"] == 99
     assert plan.changes == (("steps", 12, 99),)  # announced: the cosine schedule stretches
-    plan = train.configure(straight, {"train": {"learning_rate": 1e-3, "clip_norm": 0.5}})
+    plan = loop.configure(straight, {"train": {"learning_rate": 1e-3, "clip_norm": 0.5}})
     assert plan.resume and plan.changes == (("learning_rate", 3e-3, 1e-3), ("clip_norm", 1.0, 0.5))
     assert plan.values["train"]["learning_rate"] == 1e-3
 
@@ -143,10 +145,10 @@ def test_resume_refuses_another_model_accepts_more_steps_and_reports_tunables(st
 def test_a_workdir_without_a_checkpoint_starts_again_from_its_configuration(tmp_path):
     """A run killed (or failed) before its first checkpoint: nothing was trained, so any
     setting may change, and the stored ones are the base."""
-    model_cfg, train_cfg = config.build(train.configure(tmp_path, TINY).values)
-    wd.save(tmp_path, wd.Run(model_cfg, train_cfg, *train.build_vocabs(
-        train.load_data_task(train_cfg), train_cfg)))
-    plan = train.configure(tmp_path, {"train": {"batch_size": 4}})
+    model_cfg, train_cfg = config.build(loop.configure(tmp_path, TINY).values)
+    wd.save(tmp_path, wd.Run(model_cfg, train_cfg, *loop.build_vocabs(
+        config.load_task_data(train_cfg), train_cfg)))
+    plan = loop.configure(tmp_path, {"train": {"batch_size": 4}})
     assert not plan.resume
     assert plan.values["train"]["batch_size"] == 4 and plan.values["model"]["enc_hidden"] == 12
 
@@ -155,7 +157,7 @@ def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path)
     """With a zero learning rate nothing improves after the first evaluation."""
     run = config.merge(TINY, {"train": {"learning_rate": 0.0, "steps": 40, "eval_every": 2,
                                         "patience": 2}})
-    train.fit(tmp_path, run, progress=False)
+    loop.fit(tmp_path, run, progress=False)
     ckpts = wd.checkpoints(tmp_path)
     assert (ckpts.best_step(), ckpts.latest_step()) == (2, 6)
     ckpts.close()
@@ -165,7 +167,7 @@ def test_a_config_file_builds_on_the_same_defaults_as_the_command_line(tmp_path)
     """`s2s config` prints the defaults under every run, with or without --config."""
     toml = tmp_path / "only-the-task.toml"
     toml.write_text('[train]\ntask = "copy"\n')
-    with_file = train.configure(tmp_path / "a", config.load_file(toml)).values
-    without = train.configure(tmp_path / "b", {"train": {"task": "copy"}}).values
+    with_file = loop.configure(tmp_path / "a", config.load_file(toml)).values
+    without = loop.configure(tmp_path / "b", {"train": {"task": "copy"}}).values
     assert with_file == without
     assert with_file["model"]["attention"] == config.DEFAULTS["model"]["attention"] == "bahdanau"

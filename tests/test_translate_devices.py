@@ -8,9 +8,9 @@ import textwrap
 
 SCRIPT = textwrap.dedent("""
     import json, jax
-    from s2s_jax import model
+    from s2s_jax.nn import model
     from s2s_jax.data import Vocab
-    from s2s_jax.translate import Limits, Translator
+    from s2s_jax.inference.translate import Limits, Translator
     assert jax.device_count() == 4
     vocab = Vocab.build(["abcdefgh"], "char")
     cfg = model.Seq2SeqConfig(src_vocab=len(vocab), tgt_vocab=len(vocab), attention="bahdanau",

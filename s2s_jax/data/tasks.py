@@ -35,7 +35,7 @@ class Task:
       description: one line for `s2s tasks`.
       src_kind: vocabulary kind of the sources ("char", "word" or "sentencepiece").
       tgt_kind: vocabulary kind of the targets.
-      metrics: names understood by `s2s_jax.metrics.compute_metrics`.
+      metrics: names understood by `s2s_jax.inference.metrics.compute_metrics`.
       splits: "train", "valid", "test" -> list of (source, target) pairs.
       references: per split, all acceptable targets of each pair's source (same order and
         length as `splits[split]`), for multi-reference tasks; None (or a missing split) means

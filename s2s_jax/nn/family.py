@@ -17,8 +17,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from s2s_jax import rnn
-from s2s_jax.cells import Cell
+from s2s_jax.nn import rnn
+from s2s_jax.nn.cells import Cell
 
 Array = jax.Array
 

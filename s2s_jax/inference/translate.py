@@ -19,8 +19,9 @@ import numpy as np
 
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from s2s_jax import config, decoding, model, workdir as wd
-from s2s_jax.parallel import AXIS, data_mesh
+from s2s_jax.nn import decoding, model
+from s2s_jax.training import config, workdir as wd
+from s2s_jax.training.parallel import AXIS, data_mesh
 from s2s_jax.data import Vocab, bucket_lengths, pad_batch
 from s2s_jax.errors import DataError
 

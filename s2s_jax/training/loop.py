@@ -1,9 +1,9 @@
-"""Training: the loss, one per-device step body, evaluation and the resumable training loop.
+"""The resumable training run behind `s2s train`: `configure` decides what a workdir's run
+will be, `fit` prepares, locks, restores, trains, evaluates and checkpoints.
 
-The step body is written once; `parallel.DataParallel` runs it under plain `jit`, `shard_map`
-or `pmap`. A step is a pure function of (state, batch): dropout keys are `fold_in(key, step)`
-and the data order is a function of (seed, epoch), so a run resumed from a checkpoint ends
-with the same parameters as an uninterrupted one.
+The step body (`step.train_step`) runs under `parallel.DataParallel`; the data order is a
+function of (seed, epoch) and the checkpoint stores the position, so a run resumed from a
+checkpoint ends with the same parameters as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -21,107 +21,22 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from tqdm.auto import tqdm
 
-from s2s_jax import config, metrics, model, parallel, workdir as wd
-from s2s_jax.data import Batch, Task, Vocab, encode_pairs, load_task, read_tsv, train_batches
-from s2s_jax.data import bucket_lengths, eval_batches
+from s2s_jax.data import Task, Vocab, bucket_lengths, encode_pairs, train_batches
 from s2s_jax.data.tasks import recommended_steps
 from s2s_jax.errors import CheckpointError, ConfigError, DataError, S2SError, TrainingError
-from s2s_jax.metrics_log import MetricsWriter
-from s2s_jax.state import TrainState, init_state, make_optimizer
-from s2s_jax.stopping import Interrupted, StopSignals
-from s2s_jax.translate import Limits, Translator
-from s2s_jax.workdir import WorkdirBusy
+from s2s_jax.inference.evaluate import evaluate
+from s2s_jax.inference.translate import Limits, Translator
+from s2s_jax.nn import model
+from s2s_jax.training import config, parallel, workdir as wd
+from s2s_jax.training.metrics_log import MetricsWriter
+from s2s_jax.training.state import init_state
+from s2s_jax.training.step import train_step
+from s2s_jax.training.stopping import Interrupted, StopSignals
+from s2s_jax.training.workdir import WorkdirBusy
 
-Array = jax.Array
 SELECT_METRIC = "exact_match"  # chooses the best checkpoint and drives early stopping
-
-
-# --------------------------------------------------------------------------------- the step
-
-
-def loss_terms(params, batch: Batch, key, *, model_cfg: model.Seq2SeqConfig,
-               label_smoothing: float = 0.0) -> tuple[Array, dict]:
-    """Summed (not averaged) training loss over the batch's real target tokens.
-
-    Returns:
-      the summed (label-smoothed) cross-entropy, and sums of the NLL, the token count and the
-      correct argmax predictions. Sums, so that data-parallel shards add up exactly.
-    """
-    logits = model.forward(params, batch.src, batch.src_len, batch.tgt, cfg=model_cfg, key=key)
-    mask = jnp.arange(batch.tgt.shape[1])[None, :] < batch.tgt_len[:, None]
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch.tgt)
-    if label_smoothing:
-        # (1 - eps) * NLL + eps * mean over the vocabulary of -log p
-        uniform = -jnp.mean(jax.nn.log_softmax(logits, axis=-1), axis=-1)
-        loss = (1.0 - label_smoothing) * nll + label_smoothing * uniform
-    else:
-        loss = nll
-    correct = (jnp.argmax(logits, axis=-1) == batch.tgt) & mask
-    sums = {"nll": jnp.sum(jnp.where(mask, nll, 0.0)), "tokens": jnp.sum(mask).astype(jnp.float32),
-            "correct": jnp.sum(correct).astype(jnp.float32)}
-    return jnp.sum(jnp.where(mask, loss, 0.0)), sums
-
-
-def train_step(state: TrainState, batch: Batch, *, model_cfg: model.Seq2SeqConfig,
-               train_cfg: config.TrainConfig, axis_name: str | None = None
-               ) -> tuple[TrainState, dict]:
-    """One optimizer update on one device's share of the batch.
-
-    With `axis_name`, the devices' gradients are summed over that axis (`lax.psum`); each
-    device's loss is divided by the global token count, so any split of the batch gives the
-    update of the whole batch on one device (a mean of per-device means would not).
-    A non-finite loss, gradient or update leaves the state unchanged and sets `metrics["finite"]` to 0,
-    so the last good parameters survive for the host to stop on.
-    """
-    key = jax.random.fold_in(state.key, state.step)
-    if axis_name is not None:
-        key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
-    key = key if model_cfg.dropout > 0 else None
-    reduce = (lambda x: jax.lax.psum(x, axis_name)) if axis_name else (lambda x: x)
-    tokens = jnp.maximum(reduce(jnp.sum(batch.tgt_len).astype(jnp.float32)), 1.0)
-
-    def loss_fn(params):
-        loss, sums = loss_terms(params, batch, key, model_cfg=model_cfg,
-                                label_smoothing=train_cfg.label_smoothing)
-        return loss / tokens, sums
-
-    grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
-    grads, sums = reduce(grads), reduce(sums)
-    updates, opt_state = make_optimizer(train_cfg).update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    grad_norm, param_norm = optax.tree.norm(grads), optax.tree.norm(params)
-    finite = jnp.isfinite(sums["nll"]) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-    new_state = state._replace(step=state.step + 1, params=keep(params, state.params),
-                               opt_state=keep(opt_state, state.opt_state))
-    metrics_ = {"loss": sums["nll"] / tokens, "tokens": sums["tokens"],
-                "accuracy": sums["correct"] / tokens, "grad_norm": grad_norm,
-                "param_norm": param_norm, "finite": finite.astype(jnp.float32)}
-    return new_state, metrics_
-
-
-# --------------------------------------------------------------------------------- the data
-
-
-def load_data_task(train_cfg: config.TrainConfig) -> Task:
-    """The built-in task, or a task made of the configured TSV files."""
-    if not train_cfg.train_file:
-        return load_task(train_cfg.task, seed=train_cfg.seed)
-    splits = {}
-    for split, path in (("train", train_cfg.train_file), ("valid", train_cfg.valid_file),
-                        ("test", train_cfg.test_file)):
-        if path:
-            splits[split] = read_tsv(path)
-            if not splits[split]:
-                raise DataError(f"{path} holds no source<TAB>target pairs (the {split} split)")
-    train, valid = splits["train"], splits["valid"]
-    test = splits.get("test", valid)
-    return Task(name="tsv", description=f"pairs from {train_cfg.train_file}", src_kind="char",
-                tgt_kind="char", metrics=("exact_match", "token_accuracy", "bleu", "chrf"),
-                splits={"train": train, "valid": valid, "test": test})
 
 
 def build_vocabs(task: Task, train_cfg: config.TrainConfig) -> tuple[Vocab, Vocab]:
@@ -131,37 +46,6 @@ def build_vocabs(task: Task, train_cfg: config.TrainConfig) -> tuple[Vocab, Voca
     return tuple(Vocab.build((p[side] for p in pairs), kind, max_size=train_cfg.vocab_size,
                              sp_vocab_size=train_cfg.vocab_size)
                  for side, kind in enumerate(kinds))
-
-
-# ------------------------------------------------------------------------------- evaluation
-
-
-_eval_loss = jax.jit(lambda params, batch, cfg: loss_terms(params, batch, None, model_cfg=cfg)[1],
-                     static_argnums=2)
-
-
-def evaluate(translator: Translator, task: Task, split: str, *, beam: int = 1,
-             limit: int | None = None) -> dict[str, float]:
-    """The task's metrics on (the first `limit` pairs of) a split, plus the teacher-forced
-    per-token NLL (`loss`) on the pairs that fit the model's length limits."""
-    pairs = task.splits[split][:limit]
-    refs_multi = task.refs(split)[:limit]
-    if not pairs:
-        raise TrainingError(f"split {split!r} of task {task.name} is empty")
-    hyps = translator.translate([s for s, _ in pairs], beam=beam)
-    out = metrics.compute_metrics(task.metrics, hyps, [t for _, t in pairs], refs_multi,
-                                  tokenize=task.metric_tokenize)
-    lim = translator.limits
-    examples, _ = encode_pairs(pairs, translator.src_vocab, translator.tgt_vocab,
-                               max_src_len=lim.max_src_len, max_tgt_len=lim.max_tgt_len)
-    sums = [_eval_loss(translator.params, Batch(*map(jnp.asarray, batch)), translator.cfg)
-            for batch in eval_batches(examples, batch_size=lim.batch_size,
-                                      src_buckets=bucket_lengths(lim.max_src_len, lim.buckets),
-                                      tgt_buckets=bucket_lengths(lim.max_tgt_len, lim.buckets))]
-    sums = jax.device_get(sums)  # one transfer after all batches are dispatched
-    tokens = sum(float(s["tokens"]) for s in sums)
-    out["loss"] = sum(float(s["nll"]) for s in sums) / max(tokens, 1.0)
-    return out
 
 
 # ------------------------------------------------------------------------------- the run
@@ -312,7 +196,7 @@ class _Prepared:
 
 def _prepare(workdir: Path, plan: Plan) -> _Prepared:
     model_cfg, train_cfg = config.build(plan.values)
-    task = load_data_task(train_cfg)
+    task = config.load_task_data(train_cfg)
     if plan.resume:
         src_vocab, tgt_vocab = plan.stored.src_vocab, plan.stored.tgt_vocab
     else:
@@ -507,18 +391,3 @@ def _summarise(history: list[dict], step: int, tick: tuple[float, int]) -> dict:
     out = {k: float(np.mean([m[k] for m in history])) for k in keys}
     out.update(tokens_per_s=tokens / max(seconds, 1e-9), steps_per_s=len(history) / max(seconds, 1e-9))
     return out
-
-
-def evaluate_workdir(workdir: str | Path, *, split: str = "test", beam: int = 1,
-                     which: str = "best", limit: int | None = None,
-                     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
-                     ) -> dict[str, float]:
-    """`s2s eval`: the task metrics of a trained workdir on a split."""
-    if limit is not None and limit < 1:
-        raise DataError(f"limit must be >= 1, got {limit}")
-    workdir = wd.resolve(workdir)
-    translator = Translator.from_workdir(workdir, which=which, log=log)
-    task = load_data_task(wd.load(workdir).train_cfg)
-    return evaluate(translator, task, split, beam=beam, limit=limit)
-
-

@@ -15,9 +15,10 @@ import tomllib
 import typing
 from pathlib import Path
 
-from s2s_jax import parallel
-from s2s_jax.errors import ConfigError
-from s2s_jax.model import Seq2SeqConfig
+from s2s_jax.data import Task, load_task, read_tsv
+from s2s_jax.errors import ConfigError, DataError
+from s2s_jax.nn.model import Seq2SeqConfig
+from s2s_jax.training import parallel
 
 
 TSV_TASK = "tsv"  # the task name of a run on --train/--valid files
@@ -194,3 +195,21 @@ DEFAULTS: dict[str, dict] = {
               "attn_dim": 128},
     "train": {},
 }
+
+
+def load_task_data(train_cfg: TrainConfig) -> Task:
+    """The built-in task, or a task made of the configured TSV files."""
+    if not train_cfg.train_file:
+        return load_task(train_cfg.task, seed=train_cfg.seed)
+    splits = {}
+    for split, path in (("train", train_cfg.train_file), ("valid", train_cfg.valid_file),
+                        ("test", train_cfg.test_file)):
+        if path:
+            splits[split] = read_tsv(path)
+            if not splits[split]:
+                raise DataError(f"{path} holds no source<TAB>target pairs (the {split} split)")
+    train, valid = splits["train"], splits["valid"]
+    test = splits.get("test", valid)
+    return Task(name="tsv", description=f"pairs from {train_cfg.train_file}", src_kind="char",
+                tgt_kind="char", metrics=("exact_match", "token_accuracy", "bleu", "chrf"),
+                splits={"train": train, "valid": valid, "test": test})

@@ -25,8 +25,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from s2s_jax import attention, fused, hoisted, rnn
-from s2s_jax.cells import LSTMCarry, get_cell
+from s2s_jax.nn import attention, fused, hoisted, rnn
+from s2s_jax.nn.cells import LSTMCarry, get_cell
 from s2s_jax.errors import ConfigError
 from s2s_jax.tokens import BOS, EOS, PAD, UNK  # noqa: F401 (model.EOS etc. for users)
 

@@ -19,8 +19,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from s2s_jax import model
-from s2s_jax.model import Seq2SeqConfig
+from s2s_jax.nn import model
+from s2s_jax.nn.model import Seq2SeqConfig
 from s2s_jax.tokens import BOS, EOS, PAD
 
 Array = jax.Array

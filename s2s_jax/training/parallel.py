@@ -1,6 +1,6 @@
 """Data parallelism: one step body, run under plain `jit`, `jax.shard_map` or `jax.pmap`.
 
-The body `body(state, batch, *, axis_name) -> (state, metrics)` (`train.train_step`) sees one
+The body `body(state, batch, *, axis_name) -> (state, metrics)` (`step.train_step`) sees one
 device's rows of the global batch. It sums the gradients and the token counts over the mesh
 axis "data" itself (`lax.psum`) and divides by the GLOBAL token count, so any split of the
 batch gives the update of the whole batch on one device (up to float summation order); a
@@ -115,7 +115,7 @@ class DataParallel:
 
     Args:
       mode: "shard_map", "pmap", "none" (plain jit on one device) or "auto".
-      body: the per-device step, e.g. `functools.partial(train.train_step, model_cfg=...)`.
+      body: the per-device step, e.g. `functools.partial(step.train_step, model_cfg=...)`.
       batch_size: the global batch size; it must split evenly across the devices.
       devices: the devices to use (single-process runs only); by default all of them.
 

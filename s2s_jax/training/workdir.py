@@ -12,7 +12,7 @@
                            however it ends: the lock belongs to the open file)
 
 Paths are made absolute once, by `resolve`, at the boundary (CLI, `Translator.from_workdir`,
-`train.fit`), so nothing depends on the current directory afterwards.
+`loop.fit`), so nothing depends on the current directory afterwards.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from typing import Callable, Iterator
 
 import jax
 
-from s2s_jax import config, model
-from s2s_jax.checkpoint import Checkpoints, load_json, save_json
+from s2s_jax.nn import model
+from s2s_jax.training import config
+from s2s_jax.training.checkpoint import Checkpoints, load_json, save_json
 from s2s_jax.data import Vocab
 from s2s_jax.errors import CheckpointError, WorkdirError, WriteError
 

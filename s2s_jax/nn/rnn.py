@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
-from s2s_jax.cells import Cell
+from s2s_jax.nn.cells import Cell
 
 Array = jax.Array
 

@@ -25,8 +25,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from s2s_jax import rnn
-from s2s_jax.cells import Cell, HiddenCarry, LSTMCarry
+from s2s_jax.nn import rnn
+from s2s_jax.nn.cells import Cell, HiddenCarry, LSTMCarry
 
 Array = jax.Array
 

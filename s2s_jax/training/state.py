@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from s2s_jax import model
-from s2s_jax.config import TrainConfig
+from s2s_jax.nn import model
+from s2s_jax.training.config import TrainConfig
 
 Array = jax.Array
 

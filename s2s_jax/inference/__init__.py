@@ -1,0 +1,1 @@
+"""Inference and evaluation: `Translator` (strings in, strings out), `evaluate` and metrics."""

@@ -1,0 +1,2 @@
+"""Training: configuration, state and optimizer, the step, data parallelism, checkpoints, the
+workdir, and the resumable run (`loop.fit`)."""

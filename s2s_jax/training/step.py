@@ -1,0 +1,79 @@
+"""One training step: the loss, and the per-device step body that `parallel` runs.
+
+A step is a pure function of (state, batch): dropout keys are `fold_in(key, step)`, so a run
+resumed from a checkpoint takes exactly the steps an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from s2s_jax.data import Batch
+from s2s_jax.nn import model
+from s2s_jax.training import config
+from s2s_jax.training.state import TrainState, make_optimizer
+
+Array = jax.Array
+
+
+def loss_terms(params, batch: Batch, key, *, model_cfg: model.Seq2SeqConfig,
+               label_smoothing: float = 0.0) -> tuple[Array, dict]:
+    """Summed (not averaged) training loss over the batch's real target tokens.
+
+    Returns:
+      the summed (label-smoothed) cross-entropy, and sums of the NLL, the token count and the
+      correct argmax predictions. Sums, so that data-parallel shards add up exactly.
+    """
+    logits = model.forward(params, batch.src, batch.src_len, batch.tgt, cfg=model_cfg, key=key)
+    mask = jnp.arange(batch.tgt.shape[1])[None, :] < batch.tgt_len[:, None]
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch.tgt)
+    if label_smoothing:
+        # (1 - eps) * NLL + eps * mean over the vocabulary of -log p
+        uniform = -jnp.mean(jax.nn.log_softmax(logits, axis=-1), axis=-1)
+        loss = (1.0 - label_smoothing) * nll + label_smoothing * uniform
+    else:
+        loss = nll
+    correct = (jnp.argmax(logits, axis=-1) == batch.tgt) & mask
+    sums = {"nll": jnp.sum(jnp.where(mask, nll, 0.0)), "tokens": jnp.sum(mask).astype(jnp.float32),
+            "correct": jnp.sum(correct).astype(jnp.float32)}
+    return jnp.sum(jnp.where(mask, loss, 0.0)), sums
+
+
+def train_step(state: TrainState, batch: Batch, *, model_cfg: model.Seq2SeqConfig,
+               train_cfg: config.TrainConfig, axis_name: str | None = None
+               ) -> tuple[TrainState, dict]:
+    """One optimizer update on one device's share of the batch.
+
+    With `axis_name`, the devices' gradients are summed over that axis (`lax.psum`); each
+    device's loss is divided by the global token count, so any split of the batch gives the
+    update of the whole batch on one device (a mean of per-device means would not).
+    A non-finite loss, gradient or update leaves the state unchanged and sets `metrics["finite"]` to 0,
+    so the last good parameters survive for the host to stop on.
+    """
+    key = jax.random.fold_in(state.key, state.step)
+    if axis_name is not None:
+        key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+    key = key if model_cfg.dropout > 0 else None
+    reduce = (lambda x: jax.lax.psum(x, axis_name)) if axis_name else (lambda x: x)
+    tokens = jnp.maximum(reduce(jnp.sum(batch.tgt_len).astype(jnp.float32)), 1.0)
+
+    def loss_fn(params):
+        loss, sums = loss_terms(params, batch, key, model_cfg=model_cfg,
+                                label_smoothing=train_cfg.label_smoothing)
+        return loss / tokens, sums
+
+    grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads, sums = reduce(grads), reduce(sums)
+    updates, opt_state = make_optimizer(train_cfg).update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    grad_norm, param_norm = optax.tree.norm(grads), optax.tree.norm(params)
+    finite = jnp.isfinite(sums["nll"]) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = state._replace(step=state.step + 1, params=keep(params, state.params),
+                               opt_state=keep(opt_state, state.opt_state))
+    metrics_ = {"loss": sums["nll"] / tokens, "tokens": sums["tokens"],
+                "accuracy": sums["correct"] / tokens, "grad_norm": grad_norm,
+                "param_norm": param_norm, "finite": finite.astype(jnp.float32)}
+    return new_state, metrics_
