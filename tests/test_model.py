@@ -197,17 +197,3 @@ def test_every_variant_learns_a_copy_task(name, context):
         losses.append(float(loss))
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.5 * losses[0], losses
-
-
-def test_second_call_with_same_shapes_does_not_retrace():
-    cfg, params = make("bahdanau")
-    traces = []
-
-    def f(params, src, src_len, tgt, tgt_len):
-        traces.append(1)
-        return model.log_prob(params, src, src_len, tgt, tgt_len, cfg=cfg)
-
-    f = jax.jit(f)
-    f(params, SRC, SRC_LEN, TGT, TGT_LEN)
-    f(params, SRC[::-1], SRC_LEN[::-1], TGT[::-1], TGT_LEN[::-1])
-    assert len(traces) == 1

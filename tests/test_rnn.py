@@ -75,17 +75,3 @@ def test_bidirectional_stack_shapes_residual_and_dropout():
     again, _ = rnn.run_stack(cell, stack, xs, LENGTHS, dropout_rate=0.5, key=jax.random.key(2))
     np.testing.assert_array_equal(dropped, again)  # dropout is a function of the key
     assert not np.allclose(dropped, rnn.run_stack(cell, stack, xs, LENGTHS)[0])
-
-
-def test_second_call_does_not_retrace():
-    cell, p, xs = setup("lstm")
-    traces = []
-
-    @jax.jit
-    def f(p, xs, lengths):
-        traces.append(1)
-        return rnn.run(cell, p, xs, lengths)[0]
-
-    f(p, xs, LENGTHS)
-    f(jax.tree.map(lambda x: x + 1, p), xs * 2, LENGTHS - 1)
-    assert len(traces) == 1
