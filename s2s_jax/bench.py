@@ -28,7 +28,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -38,8 +38,21 @@ import optax
 from s2s_jax.nn import cells, decoding, fused, model, rnn
 
 Array = jax.Array
-FIELDS = ("bench", "impl", "mode", "B", "T", "I", "H", "median_s", "tokens_per_s",
-          "gflops_per_s", "frac_of_peak", "vs_torch", "compile_s")
+FIELDS = (
+    "bench",
+    "impl",
+    "mode",
+    "B",
+    "T",
+    "I",
+    "H",
+    "median_s",
+    "tokens_per_s",
+    "gflops_per_s",
+    "frac_of_peak",
+    "vs_torch",
+    "compile_s",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,10 +74,22 @@ class Sizes:
     matmul: int = 1024  # n of the n x n x n reference matmul
 
     @classmethod
-    def toy(cls) -> "Sizes":
-        return cls(layer_shapes=((4, 6, 8, 16),), train=(4, 5, 6), vocab=20, embed=8,
-                   enc_hidden=8, dec_hidden=16, attn_dim=8, decode_batch=3, numpy_sentences=2,
-                   lengths=(5, 10), length_batch=2, length_hidden=8, matmul=64)
+    def toy(cls) -> Sizes:
+        return cls(
+            layer_shapes=((4, 6, 8, 16),),
+            train=(4, 5, 6),
+            vocab=20,
+            embed=8,
+            enc_hidden=8,
+            dec_hidden=16,
+            attn_dim=8,
+            decode_batch=3,
+            numpy_sentences=2,
+            lengths=(5, 10),
+            length_batch=2,
+            length_hidden=8,
+            matmul=64,
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,11 +139,12 @@ def _peak_fn(n: int) -> tuple[Callable[[], object], float]:
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
     mm, _ = _compile(jnp.matmul, a, b)
-    return (lambda: jax.block_until_ready(mm(a, b))), 2.0 * n ** 3
+    return (lambda: jax.block_until_ready(mm(a, b))), 2.0 * n**3
 
 
-def round_robin(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1,
-                settle_s: float = 0.15) -> dict[str, float]:
+def round_robin(
+    fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1, settle_s: float = 0.15
+) -> dict[str, float]:
     """Median seconds per call of each blocking thunk, calling them in turn `reps` times.
 
     Each turn first calls the thunk untimed for `settle_s` seconds (at least once): a library's
@@ -154,8 +180,16 @@ class Case:
     extra: dict = dataclasses.field(default_factory=dict)  # fields added to the record
 
 
-def _time_group(bench: str, cases: Sequence[Case], *, shape: dict, tokens: int,
-                flops: Callable[[str, str], float] | None, reps: int, peak_n: int) -> list[dict]:
+def _time_group(
+    bench: str,
+    cases: Sequence[Case],
+    *,
+    shape: dict,
+    tokens: int,
+    flops: Callable[[str, str], float] | None,
+    reps: int,
+    peak_n: int,
+) -> list[dict]:
     """Times `cases` round-robin with the reference matmul; one record per case. `flops(mode,
     impl)` counts one call's matmul FLOPs (None: no FLOP rate)."""
     peak_fn, peak_flops = _peak_fn(peak_n)
@@ -172,14 +206,21 @@ def _time_group(bench: str, cases: Sequence[Case], *, shape: dict, tokens: int,
         t = med[f"{c.impl}/{c.mode}"]
         gflops = flops(c.mode, c.impl) / t / 1e9 if flops else None
         ref = torch_time.get(c.mode)
-        records.append({
-            "bench": bench, "impl": c.impl, "mode": c.mode, **shape, "median_s": t,
-            "tokens_per_s": tokens / t,
-            "gflops_per_s": gflops,
-            "frac_of_peak": gflops * 1e9 / peak if gflops else None,
-            "vs_torch": ref / t if ref else None,
-            "compile_s": c.compile_s, **c.extra,
-        })
+        records.append(
+            {
+                "bench": bench,
+                "impl": c.impl,
+                "mode": c.mode,
+                **shape,
+                "median_s": t,
+                "tokens_per_s": tokens / t,
+                "gflops_per_s": gflops,
+                "frac_of_peak": gflops * 1e9 / peak if gflops else None,
+                "vs_torch": ref / t if ref else None,
+                "compile_s": c.compile_s,
+                **c.extra,
+            }
+        )
     return records
 
 
@@ -194,10 +235,24 @@ def matmul_peak(sizes: Sizes, reps: int) -> list[dict]:
         fns["torch"] = lambda: torch.mm(a, b)
     med = round_robin(fns, reps)
     best = min(med.values())
-    return [{"bench": "matmul_peak", "impl": impl, "mode": "matmul", "B": n, "T": None, "I": n,
-             "H": n, "median_s": t, "tokens_per_s": None, "gflops_per_s": flops / t / 1e9,
-             "frac_of_peak": best / t, "vs_torch": med["torch"] / t if "torch" in med else None,
-             "compile_s": None} for impl, t in med.items()]
+    return [
+        {
+            "bench": "matmul_peak",
+            "impl": impl,
+            "mode": "matmul",
+            "B": n,
+            "T": None,
+            "I": n,
+            "H": n,
+            "median_s": t,
+            "tokens_per_s": None,
+            "gflops_per_s": flops / t / 1e9,
+            "frac_of_peak": best / t,
+            "vs_torch": med["torch"] / t if "torch" in med else None,
+            "compile_s": None,
+        }
+        for impl, t in med.items()
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -256,9 +311,14 @@ def layer_bench(kind: str, sizes: Sizes, reps: int) -> list[dict]:
     for B, T, I, H in sizes.layer_shapes:
         fwd_flops = 2.0 * B * T * (I + H) * gates * H
         records += _time_group(
-            f"{kind}_layer", _layer_cases(kind, B, T, I, H), shape=dict(B=B, T=T, I=I, H=H),
-            tokens=B * T, flops=lambda mode, impl, f=fwd_flops: f * (3 if mode == "fwd_bwd" else 1),
-            reps=reps, peak_n=sizes.matmul)
+            f"{kind}_layer",
+            _layer_cases(kind, B, T, I, H),
+            shape=dict(B=B, T=T, I=I, H=H),
+            tokens=B * T,
+            flops=lambda mode, impl, f=fwd_flops: f * (3 if mode == "fwd_bwd" else 1),
+            reps=reps,
+            peak_n=sizes.matmul,
+        )
     return records
 
 
@@ -268,9 +328,18 @@ def layer_bench(kind: str, sizes: Sizes, reps: int) -> list[dict]:
 
 def train_config(sizes: Sizes) -> model.Seq2SeqConfig:
     return model.Seq2SeqConfig(
-        src_vocab=sizes.vocab, tgt_vocab=sizes.vocab, cell="lstm", src_embed=sizes.embed,
-        tgt_embed=sizes.embed, enc_hidden=sizes.enc_hidden, dec_hidden=sizes.dec_hidden,
-        bidirectional=True, attention="bahdanau", attn_dim=sizes.attn_dim, context="init")
+        src_vocab=sizes.vocab,
+        tgt_vocab=sizes.vocab,
+        cell="lstm",
+        src_embed=sizes.embed,
+        tgt_embed=sizes.embed,
+        enc_hidden=sizes.enc_hidden,
+        dec_hidden=sizes.dec_hidden,
+        bidirectional=True,
+        attention="bahdanau",
+        attn_dim=sizes.attn_dim,
+        context="init",
+    )
 
 
 def _train_step_fn(cfg, opt):
@@ -327,9 +396,14 @@ def forward_flops(cfg: model.Seq2SeqConfig, B: int, S: int, T: int, rows: int = 
     R = rows or B
     enc = 2 * (2 * B * S * (E + He) * 4 * He)
     keys = 2 * B * S * 2 * He * A
-    per_step = (2 * R * Hd * A + 2 * R * S * A + 2 * 2 * R * S * 2 * He  # query, scores, context
-                + 2 * R * (E + 2 * He + Hd) * 4 * Hd  # decoder cell
-                + 2 * R * (Hd + 2 * He + E) * Hd + 2 * R * Hd * V)  # readout, output
+    per_step = (
+        2 * R * Hd * A
+        + 2 * R * S * A
+        + 2 * 2 * R * S * 2 * He  # query, scores, context
+        + 2 * R * (E + 2 * He + Hd) * 4 * Hd  # decoder cell
+        + 2 * R * (Hd + 2 * He + E) * Hd
+        + 2 * R * Hd * V
+    )  # readout, output
     return enc + keys + T * per_step
 
 
@@ -352,8 +426,9 @@ def train_bench(sizes: Sizes, reps: int) -> list[dict]:
     for impl, impl_cfg in (("s2s", cfg), ("s2s_plain", cfg.replace(fused=False))):
         params = model.init(impl_cfg, key=jax.random.key(0))
         state = [params, opt.init(params)]
-        step, secs = _compile(_train_step_fn(impl_cfg, opt), *state, src, src_len, tgt, tgt_len,
-                              donate_argnums=(0, 1))
+        step, secs = _compile(
+            _train_step_fn(impl_cfg, opt), *state, src, src_len, tgt, tgt_len, donate_argnums=(0, 1)
+        )
 
         def run_step(step=step, state=state):
             state[0], state[1], loss = step(*state, src, src_len, tgt, tgt_len)
@@ -371,15 +446,22 @@ def train_bench(sizes: Sizes, reps: int) -> list[dict]:
         def torch_step():
             topt.zero_grad(set_to_none=True)
             logits = net(src_t, tgt_in)
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                                     tgt_t.reshape(-1))
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), tgt_t.reshape(-1)
+            )
             loss.backward()
             topt.step()
 
         cases += _torch_cases(torch, {"fwd_bwd_adam": torch_step})
-    return _time_group("train_step", cases, shape=dict(B=B, T=T, I=cfg.src_embed, H=cfg.dec_hidden),
-                       tokens=B * T, flops=lambda mode, impl: train_flops(cfg, B, S, T), reps=reps,
-                       peak_n=sizes.matmul)
+    return _time_group(
+        "train_step",
+        cases,
+        shape=dict(B=B, T=T, I=cfg.src_embed, H=cfg.dec_hidden),
+        tokens=B * T,
+        flops=lambda mode, impl: train_flops(cfg, B, S, T),
+        reps=reps,
+        peak_n=sizes.matmul,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -392,7 +474,7 @@ def _np_lstm(p: dict, xs: np.ndarray, h: np.ndarray, c: np.ndarray, reverse: boo
     xp = xs @ p["w_ih"] + p["b_ih"] + p["b_hh"]
     sig = lambda v: 1.0 / (1.0 + np.exp(-v))
     outs = np.zeros((len(xs), hidden), np.float32)
-    for t in (reversed(range(len(xs))) if reverse else range(len(xs))):
+    for t in reversed(range(len(xs))) if reverse else range(len(xs)):
         g = xp[t] + h @ p["w_hh"]
         i, f, gg, o = np.split(g, 4)
         c = sig(f) * c + sig(i) * np.tanh(gg)
@@ -401,8 +483,9 @@ def _np_lstm(p: dict, xs: np.ndarray, h: np.ndarray, c: np.ndarray, reverse: boo
     return outs, h, c
 
 
-def numpy_greedy(params: dict, src: np.ndarray, *, cfg: model.Seq2SeqConfig,
-                 max_len: int) -> list[int]:
+def numpy_greedy(
+    params: dict, src: np.ndarray, *, cfg: model.Seq2SeqConfig, max_len: int
+) -> list[int]:
     """Greedy decoding of ONE unpadded sentence `src: int[S]` in numpy (the way `g2p-en`
     decodes), for the `train_config` architecture. Returns `y_1 .. y_n </s>`; like
     `decoding.greedy`, <pad> and <s> are never chosen and </s> is forced at `max_len`."""
@@ -449,8 +532,9 @@ def decode_bench(sizes: Sizes, reps: int, *, beam: int = 5) -> list[dict]:
     src_len = jnp.full((B,), S, jnp.int32)
     searches = {
         "greedy": lambda p, s, n: decoding.greedy(p, s, n, cfg=cfg, max_len=T).tokens,
-        f"beam{beam}": lambda p, s, n: decoding.beam_search(p, s, n, cfg=cfg, max_len=T,
-                                                            beam=beam).tokens,
+        f"beam{beam}": lambda p, s, n: (
+            decoding.beam_search(p, s, n, cfg=cfg, max_len=T, beam=beam).tokens
+        ),
     }
     cases = []
     for mode, search in searches.items():
@@ -473,8 +557,15 @@ def decode_bench(sizes: Sizes, reps: int, *, beam: int = 5) -> list[dict]:
         key = f"{impl}/{mode}"
         return forward_flops(cfg, sentences[key], S, T, rows=rows[key])
 
-    records = _time_group("decode", cases, shape=dict(B=B, T=T, I=cfg.src_embed, H=cfg.dec_hidden),
-                          tokens=0, flops=flops, reps=reps, peak_n=sizes.matmul)
+    records = _time_group(
+        "decode",
+        cases,
+        shape=dict(B=B, T=T, I=cfg.src_embed, H=cfg.dec_hidden),
+        tokens=0,
+        flops=flops,
+        reps=reps,
+        peak_n=sizes.matmul,
+    )
     for r in records:
         n = sentences[f"{r['impl']}/{r['mode']}"]
         r["tokens_per_s"] = n * T / r["median_s"]
@@ -497,9 +588,10 @@ def remat_run(cell: cells.Cell, params: dict, xs: Array) -> Array:
 
 def length_bench(sizes: Sizes, reps: int) -> list[dict]:
     """`length_scaling` records: an LSTM layer's forward+backward against T: ours (the fused
-    layer), the plain scan, and the plain scan with rematerialisation. `peak_bytes` = arguments + outputs + temporaries of
-    XLA's buffer assignment (`memory_analysis()`; an upper bound of the peak, the temporaries
-    alone in `temp_bytes`); `s_per_token` = median_s / (B * T)."""
+    layer), the plain scan, and the plain scan with rematerialisation. `peak_bytes` =
+    arguments + outputs + temporaries of XLA's buffer assignment (`memory_analysis()`; an
+    upper bound of the peak, the temporaries alone in `temp_bytes`); `s_per_token` =
+    median_s / (B * T)."""
     B, H = sizes.length_batch, sizes.length_hidden
     cell = cells.LSTM
     params = cell.init(jax.random.key(0), H, H)
@@ -519,12 +611,19 @@ def length_bench(sizes: Sizes, reps: int) -> list[dict]:
             temp = int(mem.temp_size_in_bytes)
             peak = temp + int(mem.argument_size_in_bytes) + int(mem.output_size_in_bytes)
             run_once = lambda c=compiled, xs=xs: jax.block_until_ready(c(params, xs))
-            cases.append(Case(impl, "fwd_bwd", run_once,
-                              secs, {"peak_bytes": peak, "temp_bytes": temp}))
+            cases.append(
+                Case(impl, "fwd_bwd", run_once, secs, {"peak_bytes": peak, "temp_bytes": temp})
+            )
         flops = 3 * 2.0 * B * T * 2 * H * 4 * H
-        group = _time_group("length_scaling", cases, shape=dict(B=B, T=T, I=H, H=H), tokens=B * T,
-                            flops=lambda mode, impl, f=flops: f, reps=max(1, reps // 2),
-                            peak_n=sizes.matmul)
+        group = _time_group(
+            "length_scaling",
+            cases,
+            shape=dict(B=B, T=T, I=H, H=H),
+            tokens=B * T,
+            flops=lambda mode, impl, f=flops: f,
+            reps=max(1, reps // 2),
+            peak_n=sizes.matmul,
+        )
         for r in group:
             r["s_per_token"] = r["median_s"] / (B * T)
         records += group
@@ -535,8 +634,14 @@ def length_bench(sizes: Sizes, reps: int) -> list[dict]:
 # Entry points.
 
 
-def run(quick: bool = False, *, sizes: Sizes | None = None, reps: int = 7,
-        torch_threads: int | None = None, log: Callable[[str], None] | None = None) -> list[dict]:
+def run(
+    quick: bool = False,
+    *,
+    sizes: Sizes | None = None,
+    reps: int = 7,
+    torch_threads: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[dict]:
     """Runs the benchmarks and returns one record per measurement (see `FIELDS`).
 
     Args:
@@ -551,13 +656,17 @@ def run(quick: bool = False, *, sizes: Sizes | None = None, reps: int = 7,
     torch = _torch()
     if torch is not None:
         torch.set_num_threads(torch_threads or os.cpu_count() or 1)
-    groups = [("matmul_peak", lambda: matmul_peak(sizes, reps)),
-              ("lstm_layer", lambda: layer_bench("lstm", sizes, reps))]
+    groups = [
+        ("matmul_peak", lambda: matmul_peak(sizes, reps)),
+        ("lstm_layer", lambda: layer_bench("lstm", sizes, reps)),
+    ]
     if not quick:
-        groups += [("gru_layer", lambda: layer_bench("gru", sizes, reps)),
-                   ("train_step", lambda: train_bench(sizes, reps)),
-                   ("decode", lambda: decode_bench(sizes, reps)),
-                   ("length_scaling", lambda: length_bench(sizes, reps))]
+        groups += [
+            ("gru_layer", lambda: layer_bench("gru", sizes, reps)),
+            ("train_step", lambda: train_bench(sizes, reps)),
+            ("decode", lambda: decode_bench(sizes, reps)),
+            ("length_scaling", lambda: length_bench(sizes, reps)),
+        ]
     records = []
     for name, bench in groups:
         log(f"bench: {name} ...")
@@ -568,11 +677,16 @@ def run(quick: bool = False, *, sizes: Sizes | None = None, reps: int = 7,
 def machine() -> dict:
     """What the numbers were measured on."""
     torch = _torch()
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "python": platform.python_version(), "jax": jax.__version__,
-            "backend": jax.default_backend(), "torch": torch.__version__ if torch else None,
-            "torch_threads": torch.get_num_threads() if torch else None,
-            "load_avg_1m": os.getloadavg()[0]}
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "torch": torch.__version__ if torch else None,
+        "torch_threads": torch.get_num_threads() if torch else None,
+        "load_avg_1m": os.getloadavg()[0],
+    }
 
 
 def _fmt(value, digits=3) -> str:
@@ -587,8 +701,23 @@ def _fmt(value, digits=3) -> str:
 
 def table(records: Sequence[dict]) -> str:
     """Records as an aligned text table."""
-    cols = ["bench", "impl", "mode", "B", "T", "I", "H", "median_s", "tokens_per_s",
-            "gflops_per_s", "frac_of_peak", "vs_torch", "vs_numpy", "peak_bytes", "compile_s"]
+    cols = [
+        "bench",
+        "impl",
+        "mode",
+        "B",
+        "T",
+        "I",
+        "H",
+        "median_s",
+        "tokens_per_s",
+        "gflops_per_s",
+        "frac_of_peak",
+        "vs_torch",
+        "vs_numpy",
+        "peak_bytes",
+        "compile_s",
+    ]
     rows = [cols] + [[_fmt(r.get(c)) for c in cols] for r in records]
     widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in rows)
@@ -597,35 +726,47 @@ def table(records: Sequence[dict]) -> str:
 def goals(records: Sequence[dict]) -> list[str]:
     """Issue 5's goals read off `records` (our default `s2s` against its reference), one line
     each; groups that did not run are left out."""
+
     def find(bench, mode=None):
-        return [r for r in records if r["bench"] == bench and r["impl"] == "s2s"
-                and (mode is None or r["mode"] == mode)]
+        return [
+            r
+            for r in records
+            if r["bench"] == bench and r["impl"] == "s2s" and (mode is None or r["mode"] == mode)
+        ]
 
     pct = lambda x: "-" if x is None else f"{100 * x:.0f}%"
     ratio = lambda x: "-" if x is None else f"{x:.2f}x"
     lines = []
     for bench in ("lstm_layer", "gru_layer"):
         for r in find(bench, "fwd_bwd")[:1]:  # the first (the issue's main) shape
-            lines.append(f"{bench} fwd+bwd B={r['B']} T={r['T']} I={r['I']} H={r['H']}: "
-                         f"{ratio(r['vs_torch'])} torch, {pct(r['frac_of_peak'])} of peak "
-                         "(goal: 1.0x, 75%)")
+            lines.append(
+                f"{bench} fwd+bwd B={r['B']} T={r['T']} I={r['I']} H={r['H']}: "
+                f"{ratio(r['vs_torch'])} torch, {pct(r['frac_of_peak'])} of peak "
+                "(goal: 1.0x, 75%)"
+            )
     for r in find("train_step"):
-        lines.append(f"train_step: {ratio(r['vs_torch'])} torch, {pct(r['frac_of_peak'])} of peak "
-                     "(goal: 2x, 50%)")
+        lines.append(
+            f"train_step: {ratio(r['vs_torch'])} torch, {pct(r['frac_of_peak'])} of peak "
+            "(goal: 2x, 50%)"
+        )
     for r in find("decode"):
         if r["mode"].startswith("beam"):
-            lines.append(f"decode {r['mode']}: {ratio(r['vs_numpy'])} the numpy greedy decoder's "
-                         "sentences/s (goal: 20x)")
+            lines.append(
+                f"decode {r['mode']}: {ratio(r['vs_numpy'])} the numpy greedy decoder's "
+                "sentences/s (goal: 20x)"
+            )
     scaling = sorted(find("length_scaling"), key=lambda r: r["T"])
     per_token = {r["T"]: r["median_s"] / (r["B"] * r["T"]) for r in scaling}
     base = min((t for t in per_token if t >= 50), default=None)
     if base is not None and max(per_token) > base:
         top = max(per_token)
         compile_s = [r["compile_s"] for r in scaling]
-        lines.append(f"time per token T={base} -> T={top}: "
-                     f"{100 * (per_token[top] / per_token[base] - 1):+.0f}%; compile "
-                     f"{min(compile_s):.2f}-{max(compile_s):.2f} s over T={min(per_token)}..{top} "
-                     "(goal: within 20%, compile independent of T)")
+        lines.append(
+            f"time per token T={base} -> T={top}: "
+            f"{100 * (per_token[top] / per_token[base] - 1):+.0f}%; compile "
+            f"{min(compile_s):.2f}-{max(compile_s):.2f} s over T={min(per_token)}..{top} "
+            "(goal: within 20%, compile independent of T)"
+        )
     return lines
 
 
@@ -635,8 +776,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="only the two LSTM layer shapes")
     parser.add_argument("--json", action="store_true", help="print a JSON list of records")
     parser.add_argument("--reps", type=int, default=7, help="timed repetitions (medians)")
-    parser.add_argument("--toy", action="store_true",
-                        help="tiny sizes: a smoke test, not a benchmark")
+    parser.add_argument(
+        "--toy", action="store_true", help="tiny sizes: a smoke test, not a benchmark"
+    )
     args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error("--reps must be at least 1")

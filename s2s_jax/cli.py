@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from s2s_jax.errors import DataError, S2SError
 from s2s_jax.training.stopping import Interrupted, StopSignals
-
 
 
 def _train(args, stop) -> int:
@@ -29,8 +28,13 @@ def _train(args, stop) -> int:
         cli["train"].update(task=args.task, train_file="", valid_file="", test_file="")
     if args.train:
         cli["train"]["task"] = config.TSV_TASK
-    for name, value in (("train_file", args.train), ("valid_file", args.valid),
-                        ("test_file", args.test), ("steps", args.steps), ("parallel", args.parallel)):
+    for name, value in (
+        ("train_file", args.train),
+        ("valid_file", args.valid),
+        ("test_file", args.test),
+        ("steps", args.steps),
+        ("parallel", args.parallel),
+    ):
         if value is not None:
             cli["train"][name] = value
     requested = config.merge(requested, cli, overrides)  # loop.fit makes paths absolute
@@ -46,8 +50,10 @@ def _stdin_lines() -> list[str]:
         try:
             lines.append(raw.decode("utf-8").rstrip("\r\n"))
         except UnicodeDecodeError as e:
-            raise DataError(f"stdin:{number}: not UTF-8 ({e.reason} at byte {e.start}); "
-                            "convert the input to UTF-8") from None
+            raise DataError(
+                f"stdin:{number}: not UTF-8 ({e.reason} at byte {e.start}); "
+                "convert the input to UTF-8"
+            ) from None
     return lines
 
 
@@ -82,8 +88,9 @@ def _score(args, stop) -> int:
 def _eval(args, stop) -> int:
     from s2s_jax.inference import evaluate
 
-    result = evaluate.evaluate_workdir(args.workdir, split=args.split, beam=args.beam,
-                                    which=args.checkpoint, limit=args.limit)
+    result = evaluate.evaluate_workdir(
+        args.workdir, split=args.split, beam=args.beam, which=args.checkpoint, limit=args.limit
+    )
     print(json.dumps(result, indent=None))
     return 0
 
@@ -131,11 +138,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", help="test pairs, TSV (default: the validation pairs)")
     p.add_argument("--config", help="an experiment file (TOML), e.g. experiments/cho2014.toml")
     p.add_argument("--smoke", action="store_true", help="apply the config file's [smoke] variant")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set cell=lstm --set train.steps=100")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set cell=lstm --set train.steps=100",
+    )
     p.add_argument("--steps", type=int)
-    p.add_argument("--parallel", help="data parallelism over the devices (train.parallel): "
-                   "auto, or a mode that `s2s config` lists")
+    p.add_argument(
+        "--parallel",
+        help="data parallelism over the devices (train.parallel): "
+        "auto, or a mode that `s2s config` lists",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_train)
 

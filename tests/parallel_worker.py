@@ -18,10 +18,26 @@ import numpy as np
 B, S, T, STEPS = 8, 8, 8, 3  # global batch, source and target padded lengths, steps per run
 
 FIT_CONFIG = {
-    "model": {"cell": "gru", "bidirectional": False, "attention": "none", "src_embed": 8,
-              "tgt_embed": 8, "enc_hidden": 16, "dec_hidden": 16},
-    "train": {"steps": 4, "eval_every": 4, "batch_size": 8, "task": "copy", "max_src_len": 24,
-              "max_tgt_len": 24, "buckets": 1, "eval_examples": 8, "log_every": 2},
+    "model": {
+        "cell": "gru",
+        "bidirectional": False,
+        "attention": "none",
+        "src_embed": 8,
+        "tgt_embed": 8,
+        "enc_hidden": 16,
+        "dec_hidden": 16,
+    },
+    "train": {
+        "steps": 4,
+        "eval_every": 4,
+        "batch_size": 8,
+        "task": "copy",
+        "max_src_len": 24,
+        "max_tgt_len": 24,
+        "buckets": 1,
+        "eval_examples": 8,
+        "log_every": 2,
+    },
 }
 
 
@@ -29,10 +45,12 @@ def configs():
     from s2s_jax.nn import model
     from s2s_jax.training import config
 
-    model_cfg = model.Seq2SeqConfig(src_vocab=12, tgt_vocab=12, cell="gru", src_embed=8,
-                                    tgt_embed=8, enc_hidden=8, dec_hidden=8)
-    train_cfg = config.TrainConfig(batch_size=B, warmup_steps=0, schedule="constant",
-                                   learning_rate=1e-2, seed=3)
+    model_cfg = model.Seq2SeqConfig(
+        src_vocab=12, tgt_vocab=12, cell="gru", src_embed=8, tgt_embed=8, enc_hidden=8, dec_hidden=8
+    )
+    train_cfg = config.TrainConfig(
+        batch_size=B, warmup_steps=0, schedule="constant", learning_rate=1e-2, seed=3
+    )
     return model_cfg, train_cfg
 
 
@@ -68,8 +86,9 @@ def counted_body(counter: list):
 
     def body(state, batch, *, axis_name=None):
         counter.append(1)
-        return step.train_step(state, batch, model_cfg=model_cfg, train_cfg=train_cfg,
-                                axis_name=axis_name)
+        return step.train_step(
+            state, batch, model_cfg=model_cfg, train_cfg=train_cfg, axis_name=axis_name
+        )
 
     return body
 
@@ -93,17 +112,18 @@ def devices_main(out: str, ckpt_in: str, ckpt_out: str) -> None:
     """Every (mode, device count) against plain jit; errors; checkpoints across layouts."""
     import jax
 
+    from s2s_jax.errors import ConfigError
     from s2s_jax.training import parallel
     from s2s_jax.training.checkpoint import Checkpoints
-    from s2s_jax.errors import ConfigError
 
     arrays, facts = {}, {"n_devices": jax.device_count(), "auto": parallel.resolve_mode("auto")}
     data = batches()
     for mode, counts in (("none", [1]), ("shard_map", [1, 2, 4, 8]), ("pmap", [1, 2, 4, 8])):
         for n in counts:
             traces = []
-            dp = parallel.DataParallel(mode, counted_body(traces), batch_size=B,
-                                       devices=jax.devices()[:n])
+            dp = parallel.DataParallel(
+                mode, counted_body(traces), batch_size=B, devices=jax.devices()[:n]
+            )
             state = dp.replicate(initial_state())
             given = jax.tree.leaves(state)
             losses, state = run(dp, state, data[:1])
@@ -124,8 +144,9 @@ def devices_main(out: str, ckpt_in: str, ckpt_out: str) -> None:
 
     # A single-device checkpoint (saved by the pytest process) restored onto 4 devices, one
     # step taken there, saved again for the pytest process to restore onto its one device.
-    dp = parallel.DataParallel("shard_map", counted_body([]), batch_size=B,
-                               devices=jax.devices()[:4])
+    dp = parallel.DataParallel(
+        "shard_map", counted_body([]), batch_size=B, devices=jax.devices()[:4]
+    )
     ckpts = Checkpoints(ckpt_in)
     state = ckpts.restore(dp.restore_target(initial_state()))
     ckpts.close()
@@ -154,8 +175,14 @@ def process_main(out: str, address: str, n_proc: int, pid: int) -> None:
     assert parallel.initialize_distributed(address, n_proc, pid)
     from s2s_jax.training.checkpoint import Checkpoints
 
-    arrays, facts = {}, {"process_count": jax.process_count(),
-                         "local": jax.local_device_count(), "global": jax.device_count()}
+    arrays, facts = (
+        {},
+        {
+            "process_count": jax.process_count(),
+            "local": jax.local_device_count(),
+            "global": jax.device_count(),
+        },
+    )
     for mode in ("shard_map", "pmap"):
         dp = parallel.DataParallel(mode, counted_body([]), batch_size=B)
         losses, state = run(dp, dp.replicate(initial_state()), batches())

@@ -50,6 +50,7 @@ def test_layers_import_only_downwards(layer):
 def test_the_command_line_starts_without_jax():
     """`s2s --help` and option errors must not wait for JAX to import."""
     code = "import sys, s2s_jax, s2s_jax.cli; print('jax' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == "False"

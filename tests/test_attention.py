@@ -55,6 +55,5 @@ def test_attend_matches_the_numpy_oracle(kind):
     np.testing.assert_allclose(weights, want_weights, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(context, want_context, rtol=1e-5, atol=1e-5)
     assert np.all(np.asarray(weights)[~mask] == 0.0)  # exactly zero at padding
-    np.testing.assert_allclose(np.asarray(weights).sum(-1), (lengths > 0).astype(float),
-                               rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(weights).sum(-1), (lengths > 0).astype(float), rtol=1e-6)
     assert np.all(np.isfinite(np.asarray(context)))

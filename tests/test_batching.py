@@ -15,8 +15,13 @@ BUCKETS = dict(src_buckets=(8, 16, 24), tgt_buckets=(8, 16, 24))
 
 def _examples(n, seed=0, max_len=20):
     rng = np.random.default_rng(seed)
-    return [(rng.integers(4, 30, rng.integers(1, max_len + 1)).tolist(),
-             rng.integers(4, 30, rng.integers(0, max_len)).tolist()) for _ in range(n)]
+    return [
+        (
+            rng.integers(4, 30, rng.integers(1, max_len + 1)).tolist(),
+            rng.integers(4, 30, rng.integers(0, max_len)).tolist(),
+        )
+        for _ in range(n)
+    ]
 
 
 def _rows(batch):
@@ -65,16 +70,20 @@ def test_encode_pairs_filters_and_counts():
 
 def test_epoch_covers_every_example_once_with_small_padding():
     ex = _examples(1003)
-    batches = list(itertools.islice(
-        train_batches(ex, batch_size=16, seed=0, **BUCKETS), batching.num_batches(1003, 16)))
+    batches = list(
+        itertools.islice(
+            train_batches(ex, batch_size=16, seed=0, **BUCKETS), batching.num_batches(1003, 16)
+        )
+    )
     assert [(e, i) for e, i, _ in batches] == [(0, i) for i in range(63)]
     rows = [r for _, _, b in batches for r in _rows(b)]
     assert sorted(rows) == sorted(ex)
     assert sum(int((b.tgt_len == 0).sum()) for _, _, b in batches) == 63 * 16 - 1003
     # Length grouping: far fewer padded source slots than a random order would give.
     grouped = sum(b.src.size - b.src_len.sum() for _, _, b in batches)
-    shuffled = sum(pad_batch(ex[i:i + 16], batch_size=16, **BUCKETS).src.size
-                   for i in range(0, 1003, 16)) - sum(len(s) for s, _ in ex)
+    shuffled = sum(
+        pad_batch(ex[i : i + 16], batch_size=16, **BUCKETS).src.size for i in range(0, 1003, 16)
+    ) - sum(len(s) for s, _ in ex)
     assert grouped < 0.7 * shuffled
 
 
@@ -93,8 +102,11 @@ def test_resume_equals_uninterrupted(stop):
     kw = dict(batch_size=16, seed=7, **BUCKETS)
     full = list(itertools.islice(train_batches(ex, **kw), 45))
     epoch, index, _ = full[stop - 1] if stop else (0, -1, None)
-    resumed = list(itertools.islice(
-        train_batches(ex, start_epoch=epoch, start_index=index + 1, **kw), 45 - stop))
+    resumed = list(
+        itertools.islice(
+            train_batches(ex, start_epoch=epoch, start_index=index + 1, **kw), 45 - stop
+        )
+    )
     assert len(resumed) == len(full[stop:])
     for (e1, i1, b1), (e2, i2, b2) in zip(full[stop:], resumed):
         assert (e1, i1) == (e2, i2)

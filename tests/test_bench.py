@@ -35,21 +35,38 @@ def test_quick_json_run_has_finite_fields(capsys):
         assert r["tokens_per_s"] == pytest.approx(r["B"] * r["T"] / r["median_s"])
     if has_torch:  # vs_torch is against torch's faster thread setting
         for mode in ("fwd", "fwd_bwd"):
-            torch_ratios = [r["vs_torch"] for r in layer if r["impl"].startswith("torch")
-                            and r["mode"] == mode]
+            torch_ratios = [
+                r["vs_torch"] for r in layer if r["impl"].startswith("torch") and r["mode"] == mode
+            ]
             assert max(torch_ratios) == pytest.approx(1.0)
 
 
 def test_table_shows_every_record():
-    records = [{"bench": "lstm_layer", "impl": "s2s", "mode": "fwd", "B": 2, "median_s": 0.5,
-                "vs_torch": None}]
+    records = [
+        {
+            "bench": "lstm_layer",
+            "impl": "s2s",
+            "mode": "fwd",
+            "B": 2,
+            "median_s": 0.5,
+            "vs_torch": None,
+        }
+    ]
     lines = bench.table(records).splitlines()
     assert len(lines) == 2 and "lstm_layer" in lines[1] and "0.5" in lines[1]
 
 
 def test_goals_summary_reads_the_records():
-    rec = lambda bench, mode, T=50, **kw: {"bench": bench, "impl": "s2s", "mode": mode, "B": 2,
-                                          "T": T, "I": 3, "H": 4, **kw}
+    rec = lambda bench, mode, T=50, **kw: {
+        "bench": bench,
+        "impl": "s2s",
+        "mode": mode,
+        "B": 2,
+        "T": T,
+        "I": 3,
+        "H": 4,
+        **kw,
+    }
     records = [
         rec("lstm_layer", "fwd_bwd", vs_torch=0.87, frac_of_peak=0.72),
         {**rec("lstm_layer", "fwd_bwd", vs_torch=9.0, frac_of_peak=0.1), "impl": "torch"},
@@ -69,8 +86,9 @@ def test_goals_summary_reads_the_records():
 
 def test_round_robin_medians():
     calls = []
-    med = bench.round_robin({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3,
-                            settle_s=0.0)
+    med = bench.round_robin(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3, settle_s=0.0
+    )
     assert calls == ["a", "b"] + ["a", "a", "b", "b"] * 3  # warm-up; then settle + timed, in turn
     assert set(med) == {"a", "b"} and all(v >= 0 for v in med.values())
 
@@ -91,7 +109,7 @@ def test_numpy_greedy_decoder_equals_batched_greedy():
     got = search(params, src, src_len)
     for b, n in enumerate(src_len.tolist()):
         want = bench.numpy_greedy(params, np.asarray(src[b, :n]), cfg=cfg, max_len=7)
-        assert got.tokens[b, :got.lengths[b]].tolist() == want
+        assert got.tokens[b, : got.lengths[b]].tolist() == want
 
 
 def test_torch_model_is_the_same_model():
@@ -101,15 +119,26 @@ def test_torch_model_is_the_same_model():
     net = bench._torch_seq2seq(torch, cfg)
     p = jax.tree.map(lambda x: torch.as_tensor(np.array(x)), params)
     enc, dec, att = p["encoder"][0], p["decoder"][0], p["attention"]
-    weights = {"src_embed.weight": p["src_embed"], "tgt_embed.weight": p["tgt_embed"],
-               "key.weight": att["w_key"].T, "key.bias": att["b"], "query.weight": att["w_query"].T,
-               "v.weight": att["v"][None], "readout.weight": p["readout"]["w"].T,
-               "readout.bias": p["readout"]["b"], "out.weight": p["output"]["w"].T,
-               "out.bias": p["output"]["b"]}
+    weights = {
+        "src_embed.weight": p["src_embed"],
+        "tgt_embed.weight": p["tgt_embed"],
+        "key.weight": att["w_key"].T,
+        "key.bias": att["b"],
+        "query.weight": att["w_query"].T,
+        "v.weight": att["v"][None],
+        "readout.weight": p["readout"]["w"].T,
+        "readout.bias": p["readout"]["b"],
+        "out.weight": p["output"]["w"].T,
+        "out.bias": p["output"]["b"],
+    }
     for name, bridge in zip(("bridge_h", "bridge_c"), p["bridge"][0]):
         weights |= {f"{name}.weight": bridge["w"].T, f"{name}.bias": bridge["b"]}
-    for ours, theirs in (("w_ih", "weight_ih"), ("w_hh", "weight_hh"), ("b_ih", "bias_ih"),
-                         ("b_hh", "bias_hh")):
+    for ours, theirs in (
+        ("w_ih", "weight_ih"),
+        ("w_hh", "weight_hh"),
+        ("b_ih", "bias_ih"),
+        ("b_hh", "bias_hh"),
+    ):
         transpose = (lambda x: x.T) if ours.startswith("w") else (lambda x: x)
         weights[f"encoder.{theirs}_l0"] = transpose(enc["fwd"][ours])
         weights[f"encoder.{theirs}_l0_reverse"] = transpose(enc["bwd"][ours])

@@ -24,10 +24,15 @@ def numpy_step(name, p, h, c, x):
         return np.tanh(gi + gh), None
     if name == "gru":
         r = sigmoid(gi[:, :H] + gh[:, :H])
-        z = sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
-        n = np.tanh(gi[:, 2 * H:] + r * gh[:, 2 * H:])
+        z = sigmoid(gi[:, H : 2 * H] + gh[:, H : 2 * H])
+        n = np.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
         return (1 - z) * n + z * h, None
-    i, f, g, o = (gi + gh)[:, :H], (gi + gh)[:, H:2 * H], (gi + gh)[:, 2 * H:3 * H], (gi + gh)[:, 3 * H:]
+    i, f, g, o = (
+        (gi + gh)[:, :H],
+        (gi + gh)[:, H : 2 * H],
+        (gi + gh)[:, 2 * H : 3 * H],
+        (gi + gh)[:, 3 * H :],
+    )
     c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
     return sigmoid(o) * np.tanh(c), c
 
@@ -42,8 +47,9 @@ def test_step_matches_numpy_equations(name):
     x = jax.random.normal(kx, (B, I))
     carry = cells.LSTMCarry(h, c) if name == "lstm" else cells.HiddenCarry(h)
     new, out = cell.step(p, carry, cell.project(p, x))
-    want_h, want_c = numpy_step(name, p, np.asarray(h, np.float64), np.asarray(c, np.float64),
-                                np.asarray(x, np.float64))
+    want_h, want_c = numpy_step(
+        name, p, np.asarray(h, np.float64), np.asarray(c, np.float64), np.asarray(x, np.float64)
+    )
     np.testing.assert_allclose(out, want_h, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(new.h, want_h, rtol=1e-5, atol=1e-6)
     if name == "lstm":
@@ -74,7 +80,8 @@ torch = pytest.importorskip("torch", reason="torch (the `bench` extra) not insta
 def test_layer_equals_torch_on_converted_weights(kind, bidirectional):
     torch.manual_seed(0)
     module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[kind](
-        I, H, num_layers=2, batch_first=True, bidirectional=bidirectional)
+        I, H, num_layers=2, batch_first=True, bidirectional=bidirectional
+    )
     lengths = [6, 3, 1]
     xs = torch.randn(B, 6, I)
     packed = torch.nn.utils.rnn.pack_padded_sequence(xs, lengths, batch_first=True)
@@ -82,10 +89,14 @@ def test_layer_equals_torch_on_converted_weights(kind, bidirectional):
         out, state = module(packed)
     want, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=6)
     want_h = (state[0] if kind == "lstm" else state).numpy()  # [layers*dirs, B, H]
-    stack = interop.from_torch_rnn({k: v.numpy() for k, v in module.state_dict().items()},
-                                   num_layers=2, bidirectional=bidirectional)
-    got, finals = rnn.run_stack(cells.get_cell(kind), stack, jnp.asarray(xs.numpy()),
-                                jnp.asarray(lengths))
+    stack = interop.from_torch_rnn(
+        {k: v.numpy() for k, v in module.state_dict().items()},
+        num_layers=2,
+        bidirectional=bidirectional,
+    )
+    got, finals = rnn.run_stack(
+        cells.get_cell(kind), stack, jnp.asarray(xs.numpy()), jnp.asarray(lengths)
+    )
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-5)
     got_h = np.stack([carry.h for layer in finals for carry in layer])
     np.testing.assert_allclose(got_h, want_h, rtol=1e-4, atol=1e-5)
@@ -98,7 +109,10 @@ def test_cell_equals_torch_lstm_cell():
     with torch.no_grad():
         want_h, want_c = module(x, (h, c))
     p = interop.from_torch_cell({k: v.numpy() for k, v in module.state_dict().items()})
-    carry, out = cells.LSTM.step(p, cells.LSTMCarry(jnp.asarray(h.numpy()), jnp.asarray(c.numpy())),
-                                 cells.project(p, jnp.asarray(x.numpy())))
+    carry, out = cells.LSTM.step(
+        p,
+        cells.LSTMCarry(jnp.asarray(h.numpy()), jnp.asarray(c.numpy())),
+        cells.project(p, jnp.asarray(x.numpy())),
+    )
     np.testing.assert_allclose(out, want_h.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(carry.c, want_c.numpy(), rtol=1e-5, atol=1e-6)

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from s2s_jax.training.checkpoint import Checkpoints, load_json, save_json
 from s2s_jax.errors import CheckpointError, WriteError
+from s2s_jax.training.checkpoint import Checkpoints, load_json, save_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -363,8 +363,7 @@ def test_a_failed_save_raises_and_keeps_the_earlier_steps(tmp_path, monkeypatch)
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(ckpts._latest, "save", disk_full)
-    with pytest.raises(WriteError,
-                       match=r"saving step 2 .* failed: .*No space left.*1 the newest"):
+    with pytest.raises(WriteError, match=r"saving step 2 .* failed: .*No space left.*1 the newest"):
         ckpts.save(2, make_state(2))
     monkeypatch.undo()
     assert ckpts.latest_step() == 1
@@ -468,12 +467,19 @@ def test_a_partial_restore_reads_and_verifies_only_what_is_asked(tmp_path):
     ckpts.save(1, make_state(1))
     ckpts.save(2, make_state(2))
     ckpts.close()
-    target = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype),
-                                     make_state(0)["params"])}
+    target = {
+        "params": jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), make_state(0)["params"]
+        )
+    }
     again = Checkpoints(tmp_path)
     assert_same(again.restore(target, partial=True), {"params": make_state(2)["params"]})
-    wrong = {"params": {**target["params"], "enc": {**target["params"]["enc"],
-                                                    "w": jax.ShapeDtypeStruct((4, 4), "float32")}}}
+    wrong = {
+        "params": {
+            **target["params"],
+            "enc": {**target["params"]["enc"], "w": jax.ShapeDtypeStruct((4, 4), "float32")},
+        }
+    }
     with pytest.raises(CheckpointError, match="leaf 'params/enc/w' has shape"):
         again.restore(wrong, partial=True)
     again.close()

@@ -13,6 +13,7 @@ EXPERIMENTS = pathlib.Path(__file__).parent.parent / "experiments"
 def run(capsys, *argv, stdin=None, monkeypatch=None):
     if stdin is not None:
         import io
+
         raw = stdin if isinstance(stdin, bytes) else stdin.encode("utf-8")
         monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8"))
     code = cli.main([str(a) for a in argv])
@@ -24,15 +25,35 @@ def run(capsys, *argv, stdin=None, monkeypatch=None):
 def trained(tmp_path_factory):
     """The cho2014 smoke variant, trained once for the inference commands."""
     workdir = tmp_path_factory.mktemp("cho")
-    assert cli.main(["train", "--config", str(EXPERIMENTS / "cho2014.toml"), "--smoke",
-                     "--workdir", str(workdir), "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--config",
+                str(EXPERIMENTS / "cho2014.toml"),
+                "--smoke",
+                "--workdir",
+                str(workdir),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return workdir
 
 
 @pytest.mark.parametrize("name", ["sutskever2014", "bahdanau2015"])
 def test_experiment_smoke_variants_train(tmp_path, capsys, name):
-    code, out, err = run(capsys, "train", "--config", EXPERIMENTS / f"{name}.toml", "--smoke",
-                         "--workdir", tmp_path, "--no-progress")
+    code, out, err = run(
+        capsys,
+        "train",
+        "--config",
+        EXPERIMENTS / f"{name}.toml",
+        "--smoke",
+        "--workdir",
+        tmp_path,
+        "--no-progress",
+    )
     assert code == 0, err
     result = json.loads(out.strip().splitlines()[-1])
     assert 0.0 <= result["exact_match"] <= 1.0 and result["loss"] > 0
@@ -45,14 +66,23 @@ def test_translate_score_eval(trained, capsys, monkeypatch):
     code, out, _ = run(capsys, "translate", "--workdir", trained, "abc", "", "jjj")
     lines = out.split("\n")
     assert code == 0 and len(lines) == 4 and lines[1] == "" and lines[3] == ""
-    code, out2, _ = run(capsys, "translate", "--workdir", trained, stdin="abc\n\njjj\n",
-                        monkeypatch=monkeypatch)
+    code, out2, _ = run(
+        capsys, "translate", "--workdir", trained, stdin="abc\n\njjj\n", monkeypatch=monkeypatch
+    )
     assert code == 0 and out2 == out  # arguments or stdin, same output
-    code, out, _ = run(capsys, "translate", "--workdir", trained, "--beam", "3", "--n-best", "2", "ab")
+    code, out, _ = run(
+        capsys, "translate", "--workdir", trained, "--beam", "3", "--n-best", "2", "ab"
+    )
     fields = out.strip().split("\t")
     assert code == 0 and len(fields) == 4 and float(fields[1]) >= float(fields[3])
-    code, out, _ = run(capsys, "score", "--workdir", trained, stdin="ab\tab\nab\tjjjjjjj\n",
-                       monkeypatch=monkeypatch)
+    code, out, _ = run(
+        capsys,
+        "score",
+        "--workdir",
+        trained,
+        stdin="ab\tab\nab\tjjjjjjj\n",
+        monkeypatch=monkeypatch,
+    )
     scores = [float(x) for x in out.split()]
     assert code == 0 and len(scores) == 2 and all(s < 0 for s in scores)
     code, out, _ = run(capsys, "eval", "--workdir", trained, "--split", "valid", "--limit", "8")
@@ -74,20 +104,56 @@ def one_line_error(capsys, *argv, stdin=None, monkeypatch=None, match):
 
 def test_errors_are_one_line(tmp_path, trained, capsys, monkeypatch):
     w = tmp_path / "w"
-    one_line_error(capsys, "train", "--workdir", w, "--train", tmp_path / "missing.tsv", "--valid",
-                   tmp_path / "missing.tsv", match="no such file")
+    one_line_error(
+        capsys,
+        "train",
+        "--workdir",
+        w,
+        "--train",
+        tmp_path / "missing.tsv",
+        "--valid",
+        tmp_path / "missing.tsv",
+        match="no such file",
+    )
     bad = tmp_path / "bad.tsv"
     bad.write_text("one\tun\ntwo deux\n")
-    one_line_error(capsys, "train", "--workdir", w, "--train", bad, "--valid", bad,
-                   match="bad.tsv:2: no tab")
-    one_line_error(capsys, "train", "--workdir", w, "--task", "klingon", match="unknown task 'klingon'")
-    one_line_error(capsys, "train", "--workdir", w, "--set", "hiden=3", match="unknown config key 'hiden'")
-    one_line_error(capsys, "train", "--workdir", w, "--set", "cell=transformer", match="cell must be")
-    one_line_error(capsys, "translate", "--workdir", tmp_path / "empty", "x", match="holds no trained model")
-    one_line_error(capsys, "train", "--config", EXPERIMENTS / "cho2014.toml", "--smoke", "--workdir",
-                   trained, "--set", "enc_hidden=32", "--no-progress", match="model.enc_hidden=16, not 32")
-    one_line_error(capsys, "score", "--workdir", trained, stdin="no tab here\n",
-                   monkeypatch=monkeypatch, match="stdin:1")
+    one_line_error(
+        capsys, "train", "--workdir", w, "--train", bad, "--valid", bad, match="bad.tsv:2: no tab"
+    )
+    one_line_error(
+        capsys, "train", "--workdir", w, "--task", "klingon", match="unknown task 'klingon'"
+    )
+    one_line_error(
+        capsys, "train", "--workdir", w, "--set", "hiden=3", match="unknown config key 'hiden'"
+    )
+    one_line_error(
+        capsys, "train", "--workdir", w, "--set", "cell=transformer", match="cell must be"
+    )
+    one_line_error(
+        capsys, "translate", "--workdir", tmp_path / "empty", "x", match="holds no trained model"
+    )
+    one_line_error(
+        capsys,
+        "train",
+        "--config",
+        EXPERIMENTS / "cho2014.toml",
+        "--smoke",
+        "--workdir",
+        trained,
+        "--set",
+        "enc_hidden=32",
+        "--no-progress",
+        match="model.enc_hidden=16, not 32",
+    )
+    one_line_error(
+        capsys,
+        "score",
+        "--workdir",
+        trained,
+        stdin="no tab here\n",
+        monkeypatch=monkeypatch,
+        match="stdin:1",
+    )
     one_line_error(capsys, "translate", "--workdir", trained, "a" * 500, match="reads at most")
     assert not w.exists() or not (w / "checkpoints").exists()
 
@@ -95,12 +161,15 @@ def test_errors_are_one_line(tmp_path, trained, capsys, monkeypatch):
 def test_checkpoint_of_another_configuration(tmp_path, trained, capsys):
     """A workdir whose config no longer matches its checkpoint (e.g. edited by hand)."""
     import shutil
+
     w = tmp_path / "copy"
     shutil.copytree(trained, w)
     cfg = json.loads((w / "config.json").read_text())
     cfg["model"]["dec_hidden"] = 24
     (w / "config.json").write_text(json.dumps(cfg))
-    one_line_error(capsys, "translate", "--workdir", w, "abc", match="different model configuration")
+    one_line_error(
+        capsys, "translate", "--workdir", w, "abc", match="different model configuration"
+    )
 
 
 def test_tasks_lists_the_builtin_tasks(capsys):

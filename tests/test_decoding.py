@@ -14,8 +14,17 @@ SRC_LEN = jnp.array([5, 2, 1])
 
 
 def make(**kw):
-    base = dict(src_vocab=7, tgt_vocab=7, src_embed=8, tgt_embed=8, enc_hidden=8, dec_hidden=8,
-                attention="bahdanau", attn_dim=8, bidirectional=True)
+    base = dict(
+        src_vocab=7,
+        tgt_vocab=7,
+        src_embed=8,
+        tgt_embed=8,
+        enc_hidden=8,
+        dec_hidden=8,
+        attention="bahdanau",
+        attn_dim=8,
+        bidirectional=True,
+    )
     cfg = model.Seq2SeqConfig(**{**base, **kw})
     params = model.init(cfg, key=jax.random.key(7))
     # Sharper output distributions than at init, so that greedy and beam disagree.
@@ -36,11 +45,14 @@ def flat(beams):
 def test_greedy_scores_are_log_prob_and_outputs_well_formed():
     cfg, params = make()
     out = greedy(params, SRC, SRC_LEN, cfg=cfg, max_len=6)
-    np.testing.assert_allclose(out.scores, log_prob(params, SRC, SRC_LEN, out.tokens, out.lengths,
-                                                    cfg=cfg), rtol=1e-5)
+    np.testing.assert_allclose(
+        out.scores, log_prob(params, SRC, SRC_LEN, out.tokens, out.lengths, cfg=cfg), rtol=1e-5
+    )
     for toks, n in zip(np.asarray(out.tokens), np.asarray(out.lengths)):
         assert toks[n - 1] == model.EOS and (toks[n:] == model.PAD).all()
-        assert model.EOS not in toks[:n - 1] and model.PAD not in toks[:n] and model.BOS not in toks
+        assert (
+            model.EOS not in toks[: n - 1] and model.PAD not in toks[:n] and model.BOS not in toks
+        )
 
 
 def test_greedy_is_argmax_at_every_step():
@@ -76,8 +88,9 @@ def brute_force_best(params, cfg, src, src_len, cap, alpha):
     tgt = jnp.array([s + [0] * (cap - len(s)) for s in seqs])
     lens = jnp.array([len(s) for s in seqs])
     n = len(seqs)
-    scores = log_prob(params, jnp.repeat(src[None], n, 0), jnp.repeat(src_len[None], n, 0), tgt, lens,
-                      cfg=cfg)
+    scores = log_prob(
+        params, jnp.repeat(src[None], n, 0), jnp.repeat(src_len[None], n, 0), tgt, lens, cfg=cfg
+    )
     norm = scores / decoding.length_penalty(lens, alpha)
     order = np.argsort(-np.asarray(norm), kind="stable")
     return [seqs[i] for i in order], np.asarray(scores)[order]
@@ -102,8 +115,9 @@ def test_beam_scores_are_log_prob_and_beat_greedy():
     beams = beam_search(params, SRC, SRC_LEN, cfg=cfg, max_len=10, beam=4, alpha=0.0)
     toks, lens, scores = flat(beams)
     rep = lambda x: jnp.repeat(x, 4, axis=0)
-    np.testing.assert_allclose(scores, log_prob(params, rep(SRC), rep(SRC_LEN), toks, lens, cfg=cfg),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        scores, log_prob(params, rep(SRC), rep(SRC_LEN), toks, lens, cfg=cfg), rtol=1e-5
+    )
     assert np.all(np.diff(np.asarray(beams.normalized), axis=1) <= 0)  # best first
     g = greedy(params, SRC, SRC_LEN, cfg=cfg, max_len=10)
     assert np.all(beams.scores[:, 0] >= g.scores - 1e-5)
@@ -115,12 +129,15 @@ def test_results_do_not_depend_on_batch_or_padding(search):
     alone, unpadded, gives the same tokens as beside longer, padded ones."""
     cfg, params = make(cell="gru")
     cap = SRC_LEN * 2 + 1  # a per-sentence cap, independent of the padded width
-    run = (lambda *a, **k: greedy(*a, **k, max_len=12)) if search == "greedy" else \
-        (lambda *a, **k: beam_search(*a, **k, max_len=12, beam=3))
+    run = (
+        (lambda *a, **k: greedy(*a, **k, max_len=12))
+        if search == "greedy"
+        else (lambda *a, **k: beam_search(*a, **k, max_len=12, beam=3))
+    )
     together = run(params, SRC, SRC_LEN, cfg=cfg, cap=cap)
     for b in range(3):
         n = int(SRC_LEN[b])
-        alone = run(params, SRC[b:b + 1, :n], SRC_LEN[b:b + 1], cfg=cfg, cap=cap[b:b + 1])
+        alone = run(params, SRC[b : b + 1, :n], SRC_LEN[b : b + 1], cfg=cfg, cap=cap[b : b + 1])
         np.testing.assert_array_equal(together.tokens[b], alone.tokens[0])
         np.testing.assert_allclose(together.scores[b], alone.scores[0], rtol=1e-5)
 
@@ -141,8 +158,9 @@ def test_sampling_scores_are_log_prob_and_temperature_sharpens():
     src, src_len = jnp.repeat(SRC[:1], 64, 0), jnp.repeat(SRC_LEN[:1], 64, 0)
     run = jax.jit(decoding.sample, static_argnames=("cfg", "max_len", "temperature"))
     hot = run(params, src, src_len, cfg=cfg, max_len=6, key=jax.random.key(0))
-    np.testing.assert_allclose(hot.scores, log_prob(params, src, src_len, hot.tokens, hot.lengths,
-                                                    cfg=cfg), rtol=1e-5)
+    np.testing.assert_allclose(
+        hot.scores, log_prob(params, src, src_len, hot.tokens, hot.lengths, cfg=cfg), rtol=1e-5
+    )
     again = run(params, src, src_len, cfg=cfg, max_len=6, key=jax.random.key(0))
     np.testing.assert_array_equal(hot.tokens, again.tokens)
     cold = run(params, src, src_len, cfg=cfg, max_len=6, key=jax.random.key(0), temperature=1e-3)

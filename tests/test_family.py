@@ -36,8 +36,10 @@ def test_output_recurrence_without_scan_equals_the_sequential_recurrence():
     p = family.init_output_recurrent(KEY, I, H, O)
     parallel = family.output_recurrent(p, XS, Y_PREV)
     for t in range(T):
-        h = np.tanh(np.asarray(XS[:, t] @ p["u"]["w"] + p["u"]["b"]) +
-                    np.asarray(jax.nn.one_hot(Y_PREV[:, t], O) @ p["w"]))
+        h = np.tanh(
+            np.asarray(XS[:, t] @ p["u"]["w"] + p["u"]["b"])
+            + np.asarray(jax.nn.one_hot(Y_PREV[:, t], O) @ p["w"])
+        )
         np.testing.assert_allclose(parallel[:, t], h @ p["out"]["w"] + p["out"]["b"], atol=1e-5)
     gen = family.output_recurrent_generate(p, XS)
     # generation feeds back its own argmax: teacher forcing with those outputs reproduces them

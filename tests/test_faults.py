@@ -32,7 +32,8 @@ import jax
 import numpy as np
 import pytest
 
-from s2s_jax.training import state, workdir as wd
+from s2s_jax.training import state
+from s2s_jax.training import workdir as wd
 from s2s_jax.training.checkpoint import Checkpoints
 
 S2S = shutil.which("s2s", path=str(Path(sys.executable).parent)) or shutil.which("s2s")
@@ -57,8 +58,16 @@ max_src_len = 12
 max_tgt_len = 12
 buckets = 1
 """
-TRAIN = ["train", "--config", "tiny.toml", "--train", "data/train.tsv", "--valid",
-         "data/valid.tsv", "--no-progress"]
+TRAIN = [
+    "train",
+    "--config",
+    "tiny.toml",
+    "--train",
+    "data/train.tsv",
+    "--valid",
+    "data/valid.tsv",
+    "--no-progress",
+]
 
 
 # ------------------------------------------------------------------------------- harness
@@ -67,9 +76,14 @@ TRAIN = ["train", "--config", "tiny.toml", "--train", "data/train.tsv", "--valid
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     cache = tmp_path_factory.mktemp("xla-cache")
-    return dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(cache),
-                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", PYTHONUNBUFFERED="1")
+    return dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        JAX_COMPILATION_CACHE_DIR=str(cache),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+        PYTHONUNBUFFERED="1",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -87,10 +101,14 @@ def project(tmp_path_factory):
 
 
 def s2s(*args, cwd, env, stdin: bytes | None = None, timeout: float = 300):
-    proc = subprocess.run([S2S, *map(str, args)], cwd=cwd, env=env, input=stdin,
-                          capture_output=True, timeout=timeout)
-    return (proc.returncode, proc.stdout.decode("utf-8", "replace"),
-            proc.stderr.decode("utf-8", "replace"))
+    proc = subprocess.run(
+        [S2S, *map(str, args)], cwd=cwd, env=env, input=stdin, capture_output=True, timeout=timeout
+    )
+    return (
+        proc.returncode,
+        proc.stdout.decode("utf-8", "replace"),
+        proc.stderr.decode("utf-8", "replace"),
+    )
 
 
 def assert_one_line(result, code: int, match: str) -> str:
@@ -107,8 +125,14 @@ class Running:
     """`s2s` in the background, its output lines collected as they come."""
 
     def __init__(self, *args, cwd, env):
-        self.proc = subprocess.Popen([S2S, *map(str, args)], cwd=cwd, env=env, text=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [S2S, *map(str, args)],
+            cwd=cwd,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         self.lines: queue.Queue = queue.Queue()
         self.seen = {"stdout": [], "stderr": []}
         for name in self.seen:
@@ -157,8 +181,11 @@ def assert_same_state(workdir: Path, reference: Path) -> None:
 
 def tree_hash(path: Path) -> dict[str, str]:
     """Every file under `path` with its SHA-256 (to prove a refused command wrote nothing)."""
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def metric_records(workdir: Path) -> list[tuple[int, str]]:
@@ -188,22 +215,44 @@ def test_relative_workdirs_from_other_directories(project, straight, env):
     sibling directory; and the Python API likewise."""
     assert sorted(os.listdir(straight / "checkpoints" / "latest")) == ["12", "8"]
     outputs = set()
-    for cwd, workdir in ((project, "runs/straight"), (project / "runs", "straight"),
-                         (project / "runs", "./straight"), (project / "data", "../runs/straight")):
+    for cwd, workdir in (
+        (project, "runs/straight"),
+        (project / "runs", "straight"),
+        (project / "runs", "./straight"),
+        (project / "data", "../runs/straight"),
+    ):
         rc, out, err = s2s("translate", "--workdir", workdir, "abc", "fed", cwd=cwd, env=env)
         assert rc == 0 and len(out.splitlines()) == 2 and "Traceback" not in err, err
         outputs.add(out)
     assert len(outputs) == 1
-    rc, out, err = s2s("score", "--workdir", "straight", cwd=project / "runs", env=env,
-                       stdin=b"abc\tcba\n")
+    rc, out, err = s2s(
+        "score", "--workdir", "straight", cwd=project / "runs", env=env, stdin=b"abc\tcba\n"
+    )
     assert rc == 0 and float(out) < 0, err
-    rc, out, err = s2s("eval", "--workdir", "straight", "--split", "valid", "--limit", "4",
-                       cwd=project / "runs", env=env)
+    rc, out, err = s2s(
+        "eval",
+        "--workdir",
+        "straight",
+        "--split",
+        "valid",
+        "--limit",
+        "4",
+        cwd=project / "runs",
+        env=env,
+    )
     assert rc == 0 and "exact_match" in json.loads(out), err
-    api = ("from s2s_jax.inference.translate import Translator; "
-           "print(Translator.from_workdir('straight').translate(['abc', 'fed']))")
-    proc = subprocess.run([sys.executable, "-c", api], cwd=project / "runs", env=env,
-                          capture_output=True, text=True, timeout=300)
+    api = (
+        "from s2s_jax.inference.translate import Translator; "
+        "print(Translator.from_workdir('straight').translate(['abc', 'fed']))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", api],
+        cwd=project / "runs",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert ast.literal_eval(proc.stdout) == outputs.pop().splitlines()
 
@@ -252,21 +301,39 @@ MID_SAVE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("action, rc, latest", [("kill", -signal.SIGKILL, 4),
-                                                ("term", 143, 8), ("term-twice", 143, 4)])
+@pytest.mark.parametrize(
+    "action, rc, latest", [("kill", -signal.SIGKILL, 4), ("term", 143, 8), ("term-twice", 143, 4)]
+)
 def test_a_signal_during_a_save(project, straight, env, action, rc, latest):
     """SIGKILL mid-save loses that save only; one SIGTERM lets it finish, then stops; a
     second one abandons it. In each case the same command then resumes exactly."""
     workdir = project / "runs" / f"mid-save-{action}"
-    proc = subprocess.run([sys.executable, "-c", MID_SAVE, action, "8", *TRAIN, "--workdir",
-                           workdir.relative_to(project)], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            MID_SAVE,
+            action,
+            "8",
+            *TRAIN,
+            "--workdir",
+            workdir.relative_to(project),
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == rc, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     if action != "kill":
         line = assert_one_line((proc.returncode, proc.stdout, proc.stderr), rc, "SIGTERM")
-        assert line == ("s2s: SIGTERM at step 8: step 8 is saved; run the same command to resume"
-                        if action == "term" else "s2s: interrupted by SIGTERM")
+        assert line == (
+            "s2s: SIGTERM at step 8: step 8 is saved; run the same command to resume"
+            if action == "term"
+            else "s2s: interrupted by SIGTERM"
+        )
     ckpts = wd.checkpoints(workdir)
     assert ckpts.latest_step() == latest
     ckpts.close()
@@ -286,8 +353,8 @@ def tensorboard_events(workdir: Path) -> list:
     for path in sorted((workdir / wd.TENSORBOARD).iterdir()):
         data, at = path.read_bytes(), 0
         while at < len(data):
-            (length,) = struct.unpack("<Q", data[at:at + 8])
-            events.append(Event.FromString(data[at + 12:at + 12 + length]))
+            (length,) = struct.unpack("<Q", data[at : at + 8])
+            events.append(Event.FromString(data[at + 12 : at + 12 + length]))
             at += 12 + length + 4  # length, its crc, the record, its crc
     return events
 
@@ -352,8 +419,9 @@ def flip_bytes(path: Path, count: int = 64) -> None:
 
 DAMAGE = {
     "flipped": lambda step: [flip_bytes(f) for f in (step / "default" / "d").iterdir()],
-    "truncated": lambda step: [os.truncate(f, f.stat().st_size // 3)
-                               for f in (step / "default" / "d").iterdir()],
+    "truncated": lambda step: [
+        os.truncate(f, f.stat().st_size // 3) for f in (step / "default" / "d").iterdir()
+    ],
     "data-deleted": lambda step: shutil.rmtree(step / "default" / "d"),
     "metadata-deleted": lambda step: (step / "default" / "_METADATA").unlink(),
 }
@@ -363,8 +431,16 @@ DAMAGE = {
 def test_a_damaged_latest_step_falls_back_to_the_intact_one(project, straight, env, damage):
     workdir = copy_of(straight, f"damaged-{damage}")
     DAMAGE[damage](workdir / "checkpoints" / "latest" / "12")
-    rc, out, err = s2s("translate", "--workdir", workdir.name, "--checkpoint", "latest", "abc",
-                       cwd=workdir.parent, env=env)
+    rc, out, err = s2s(
+        "translate",
+        "--workdir",
+        workdir.name,
+        "--checkpoint",
+        "latest",
+        "abc",
+        cwd=workdir.parent,
+        env=env,
+    )
     assert rc == 0 and out.strip() and "Traceback" not in err, err
     assert "latest/12" in err and "using latest step 8" in err, err
     if damage == "flipped":  # the same command resumes from step 8 and ends where it should
@@ -378,26 +454,46 @@ def test_a_damaged_best_blocks_nothing(project, straight, env):
     workdir = copy_of(straight, "damaged-best")
     (best,) = (workdir / "checkpoints" / "best").iterdir()
     (best / "metrics" / "metrics").write_text("{")
-    rc, out, err = s2s("translate", "--workdir", workdir.name, "abc", cwd=workdir.parent,
-                       env=env)  # --checkpoint best, the default
+    rc, out, err = s2s(
+        "translate", "--workdir", workdir.name, "abc", cwd=workdir.parent, env=env
+    )  # --checkpoint best, the default
     assert rc == 0 and out.strip() and "Traceback" not in err, err
     assert "best checkpoint" in err and "damaged" in err and "using the latest" in err, err
-    rc, out, err = s2s("translate", "--workdir", workdir.name, "--checkpoint", "latest", "abc",
-                       cwd=workdir.parent, env=env)
+    rc, out, err = s2s(
+        "translate",
+        "--workdir",
+        workdir.name,
+        "--checkpoint",
+        "latest",
+        "abc",
+        cwd=workdir.parent,
+        env=env,
+    )
     assert rc == 0 and out.strip() and not err.strip(), err
-    rc, out, err = s2s("eval", "--workdir", workdir.name, "--split", "valid", "--limit", "4",
-                       cwd=workdir.parent, env=env)
+    rc, out, err = s2s(
+        "eval",
+        "--workdir",
+        workdir.name,
+        "--split",
+        "valid",
+        "--limit",
+        "4",
+        cwd=workdir.parent,
+        env=env,
+    )
     assert rc == 0 and "exact_match" in json.loads(out), err
-    result = s2s(*TRAIN, "--workdir", f"runs/{workdir.name}", "--steps", "16", cwd=project,
-                 env=env)
+    result = s2s(*TRAIN, "--workdir", f"runs/{workdir.name}", "--steps", "16", cwd=project, env=env)
     assert result[0] == 0 and "moved it to" in result[2], result
     assert (workdir / "checkpoints" / "best" / "16").exists()
 
 
-@pytest.mark.parametrize("tamper, match", [
-    ("swap", "differs from the vocabulary this model was trained with"),
-    ("shorten", "tokens but the model was built with"),
-])
+@pytest.mark.parametrize(
+    "tamper, match",
+    [
+        ("swap", "differs from the vocabulary this model was trained with"),
+        ("shorten", "tokens but the model was built with"),
+    ],
+)
 def test_a_vocabulary_that_does_not_belong_is_refused(project, straight, env, tamper, match):
     workdir = copy_of(straight, f"vocab-{tamper}")
     name = wd.SRC_VOCAB if tamper == "swap" else wd.TGT_VOCAB
@@ -408,10 +504,12 @@ def test_a_vocabulary_that_does_not_belong_is_refused(project, straight, env, ta
         vocab["tokens"].pop()
     (workdir / name).write_text(json.dumps(vocab))
     before = tree_hash(workdir)
-    assert_one_line(s2s("translate", "--workdir", workdir.name, "abc", cwd=workdir.parent,
-                        env=env), 2, match)
-    assert_one_line(s2s(*TRAIN, "--workdir", f"runs/{workdir.name}", cwd=project, env=env), 2,
-                    match)
+    assert_one_line(
+        s2s("translate", "--workdir", workdir.name, "abc", cwd=workdir.parent, env=env), 2, match
+    )
+    assert_one_line(
+        s2s(*TRAIN, "--workdir", f"runs/{workdir.name}", cwd=project, env=env), 2, match
+    )
     assert tree_hash(workdir) == before
 
 
@@ -438,16 +536,21 @@ FULL_DISK = textwrap.dedent("""
 """)
 
 
-def test_a_full_disk_stops_training_with_one_line_and_loses_nothing(project, straight, env,
-                                                                     tmp_path):
+def test_a_full_disk_stops_training_with_one_line_and_loses_nothing(
+    project, straight, env, tmp_path
+):
     """On a 6 MB tmpfs (in a user and mount namespace, so no root is needed), filled up."""
     if not shutil.which("unshare"):
         pytest.skip("no unshare to mount a small filesystem")
     mount = tmp_path / "mnt"
     mount.mkdir()
-    proc = subprocess.run(["unshare", "-rm", "bash", "-c", FULL_DISK, "sh", str(mount),
-                           str(project), S2S], env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        ["unshare", "-rm", "bash", "-c", FULL_DISK, "sh", str(mount), str(project), S2S],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if proc.returncode == 99 or "unshare" in proc.stderr:
         pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
     read = lambda name: (project / name).read_text()  # noqa: E731
@@ -471,8 +574,20 @@ def test_a_failed_first_run_leaves_nothing_to_poison_the_next(project, env):
     data = project / "poison"
     data.mkdir()
     (data / "train.tsv").write_text("\n  \n")
-    args = ["train", "--config", "tiny.toml", "--train", "poison/train.tsv", "--valid",
-            "data/valid.tsv", "--no-progress", "--workdir", "runs/poison", "--steps", "4"]
+    args = [
+        "train",
+        "--config",
+        "tiny.toml",
+        "--train",
+        "poison/train.tsv",
+        "--valid",
+        "data/valid.tsv",
+        "--no-progress",
+        "--workdir",
+        "runs/poison",
+        "--steps",
+        "4",
+    ]
     assert_one_line(s2s(*args, cwd=project, env=env), 2, "holds no source<TAB>target pairs")
     assert not (project / "runs" / "poison").exists()  # not even a lock file
     shutil.copy(project / "data" / "train.tsv", data / "train.tsv")
@@ -485,12 +600,31 @@ def test_refused_commands_write_nothing(project, straight, env):
     workdir = copy_of(straight, "refusals")
     before = tree_hash(workdir)
     rel = f"runs/{workdir.name}"
-    assert_one_line(s2s("train", "--task", "numbers-en-fr", "--workdir", rel, "--steps", "80",
-                        cwd=project, env=env), 2, "train.task='tsv', not 'numbers-en-fr'")
-    assert_one_line(s2s(*TRAIN, "--workdir", rel, "--set", "enc_hidden=32", cwd=project,
-                        env=env), 2, "model.enc_hidden=12, not 32")
-    assert_one_line(s2s(*TRAIN, "--workdir", rel, "--set", "learning_rate=nan", cwd=project,
-                        env=env), 2, "learning_rate must be a number >= 0")
+    assert_one_line(
+        s2s(
+            "train",
+            "--task",
+            "numbers-en-fr",
+            "--workdir",
+            rel,
+            "--steps",
+            "80",
+            cwd=project,
+            env=env,
+        ),
+        2,
+        "train.task='tsv', not 'numbers-en-fr'",
+    )
+    assert_one_line(
+        s2s(*TRAIN, "--workdir", rel, "--set", "enc_hidden=32", cwd=project, env=env),
+        2,
+        "model.enc_hidden=12, not 32",
+    )
+    assert_one_line(
+        s2s(*TRAIN, "--workdir", rel, "--set", "learning_rate=nan", cwd=project, env=env),
+        2,
+        "learning_rate must be a number >= 0",
+    )
     assert tree_hash(workdir) == before
 
 
@@ -498,59 +632,89 @@ def test_checkpoints_without_their_config_are_not_overwritten(project, straight,
     workdir = copy_of(straight, "no-config")
     (workdir / wd.CONFIG).unlink()
     before = tree_hash(workdir)
-    assert_one_line(s2s(*TRAIN, "--workdir", f"runs/{workdir.name}", cwd=project, env=env), 2,
-                    "holds checkpoints but no config.json")
+    assert_one_line(
+        s2s(*TRAIN, "--workdir", f"runs/{workdir.name}", cwd=project, env=env),
+        2,
+        "holds checkpoints but no config.json",
+    )
     assert tree_hash(workdir) == before
 
 
 def test_the_advice_after_a_non_finite_loss_can_be_followed(project, env):
-    args = [*TRAIN, "--workdir", "runs/diverged", "--set", "learning_rate=1e38", "--set",
-            "clip_norm=0", "--set", "schedule=constant", "--set", "warmup_steps=1", "--set",
-            "eval_every=1", "--set", "log_every=1", "--set", "dropout=0"]
-    line = assert_one_line(s2s(*args, cwd=project, env=env), 2,
-                           "last good checkpoint (step 1) is kept")
+    args = [
+        *TRAIN,
+        "--workdir",
+        "runs/diverged",
+        "--set",
+        "learning_rate=1e38",
+        "--set",
+        "clip_norm=0",
+        "--set",
+        "schedule=constant",
+        "--set",
+        "warmup_steps=1",
+        "--set",
+        "eval_every=1",
+        "--set",
+        "log_every=1",
+        "--set",
+        "dropout=0",
+    ]
+    line = assert_one_line(
+        s2s(*args, cwd=project, env=env), 2, "last good checkpoint (step 1) is kept"
+    )
     advice = re.search(r"`s2s (train [^`]+)`", line).group(1).split()
     assert advice[-1] == "learning_rate=5e+37"
     # Taken literally it is accepted (and, the rate still being absurd, diverges again).
     taken = s2s(*advice, "--no-progress", cwd=project, env=env)
     assert "train.learning_rate changes from 1e+38 to 5e+37 at step 1" in taken[2], taken
     assert_one_line(taken, 2, "non-finite")
-    fixed = s2s(*advice[:-1], "learning_rate=0.001", "--no-progress", "--steps", "3",
-                cwd=project, env=env)
+    fixed = s2s(
+        *advice[:-1], "learning_rate=0.001", "--no-progress", "--steps", "3", cwd=project, env=env
+    )
     assert fixed[0] == 0, fixed
     changes = json.loads((project / "runs" / "diverged" / wd.CONFIG).read_text())["changes"]
-    assert changes == [{"step": 1, "field": "train.learning_rate", "old": 1e38, "new": 5e37},
-                       {"step": 1, "field": "train.learning_rate", "old": 5e37, "new": 0.001}]
+    assert changes == [
+        {"step": 1, "field": "train.learning_rate", "old": 1e38, "new": 5e37},
+        {"step": 1, "field": "train.learning_rate", "old": 5e37, "new": 0.001},
+    ]
 
 
-@pytest.mark.parametrize("args, match", [
-    (["--set", "learning_rate=-1"], "learning_rate must be a number >= 0"),
-    (["--set", "label_smoothing=2.0"], "label_smoothing must be in [0, 1)"),
-    (["--set", "clip_norm=-1"], "clip_norm must be a number >= 0"),
-    (["--steps", "-5"], "steps, patience and warmup_steps must be >= 0"),
-    (["--valid", "poison-empty.tsv"], "holds no source<TAB>target pairs"),
-])
-def test_bad_training_options_are_refused_before_anything_is_written(project, env, args,
-                                                                      match):
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--set", "learning_rate=-1"], "learning_rate must be a number >= 0"),
+        (["--set", "label_smoothing=2.0"], "label_smoothing must be in [0, 1)"),
+        (["--set", "clip_norm=-1"], "clip_norm must be a number >= 0"),
+        (["--steps", "-5"], "steps, patience and warmup_steps must be >= 0"),
+        (["--valid", "poison-empty.tsv"], "holds no source<TAB>target pairs"),
+    ],
+)
+def test_bad_training_options_are_refused_before_anything_is_written(project, env, args, match):
     (project / "poison-empty.tsv").write_text("")
     workdir = project / "runs" / "bad-options"
-    assert_one_line(s2s(*TRAIN, "--workdir", "runs/bad-options", *args, cwd=project, env=env),
-                    2, match)
+    assert_one_line(
+        s2s(*TRAIN, "--workdir", "runs/bad-options", *args, cwd=project, env=env), 2, match
+    )
     assert not workdir.exists()
 
 
-@pytest.mark.parametrize("setting, match", [
-    ("dropout=1.5", "dropout must be in [0, 1)"),
-    ("batch_size=0", "batch_size must be >= 1"),
-    ("weight_decay=nan", "weight_decay must be a number >= 0"),
-    ("max_len_ratio=inf", "max_len_ratio must be a number >= 0"),
-    ("max_len_offset=-1", "max_len_offset must be >= 0"),
-    ("steps=many", "invalid literal for int()"),
-    ("optimizer=sgd", "optimizer must be one of"),
-    ("eval_every=0", "eval_every must be >= 1"),
-])
-def test_every_bad_setting_is_one_line_before_jax_starts_work(project, monkeypatch, capsys,
-                                                                setting, match):
+@pytest.mark.parametrize(
+    "setting, match",
+    [
+        ("dropout=1.5", "dropout must be in [0, 1)"),
+        ("batch_size=0", "batch_size must be >= 1"),
+        ("weight_decay=nan", "weight_decay must be a number >= 0"),
+        ("max_len_ratio=inf", "max_len_ratio must be a number >= 0"),
+        ("max_len_offset=-1", "max_len_offset must be >= 0"),
+        ("steps=many", "invalid literal for int()"),
+        ("optimizer=sgd", "optimizer must be one of"),
+        ("eval_every=0", "eval_every must be >= 1"),
+    ],
+)
+def test_every_bad_setting_is_one_line_before_jax_starts_work(
+    project, monkeypatch, capsys, setting, match
+):
     """In-process (the same `main` the `s2s` script calls), relative paths, fast."""
     from s2s_jax import cli
 
@@ -566,9 +730,22 @@ def test_every_bad_setting_is_one_line_before_jax_starts_work(project, monkeypat
 def test_bad_inference_input(project, straight, env):
     runs = project / "runs"
     for command in ("translate", "score"):
-        assert_one_line(s2s(command, "--workdir", "straight", cwd=runs, env=env,
-                            stdin=b"abc\tcba\n\xff\xfe\tx\n"), 2, "stdin:2: not UTF-8")
+        assert_one_line(
+            s2s(
+                command,
+                "--workdir",
+                "straight",
+                cwd=runs,
+                env=env,
+                stdin=b"abc\tcba\n\xff\xfe\tx\n",
+            ),
+            2,
+            "stdin:2: not UTF-8",
+        )
     rc, _, err = s2s("eval", "--workdir", "straight", "--limit", "-1", cwd=runs, env=env)
     assert rc == 2 and "must be >= 1" in err and "Traceback" not in err
-    assert_one_line(s2s("translate", "--workdir", "nowhere", "abc", cwd=runs, env=env), 2,
-                    "holds no trained model")
+    assert_one_line(
+        s2s("translate", "--workdir", "nowhere", "abc", cwd=runs, env=env),
+        2,
+        "holds no trained model",
+    )

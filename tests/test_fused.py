@@ -35,7 +35,8 @@ def test_values_and_gradients_equal_rnn_run(name, reverse, projection, maybe_jit
     lengths = None if full else LENGTHS
     kw = dict(reverse=reverse, projection=projection)
     grad = lambda fn: jax.value_and_grad(
-        lambda p, xs, c0: loss(fn, cell, p, xs, c0, lengths, **kw), argnums=(0, 1, 2))
+        lambda p, xs, c0: loss(fn, cell, p, xs, c0, lengths, **kw), argnums=(0, 1, 2)
+    )
     got = maybe_jit(grad(fused.run))(p, xs, carry0)
     want = jax.jit(grad(rnn.run))(p, xs, carry0)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), got, want)
@@ -46,8 +47,11 @@ def test_values_and_gradients_equal_rnn_run(name, reverse, projection, maybe_jit
 def test_outputs_and_final_carry_equal_rnn_run(name, reverse):
     """Padded steps emit zeros; the final carry is each sequence's after its last real step."""
     cell, p, xs, carry0 = setup(name, seed=1)
-    out, carry = jax.jit(lambda p, xs: fused.run(cell, p, xs, LENGTHS, initial_carry=carry0,
-                                                 reverse=reverse, unroll=2))(p, xs)
+    out, carry = jax.jit(
+        lambda p, xs: fused.run(
+            cell, p, xs, LENGTHS, initial_carry=carry0, reverse=reverse, unroll=2
+        )
+    )(p, xs)
     want_out, want_carry = rnn.run(cell, p, xs, LENGTHS, initial_carry=carry0, reverse=reverse)
     np.testing.assert_allclose(out, want_out, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(out[1, 4:], 0.0)

@@ -1,9 +1,9 @@
 """`hoisted.scan` against `lax.scan` autodiff and finite differences."""
 
 import jax
-import pytest
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.test_util import check_grads
 
 from s2s_jax.nn import hoisted
@@ -18,10 +18,12 @@ def step(p, data, keep, carry, x):
 
 def setup():
     k = iter(jax.random.split(jax.random.key(0), 6))
-    params = {"w": jax.random.normal(next(k), (3, 4)),
-              "u": jax.random.normal(next(k), (4, 4)) * 0.5,
-              "b": jax.random.normal(next(k), (4,)),
-              "unused": jnp.ones((2, 2))}
+    params = {
+        "w": jax.random.normal(next(k), (3, 4)),
+        "u": jax.random.normal(next(k), (4, 4)) * 0.5,
+        "b": jax.random.normal(next(k), (4,)),
+        "unused": jnp.ones((2, 2)),
+    }
     data = {"c": jax.random.normal(next(k), (5, 4))}
     xs = jax.random.normal(next(k), (6, 5, 3))  # [T, B, I]
     carry0 = jax.random.normal(next(k), (5, 4))
@@ -32,7 +34,8 @@ def setup():
 def loss_of(scan):
     def loss(params, data, carry0, xs):
         carry, ys = scan(params, data, carry0, xs)
-        return jnp.sum(carry ** 2) + jnp.sum(jnp.sin(ys))
+        return jnp.sum(carry**2) + jnp.sum(jnp.sin(ys))
+
     return loss
 
 

@@ -4,14 +4,21 @@ import math
 
 import pytest
 
-from s2s_jax.inference import metrics
 from s2s_jax.errors import DataError
+from s2s_jax.inference import metrics
 
 
-@pytest.mark.parametrize("a,b,d", [
-    ("kitten", "sitting", 3), ("flaw", "lawn", 2), ("", "abc", 3), ("abc", "", 3),
-    ("abc", "abc", 0), ("ab", "ba", 2),
-])
+@pytest.mark.parametrize(
+    "a,b,d",
+    [
+        ("kitten", "sitting", 3),
+        ("flaw", "lawn", 2),
+        ("", "abc", 3),
+        ("abc", "", 3),
+        ("abc", "abc", 0),
+        ("ab", "ba", 2),
+    ],
+)
 def test_levenshtein(a, b, d):
     assert metrics.levenshtein(a, b) == d
     assert metrics.levenshtein(list(b), list(a)) == d
@@ -63,10 +70,12 @@ def test_compute_metrics():
     hyps = ["R EH D", "K AE"]
     refs = ["R IY D", "K AE T"]
     multi = [["R IY D", "R EH D"], ["K AE T"]]
-    out = metrics.compute_metrics(("wer", "per", "exact_match", "token_accuracy"), hyps, refs,
-                                  refs_multi=multi)
-    assert out == pytest.approx({"wer": 0.5, "per": 1 / 6, "exact_match": 0.5,
-                                 "token_accuracy": 4 / 6})
+    out = metrics.compute_metrics(
+        ("wer", "per", "exact_match", "token_accuracy"), hyps, refs, refs_multi=multi
+    )
+    assert out == pytest.approx(
+        {"wer": 0.5, "per": 1 / 6, "exact_match": 0.5, "token_accuracy": 4 / 6}
+    )
     chars = metrics.compute_metrics(["token_accuracy", "per"], ["abd"], ["abc"], tokenize=list)
     assert chars == pytest.approx({"token_accuracy": 2 / 3, "per": 1 / 3})
     assert set(metrics.compute_metrics(["bleu", "chrf"], hyps, refs)) == {"bleu", "chrf"}

@@ -8,9 +8,9 @@ import numpy as np
 import optax
 import pytest
 
+from s2s_jax.errors import ConfigError
 from s2s_jax.nn import attention, model
 from s2s_jax.nn.cells import get_cell
-from s2s_jax.errors import ConfigError
 
 SRC = jnp.array([[4, 5, 6, 7, 8], [9, 4, 0, 0, 0], [5, 0, 0, 0, 0]])
 SRC_LEN = jnp.array([5, 2, 1])
@@ -21,16 +21,30 @@ VARIANTS = {
     "cho2014": dict(cell="gru", context="both", enc_hidden=12, dec_hidden=16),
     "sutskever": dict(cell="lstm", enc_layers=2, dec_layers=2, reverse_source=True, residual=True),
     "bahdanau": dict(cell="gru", bidirectional=True, attention="bahdanau", context="init"),
-    "luong_dot": dict(cell="lstm", attention="luong_dot", enc_hidden=8, dec_hidden=16,
-                      bidirectional=True, context="input"),
-    "luong_general_tied": dict(cell="rnn", attention="luong_general", tie_embeddings=True,
-                               enc_hidden=16, dec_hidden=16),
+    "luong_dot": dict(
+        cell="lstm",
+        attention="luong_dot",
+        enc_hidden=8,
+        dec_hidden=16,
+        bidirectional=True,
+        context="input",
+    ),
+    "luong_general_tied": dict(
+        cell="rnn", attention="luong_general", tie_embeddings=True, enc_hidden=16, dec_hidden=16
+    ),
 }
 
 
 def make(name, **extra):
-    base = dict(src_vocab=10, tgt_vocab=9, src_embed=8, tgt_embed=8, enc_hidden=12,
-                dec_hidden=12, attn_dim=8)
+    base = dict(
+        src_vocab=10,
+        tgt_vocab=9,
+        src_embed=8,
+        tgt_embed=8,
+        enc_hidden=12,
+        dec_hidden=12,
+        attn_dim=8,
+    )
     cfg = model.Seq2SeqConfig(**{**base, **VARIANTS[name], **extra})
     return cfg, model.init(cfg, key=jax.random.key(0))
 
@@ -53,8 +67,9 @@ def reference_step(params, enc, state, y_prev, cfg):
     `[emb, ctx or feed]` through one matmul, readout inside the step."""
     cell = get_cell(cfg.cell)
     emb = params["tgt_embed"][y_prev]
-    attend = lambda q: attention.attend(params["attention"], cfg.attention, q, enc.keys,
-                                        enc.annotations, enc.mask)[0]
+    attend = lambda q: attention.attend(
+        params["attention"], cfg.attention, q, enc.keys, enc.annotations, enc.mask
+    )[0]
     if cfg.attention == "bahdanau":
         ctx = attend(state.carries[-1].h)
         x = jnp.concatenate([emb, ctx], axis=-1)
@@ -102,7 +117,8 @@ def test_fused_gradients_equal_plain_autodiff(name):
 
     got = jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, cfg.replace(dropout=0.1))
     want = jax.jit(jax.value_and_grad(loss), static_argnums=1)(
-        params, cfg.replace(dropout=0.1, fused=False))
+        params, cfg.replace(dropout=0.1, fused=False)
+    )
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), got, want)
 
 
@@ -115,14 +131,16 @@ def test_padding_and_batch_do_not_change_results(name):
     scores = model.log_prob(params, SRC, SRC_LEN, TGT, TGT_LEN, cfg=cfg)
     for b in range(3):
         s, t = int(SRC_LEN[b]), int(TGT_LEN[b])
-        src, tgt = SRC[b:b + 1, :s], TGT[b:b + 1, :t]
-        alone = model.encode(params, src, SRC_LEN[b:b + 1], cfg=cfg)
+        src, tgt = SRC[b : b + 1, :s], TGT[b : b + 1, :t]
+        alone = model.encode(params, src, SRC_LEN[b : b + 1], cfg=cfg)
         np.testing.assert_allclose(enc.annotations[b, :s], alone.annotations[0], atol=1e-5)
         np.testing.assert_array_equal(enc.annotations[b, s:], 0.0)
         np.testing.assert_allclose(enc.context[b], alone.context[0], atol=1e-5)
-        alone_logits = model.forward(params, src, SRC_LEN[b:b + 1], tgt, cfg=cfg)
+        alone_logits = model.forward(params, src, SRC_LEN[b : b + 1], tgt, cfg=cfg)
         np.testing.assert_allclose(logits[b, :t], alone_logits[0], atol=1e-5)
-        alone_score = model.log_prob(params, src, SRC_LEN[b:b + 1], tgt, TGT_LEN[b:b + 1], cfg=cfg)
+        alone_score = model.log_prob(
+            params, src, SRC_LEN[b : b + 1], tgt, TGT_LEN[b : b + 1], cfg=cfg
+        )
         np.testing.assert_allclose(scores[b], alone_score[0], rtol=1e-5)
 
 
@@ -136,8 +154,10 @@ def test_log_prob_is_the_sum_of_stepwise_log_softmax():
 
 
 def test_reverse_source_reads_backwards_within_length():
-    np.testing.assert_array_equal(model.reverse_within_length(SRC, SRC_LEN),
-                                  [[8, 7, 6, 5, 4], [4, 9, 0, 0, 0], [5, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(
+        model.reverse_within_length(SRC, SRC_LEN),
+        [[8, 7, 6, 5, 4], [4, 9, 0, 0, 0], [5, 0, 0, 0, 0]],
+    )
 
 
 def test_tied_embeddings_share_the_matrix():
@@ -147,14 +167,17 @@ def test_tied_embeddings_share_the_matrix():
     assert params2["output"]["w"].shape == (cfg2.readout_dim, cfg2.tgt_vocab)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(cell="transformer"), "cell must be"),
-    (dict(context="sometimes"), "context must be one of"),
-    (dict(attention="luong_dot", enc_hidden=8, dec_hidden=12), "luong_dot attention needs"),
-    (dict(tie_embeddings=True, readout=5), "tie_embeddings needs"),
-    (dict(dropout=1.0), "dropout"),
-    (dict(src_vocab=3), "4 specials"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(cell="transformer"), "cell must be"),
+        (dict(context="sometimes"), "context must be one of"),
+        (dict(attention="luong_dot", enc_hidden=8, dec_hidden=12), "luong_dot attention needs"),
+        (dict(tie_embeddings=True, readout=5), "tie_embeddings needs"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(src_vocab=3), "4 specials"),
+    ],
+)
 def test_bad_config_is_a_clear_error(bad, match):
     with pytest.raises(ConfigError, match=match):
         model.Seq2SeqConfig(**bad)
@@ -170,10 +193,18 @@ def _copy_batch(key, batch=16, length=5, vocab=9):
     return src, lengths, tgt, lengths + 1
 
 
-@pytest.mark.parametrize("name,context", [
-    ("cho2014", "init"), ("cho2014", "input"), ("cho2014", "both"),
-    ("bahdanau", "init"), ("luong_dot", "input"), ("luong_general_tied", "both"),
-    ("sutskever", "init")])
+@pytest.mark.parametrize(
+    "name,context",
+    [
+        ("cho2014", "init"),
+        ("cho2014", "input"),
+        ("cho2014", "both"),
+        ("bahdanau", "init"),
+        ("luong_dot", "input"),
+        ("luong_general_tied", "both"),
+        ("sutskever", "init"),
+    ],
+)
 def test_every_variant_learns_a_copy_task(name, context):
     """Smoke test: 80 Adam steps on a fixed copy batch lower the loss a lot."""
     cfg, params = make(name, context=context, dropout=0.1)
@@ -183,9 +214,11 @@ def test_every_variant_learns_a_copy_task(name, context):
     @jax.jit
     def step(params, opt_state, key):
         def loss_fn(p):
-            logp = model.token_log_probs(model.forward(p, src, src_len, tgt, cfg=cfg, key=key),
-                                         tgt, tgt_len)
+            logp = model.token_log_probs(
+                model.forward(p, src, src_len, tgt, cfg=cfg, key=key), tgt, tgt_len
+            )
             return -jnp.sum(logp) / jnp.sum(tgt_len)
+
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = opt.update(grads, opt_state)
         return optax.apply_updates(params, updates), opt_state, loss

@@ -15,8 +15,16 @@ from s2s_jax.training.step import train_step
 
 LIMITS = translate.Limits(max_src_len=12, max_tgt_len=12, buckets=1, batch_size=8)
 VOCAB = Vocab.build(["abcdef"], "char")
-CFG = model.Seq2SeqConfig(src_vocab=len(VOCAB), tgt_vocab=len(VOCAB), src_embed=8, tgt_embed=8,
-                          enc_hidden=8, dec_hidden=8, attention="bahdanau", attn_dim=8)
+CFG = model.Seq2SeqConfig(
+    src_vocab=len(VOCAB),
+    tgt_vocab=len(VOCAB),
+    src_embed=8,
+    tgt_embed=8,
+    enc_hidden=8,
+    dec_hidden=8,
+    attention="bahdanau",
+    attn_dim=8,
+)
 
 
 def translator(seed: int) -> translate.Translator:
@@ -49,8 +57,14 @@ def test_translator_entry_points_compile_once_per_shape():
 
 def test_the_evaluation_loss_compiles_once_per_shape():
     pairs = [("abc", "cba"), ("de", "ed"), ("f", "f")]
-    task = Task(name="t", description="", src_kind="char", tgt_kind="char",
-                metrics=("exact_match",), splits={"train": pairs, "valid": pairs, "test": pairs})
+    task = Task(
+        name="t",
+        description="",
+        src_kind="char",
+        tgt_kind="char",
+        metrics=("exact_match",),
+        splits={"train": pairs, "valid": pairs, "test": pairs},
+    )
     evaluate.evaluate(translator(0), task, "valid")
     warm = compiled(evaluate._eval_loss)
     evaluate.evaluate(translator(1), task, "valid")
@@ -59,27 +73,41 @@ def test_the_evaluation_loss_compiles_once_per_shape():
 
 
 def test_the_parallel_step_traces_its_body_once():
-    model_cfg, train_cfg = config.build({"model": {"src_embed": 8, "tgt_embed": 8,
-                                                   "enc_hidden": 8, "dec_hidden": 8},
-                                         "train": {"task": "copy", "batch_size": 8,
-                                                   "max_src_len": 12, "max_tgt_len": 12,
-                                                   "buckets": 1}})
+    model_cfg, train_cfg = config.build(
+        {
+            "model": {"src_embed": 8, "tgt_embed": 8, "enc_hidden": 8, "dec_hidden": 8},
+            "train": {
+                "task": "copy",
+                "batch_size": 8,
+                "max_src_len": 12,
+                "max_tgt_len": 12,
+                "buckets": 1,
+            },
+        }
+    )
     task = load_task("copy", seed=0)
     vocab = Vocab.build([s for s, _ in task.splits["train"]], "char")
     model_cfg = model_cfg.replace(src_vocab=len(vocab), tgt_vocab=len(vocab))
     from s2s_jax.data import bucket_lengths, encode_pairs
 
-    examples, _ = encode_pairs(task.splits["train"], vocab, vocab, max_src_len=12,
-                               max_tgt_len=12)
+    examples, _ = encode_pairs(task.splits["train"], vocab, vocab, max_src_len=12, max_tgt_len=12)
     body = chex.assert_max_traces(
-        lambda s, b, axis_name=None: train_step(s, b, model_cfg=model_cfg, train_cfg=train_cfg,
-                                                axis_name=axis_name), n=1)
+        lambda s, b, axis_name=None: train_step(
+            s, b, model_cfg=model_cfg, train_cfg=train_cfg, axis_name=axis_name
+        ),
+        n=1,
+    )
     for mode in ("none", "shard_map"):
         chex.clear_trace_counter()
         dp = parallel.DataParallel(mode, body, batch_size=8)
         st = dp.replicate(state.init_state(model_cfg, train_cfg))
-        batches = train_batches(examples, batch_size=8, seed=0, src_buckets=bucket_lengths(12, 1),
-                                tgt_buckets=bucket_lengths(12, 1))
+        batches = train_batches(
+            examples,
+            batch_size=8,
+            seed=0,
+            src_buckets=bucket_lengths(12, 1),
+            tgt_buckets=bucket_lengths(12, 1),
+        )
         for _ in range(3):  # a retrace would raise inside chex
             _, _, batch = next(batches)
             st, metrics = dp.step(st, dp.shard_batch(batch))

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import parallel_worker as worker
 import pytest
 
-import parallel_worker as worker
-from s2s_jax.training import parallel, state as state_lib, workdir as wd
-from s2s_jax.training.checkpoint import Checkpoints
 from s2s_jax.errors import ConfigError
+from s2s_jax.training import parallel
+from s2s_jax.training import state as state_lib
+from s2s_jax.training import workdir as wd
+from s2s_jax.training.checkpoint import Checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("parallel_worker.py")
@@ -29,8 +31,10 @@ DIST_VARS = (parallel.ENV_COORDINATOR, parallel.ENV_NUM_PROCESSES, parallel.ENV_
 def _env(n_devices: int) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
     # Fake CPU devices; the other two flags compile the tiny steps about 3x faster.
-    env["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={n_devices} "
-                        "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false")
+    env["XLA_FLAGS"] = (
+        f"--xla_force_host_platform_device_count={n_devices} "
+        "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+    )
     env["JAX_PLATFORMS"] = "cpu"
     env["JAX_DEFAULT_MATMUL_PRECISION"] = "highest"  # as conftest sets for this process
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -38,8 +42,14 @@ def _env(n_devices: int) -> dict:
 
 
 def _worker(*args, n_devices: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(WORKER), *map(str, args)], env=_env(n_devices),
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), *map(str, args)],
+        env=_env(n_devices),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait(proc: subprocess.Popen, timeout: float = 240) -> None:
@@ -73,8 +83,7 @@ def _restore_on_one_device(directory, model_cfg=None, train_cfg=None):
     dp = parallel.DataParallel("none", lambda s, b: (s, {}), batch_size=worker.B)
     ckpts = Checkpoints(directory)
     try:
-        restored = ckpts.restore(dp.restore_target(state_lib.abstract_state(model_cfg,
-                                                                            train_cfg)))
+        restored = ckpts.restore(dp.restore_target(state_lib.abstract_state(model_cfg, train_cfg)))
     finally:
         ckpts.close()
     one_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -99,8 +108,10 @@ def workers(tmp_path_factory):
     ckpts.save(0, saved)
     ckpts.close()
     address = f"127.0.0.1:{_free_port()}"
-    procs = {"devices": _worker("devices", tmp / "out", tmp / "ckpt1", tmp / "ckpt4", n_devices=8),
-             "fit": _worker("fit", tmp / "fit", n_devices=4)}
+    procs = {
+        "devices": _worker("devices", tmp / "out", tmp / "ckpt1", tmp / "ckpt4", n_devices=8),
+        "fit": _worker("fit", tmp / "fit", n_devices=4),
+    }
     for pid in range(2):
         procs[pid] = _worker("process", tmp / "run", address, 2, pid, n_devices=2)
     yield tmp, procs, saved
@@ -129,9 +140,17 @@ def test_initialize_distributed_is_a_noop_without_settings(monkeypatch):
     assert not jax.distributed.is_initialized()
 
 
-@pytest.mark.parametrize("env", [{parallel.ENV_COORDINATOR: "127.0.0.1:1234"},
-                                 {parallel.ENV_COORDINATOR: "127.0.0.1:1234",
-                                  parallel.ENV_NUM_PROCESSES: "two", parallel.ENV_PROCESS_ID: "0"}])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {parallel.ENV_COORDINATOR: "127.0.0.1:1234"},
+        {
+            parallel.ENV_COORDINATOR: "127.0.0.1:1234",
+            parallel.ENV_NUM_PROCESSES: "two",
+            parallel.ENV_PROCESS_ID: "0",
+        },
+    ],
+)
 def test_initialize_distributed_rejects_incomplete_settings(monkeypatch, env):
     for name in DIST_VARS:
         monkeypatch.delenv(name, raising=False)
@@ -151,16 +170,18 @@ def test_modes_on_one_device():
 # ------------------------------------------------------------------------ fake devices
 
 
-@pytest.mark.parametrize("mode,n", [("shard_map", n) for n in (1, 2, 4, 8)]
-                         + [("pmap", n) for n in (1, 2, 4, 8)])
+@pytest.mark.parametrize(
+    "mode,n", [("shard_map", n) for n in (1, 2, 4, 8)] + [("pmap", n) for n in (1, 2, 4, 8)]
+)
 def test_split_over_devices_matches_one_device(on_devices, mode, n):
     arrays, facts, _, _ = on_devices
     assert facts["n_devices"] == 8
     # The same loss at every step, and the same parameters after one and after three steps.
     np.testing.assert_allclose(arrays[f"{mode}{n}/loss"], arrays["none1/loss"], rtol=1e-5)
     _assert_close(_leaves(arrays, f"{mode}{n}/step1"), _leaves(arrays, "none1/step1"))
-    _assert_close(_leaves(arrays, f"{mode}{n}/params"), _leaves(arrays, "none1/params"),
-                  rtol=1e-4, atol=1e-5)
+    _assert_close(
+        _leaves(arrays, f"{mode}{n}/params"), _leaves(arrays, "none1/params"), rtol=1e-4, atol=1e-5
+    )
     # The parameters stay replicated over all n devices; three steps, one trace; the state
     # given to a step is donated (its buffers reused, so deleted).
     assert f"'data': {n}" in facts[f"{mode}{n}/sharding"]
@@ -218,14 +239,19 @@ def test_two_processes_train_together(workers, on_devices):
         arrays = dict(np.load(f"{out}-{pid}.npz"))
         for mode in ("shard_map", "pmap"):
             np.testing.assert_allclose(arrays[f"{mode}/loss"], reference["none1/loss"], rtol=1e-5)
-            _assert_close(_leaves(arrays, f"{mode}/params"), _leaves(reference, "none1/params"),
-                          rtol=1e-4, atol=1e-5)
+            _assert_close(
+                _leaves(arrays, f"{mode}/params"),
+                _leaves(reference, "none1/params"),
+                rtol=1e-4,
+                atol=1e-5,
+            )
     # The checkpoint both processes wrote together restores here, on one device.
     for mode in ("shard_map", "pmap"):
         restored = _restore_on_one_device(f"{out}-ckpt-{mode}")
         assert int(restored.step) == worker.STEPS
-        _assert_close(_numpy(restored.params), _leaves(reference, "none1/params"),
-                      rtol=1e-4, atol=1e-5)
+        _assert_close(
+            _numpy(restored.params), _leaves(reference, "none1/params"), rtol=1e-4, atol=1e-5
+        )
     # loop.fit run by both processes on one workdir equals loop.fit on one device.
     _wait(procs["fit"])
     final = {}
@@ -236,8 +262,9 @@ def test_two_processes_train_together(workers, on_devices):
     assert (Path(f"{out}-fit") / wd.LOCK).read_text().startswith("pid ")  # process 0 held it
     records = [json.loads(line) for line in (Path(f"{out}-fit") / wd.METRICS).open()]
     assert [(r["step"], r["split"]) for r in records] == [(2, "train"), (4, "train"), (4, "valid")]
-    _assert_close(_numpy(final["together"].params), _numpy(final["alone"].params),
-                  rtol=1e-4, atol=1e-5)
+    _assert_close(
+        _numpy(final["together"].params), _numpy(final["alone"].params), rtol=1e-4, atol=1e-5
+    )
 
 
 # ------------------------------------------------------------------------------ fit
@@ -251,11 +278,16 @@ def test_fit_with_shard_map_on_four_devices_matches_none(workers):
     for mode in ("none", "shard_map"):
         run = wd.load(tmp_path / mode)
         assert run.train_cfg.parallel == mode
-        final[mode] = _restore_on_one_device(tmp_path / mode / wd.CHECKPOINTS, run.model_cfg,
-                                             run.train_cfg)
+        final[mode] = _restore_on_one_device(
+            tmp_path / mode / wd.CHECKPOINTS, run.model_cfg, run.train_cfg
+        )
         records = [json.loads(line) for line in (tmp_path / mode / "metrics.jsonl").open()]
-        assert [(r["step"], r["split"]) for r in records] == [(2, "train"), (4, "train"),
-                                                            (4, "valid")]
+        assert [(r["step"], r["split"]) for r in records] == [
+            (2, "train"),
+            (4, "train"),
+            (4, "valid"),
+        ]
     assert int(final["shard_map"].step) == 4
-    _assert_close(_numpy(final["shard_map"].params), _numpy(final["none"].params),
-                  rtol=1e-4, atol=1e-5)
+    _assert_close(
+        _numpy(final["shard_map"].params), _numpy(final["none"].params), rtol=1e-4, atol=1e-5
+    )

@@ -40,16 +40,31 @@ def test_french_example():
     assert tasks.english_number_words(342) == "three hundred forty-two"
     assert tasks.number_pairs([342]) == [("three hundred forty-two", "trois cent quarante-deux")]
     assert tasks.number_pairs([0, 21_000, 1_001]) == [
-        ("zero", "zéro"), ("twenty-one thousand", "vingt et un mille"),
-        ("one thousand one", "mille un")]
+        ("zero", "zéro"),
+        ("twenty-one thousand", "vingt et un mille"),
+        ("one thousand one", "mille un"),
+    ]
 
 
 def test_fast_number_words_match_num2words():
     rng = random.Random(0)
-    numbers = [1000, 1001, 80_000, 80_080, 100_000, 200_000, 200_100, 201_000, 300_300,
-               71_071, 999_999] + [rng.randrange(1_000_000) for _ in range(300)]
-    expected = [(num2words(n, lang="en").replace(",", "").replace(" and ", " "),
-                 num2words(n, lang="fr")) for n in numbers]
+    numbers = [
+        1000,
+        1001,
+        80_000,
+        80_080,
+        100_000,
+        200_000,
+        200_100,
+        201_000,
+        300_300,
+        71_071,
+        999_999,
+    ] + [rng.randrange(1_000_000) for _ in range(300)]
+    expected = [
+        (num2words(n, lang="en").replace(",", "").replace(" and ", " "), num2words(n, lang="fr"))
+        for n in numbers
+    ]
     assert tasks.number_pairs(numbers) == expected
 
 
@@ -99,17 +114,25 @@ FAKE_CMUDICT = {
 def test_g2p_train_has_every_pronunciation_without_stress():
     task = tasks.g2p_from_dict(FAKE_CMUDICT, percent=(100, 0, 0))
     assert task.splits["train"] == [
-        ("a", "AH"), ("a", "EY"), ("cat", "K AE T"), ("o'neil", "OW N IY L"),
-        ("read", "R EH D"), ("read", "R IY D")]
+        ("a", "AH"),
+        ("a", "EY"),
+        ("cat", "K AE T"),
+        ("o'neil", "OW N IY L"),
+        ("read", "R EH D"),
+        ("read", "R IY D"),
+    ]
     assert task.splits["valid"] == task.splits["test"] == []
 
 
 def test_g2p_eval_has_one_pair_per_word_with_all_references():
     task = tasks.g2p_from_dict(FAKE_CMUDICT, percent=(0, 100, 0))
-    assert task.splits["valid"] == [("a", "AH"), ("cat", "K AE T"), ("o'neil", "OW N IY L"),
-                                    ("read", "R EH D")]
-    assert task.refs("valid") == [["AH", "EY"], ["K AE T"], ["OW N IY L"],
-                                  ["R EH D", "R IY D"]]
+    assert task.splits["valid"] == [
+        ("a", "AH"),
+        ("cat", "K AE T"),
+        ("o'neil", "OW N IY L"),
+        ("read", "R EH D"),
+    ]
+    assert task.refs("valid") == [["AH", "EY"], ["K AE T"], ["OW N IY L"], ["R EH D", "R IY D"]]
     assert tasks.strip_stress(["AH0", "B", "ER2"]) == "AH B ER"
 
 
@@ -152,11 +175,14 @@ def test_tsv_round_trip_skips_blank_lines(tmp_path):
     assert read_tsv(path) == [("a", "b"), ("c d", "e f")]
 
 
-@pytest.mark.parametrize("content,message", [
-    ("a\tb\n\nno tab here\n", ":3: no tab between source and target"),
-    ("a\tb\nx\ty\tz\n", ":2: 2 tabs"),
-    ("a\tb\n\tb\n", ":2: empty source"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("a\tb\n\nno tab here\n", ":3: no tab between source and target"),
+        ("a\tb\nx\ty\tz\n", ":2: 2 tabs"),
+        ("a\tb\n\tb\n", ":2: empty source"),
+    ],
+)
 def test_tsv_errors_give_line_numbers(tmp_path, content, message):
     path = tmp_path / "bad.tsv"
     path.write_text(content, encoding="utf-8")

@@ -10,16 +10,34 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from s2s_jax.nn import model
-from s2s_jax.training import config, loop, state, workdir as wd
-from s2s_jax.training.step import loss_terms, train_step
 from s2s_jax.data import Batch
 from s2s_jax.errors import ConfigError
+from s2s_jax.nn import model
+from s2s_jax.training import config, loop, state
+from s2s_jax.training import workdir as wd
+from s2s_jax.training.step import loss_terms, train_step
 
-TINY = {"model": {"src_embed": 8, "tgt_embed": 8, "enc_hidden": 12, "dec_hidden": 12,
-                  "attn_dim": 8, "dropout": 0.1},
-        "train": {"task": "copy", "batch_size": 8, "steps": 12, "eval_every": 4, "log_every": 2,
-                  "eval_examples": 8, "max_src_len": 24, "max_tgt_len": 24, "buckets": 1}}
+TINY = {
+    "model": {
+        "src_embed": 8,
+        "tgt_embed": 8,
+        "enc_hidden": 12,
+        "dec_hidden": 12,
+        "attn_dim": 8,
+        "dropout": 0.1,
+    },
+    "train": {
+        "task": "copy",
+        "batch_size": 8,
+        "steps": 12,
+        "eval_every": 4,
+        "log_every": 2,
+        "eval_examples": 8,
+        "max_src_len": 24,
+        "max_tgt_len": 24,
+        "buckets": 1,
+    },
+}
 
 
 def tiny_batch():
@@ -34,7 +52,9 @@ def test_loss_matches_numpy(smoothing):
     params = model.init(cfg, key=jax.random.key(0))
     batch = tiny_batch()
     loss, sums = loss_terms(params, batch, None, model_cfg=cfg, label_smoothing=smoothing)
-    logits = np.asarray(model.forward(params, batch.src, batch.src_len, batch.tgt, cfg=cfg), np.float64)
+    logits = np.asarray(
+        model.forward(params, batch.src, batch.src_len, batch.tgt, cfg=cfg), np.float64
+    )
     logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     want = nll = 0.0
     for b in range(2):
@@ -48,8 +68,9 @@ def test_loss_matches_numpy(smoothing):
 
 
 def test_non_finite_update_is_skipped():
-    values = config.merge(TINY, {"model": {"src_vocab": 9, "tgt_vocab": 9},
-                                 "train": {"warmup_steps": 0}})
+    values = config.merge(
+        TINY, {"model": {"src_vocab": 9, "tgt_vocab": 9}, "train": {"warmup_steps": 0}}
+    )
     model_cfg, train_cfg = config.build(values)
     step = jax.jit(lambda s, b: train_step(s, b, model_cfg=model_cfg, train_cfg=train_cfg))
     st = state.init_state(model_cfg, train_cfg)
@@ -59,14 +80,29 @@ def test_non_finite_update_is_skipped():
     assert metrics["finite"] == 0
     jax.tree.map(np.testing.assert_array_equal, new.params, poisoned.params)
     new, metrics = step(st, tiny_batch())
-    assert metrics["finite"] == 1 and not np.array_equal(new.params["tgt_embed"], st.params["tgt_embed"])
+    assert metrics["finite"] == 1 and not np.array_equal(
+        new.params["tgt_embed"], st.params["tgt_embed"]
+    )
 
 
 def test_diverging_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
-    run = config.merge(TINY, {"train": {"learning_rate": 1e38, "clip_norm": 0.0, "schedule": "constant",
-                                        "warmup_steps": 1, "eval_every": 1, "log_every": 1}})
+    run = config.merge(
+        TINY,
+        {
+            "train": {
+                "learning_rate": 1e38,
+                "clip_norm": 0.0,
+                "schedule": "constant",
+                "warmup_steps": 1,
+                "eval_every": 1,
+                "log_every": 1,
+            }
+        },
+    )
     # warmup: step 1 runs at learning rate 0 and is saved; step 2 diverges
-    with pytest.raises(loop.TrainingError, match=r"non-finite at step 2.*last good checkpoint \(step 1\) is kept"):
+    with pytest.raises(
+        loop.TrainingError, match=r"non-finite at step 2.*last good checkpoint \(step 1\) is kept"
+    ):
         loop.fit(tmp_path, run, progress=False)
     ckpts = wd.checkpoints(tmp_path)
     assert ckpts.latest_step() == 1
@@ -118,8 +154,12 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, straight, when):
     """SIGKILL right after the step-8 checkpoint is saved ("after") or once its data are
     written but not yet finalised ("during"), then resume."""
     killed = tmp_path / "killed"
-    proc = subprocess.run([sys.executable, "-c", KILLER, str(killed), "8", when, repr(TINY)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, str(killed), "8", when, repr(TINY)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     unfinished = list((killed / "checkpoints" / "latest").glob("8.orbax-checkpoint-tmp*"))
     assert bool(unfinished) == (when == "during")
@@ -146,8 +186,12 @@ def test_a_workdir_without_a_checkpoint_starts_again_from_its_configuration(tmp_
     """A run killed (or failed) before its first checkpoint: nothing was trained, so any
     setting may change, and the stored ones are the base."""
     model_cfg, train_cfg = config.build(loop.configure(tmp_path, TINY).values)
-    wd.save(tmp_path, wd.Run(model_cfg, train_cfg, *loop.build_vocabs(
-        config.load_task_data(train_cfg), train_cfg)))
+    wd.save(
+        tmp_path,
+        wd.Run(
+            model_cfg, train_cfg, *loop.build_vocabs(config.load_task_data(train_cfg), train_cfg)
+        ),
+    )
     plan = loop.configure(tmp_path, {"train": {"batch_size": 4}})
     assert not plan.resume
     assert plan.values["train"]["batch_size"] == 4 and plan.values["model"]["enc_hidden"] == 12
@@ -155,8 +199,9 @@ def test_a_workdir_without_a_checkpoint_starts_again_from_its_configuration(tmp_
 
 def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path):
     """With a zero learning rate nothing improves after the first evaluation."""
-    run = config.merge(TINY, {"train": {"learning_rate": 0.0, "steps": 40, "eval_every": 2,
-                                        "patience": 2}})
+    run = config.merge(
+        TINY, {"train": {"learning_rate": 0.0, "steps": 40, "eval_every": 2, "patience": 2}}
+    )
     loop.fit(tmp_path, run, progress=False)
     ckpts = wd.checkpoints(tmp_path)
     assert (ckpts.best_step(), ckpts.latest_step()) == (2, 6)

@@ -88,8 +88,9 @@ def test_sentencepiece_round_trip_with_capped_size(tmp_path, model_type):
 
 def test_sentencepiece_is_deterministic():
     texts = [f"alpha beta gamma {i} delta" for i in range(40)]
-    assert Vocab.build(texts, "sentencepiece", sp_vocab_size=40) == \
-        Vocab.build(texts, "sentencepiece", sp_vocab_size=40)
+    assert Vocab.build(texts, "sentencepiece", sp_vocab_size=40) == Vocab.build(
+        texts, "sentencepiece", sp_vocab_size=40
+    )
 
 
 @pytest.mark.parametrize("kind", ["char", "word"])

@@ -11,7 +11,8 @@ batch and `train_batches(start_epoch=..., start_index=...)` resumes exactly.
 
 from __future__ import annotations
 
-from typing import Iterator, NamedTuple, Sequence
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,8 +34,14 @@ class Batch(NamedTuple):
     tgt_len: np.ndarray  # int32[B]: target lengths counting the EOS (0 for an empty row).
 
 
-def encode_pairs(pairs: Sequence[tuple[str, str]], src_vocab: Vocab, tgt_vocab: Vocab, *,
-                 max_src_len: int, max_tgt_len: int) -> tuple[list[Example], int]:
+def encode_pairs(
+    pairs: Sequence[tuple[str, str]],
+    src_vocab: Vocab,
+    tgt_vocab: Vocab,
+    *,
+    max_src_len: int,
+    max_tgt_len: int,
+) -> tuple[list[Example], int]:
     """Encodes text pairs and drops those too long for the model.
 
     Args:
@@ -68,8 +75,9 @@ def bucket_lengths(max_len: int, n_buckets: int = 4) -> tuple[int, ...]:
     Example: `bucket_lengths(50, 4) == (16, 32, 48, 56)`.
     """
     if max_len < 1 or n_buckets < 1:
-        raise DataError(f"bucket_lengths(max_len={max_len}, n_buckets={n_buckets}): "
-                        "both must be >= 1")
+        raise DataError(
+            f"bucket_lengths(max_len={max_len}, n_buckets={n_buckets}): both must be >= 1"
+        )
     top = _round_up(max_len)
     return tuple(sorted({_round_up(top * i // n_buckets) for i in range(1, n_buckets + 1)}))
 
@@ -78,12 +86,19 @@ def _fit(length: int, buckets: Sequence[int], what: str) -> int:
     for b in buckets:  # Buckets are sorted ascending.
         if length <= b:
             return b
-    raise DataError(f"{what} of length {length} exceeds the largest bucket {buckets[-1]}; "
-                    "filter with encode_pairs(max_*_len=...) or raise the maximum length")
+    raise DataError(
+        f"{what} of length {length} exceeds the largest bucket {buckets[-1]}; "
+        "filter with encode_pairs(max_*_len=...) or raise the maximum length"
+    )
 
 
-def pad_batch(examples: Sequence[Example], *, batch_size: int, src_buckets: Sequence[int],
-              tgt_buckets: Sequence[int]) -> Batch:
+def pad_batch(
+    examples: Sequence[Example],
+    *,
+    batch_size: int,
+    src_buckets: Sequence[int],
+    tgt_buckets: Sequence[int],
+) -> Batch:
     """Pads examples into a `Batch` of `batch_size` rows.
 
     The time dimensions are the smallest buckets that fit the longest source and the longest
@@ -120,8 +135,7 @@ def num_batches(n_examples: int, batch_size: int) -> int:
     return -(-n_examples // batch_size)
 
 
-def epoch_order(lengths: np.ndarray, *, batch_size: int, seed: int,
-                epoch: int) -> list[np.ndarray]:
+def epoch_order(lengths: np.ndarray, *, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
     """The example indices of each batch of one epoch (a pure function of its arguments).
 
     Shuffles, sorts each window of `SORT_CHUNK_BATCHES` batches by length so a batch holds
@@ -141,9 +155,9 @@ def epoch_order(lengths: np.ndarray, *, batch_size: int, seed: int,
     window = batch_size * SORT_CHUNK_BATCHES
     batches = []
     for start in range(0, len(perm), window):
-        chunk = perm[start: start + window]
+        chunk = perm[start : start + window]
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches.extend(chunk[i: i + batch_size] for i in range(0, len(chunk), batch_size))
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
@@ -151,13 +165,22 @@ def _check(examples: Sequence[Example], batch_size: int) -> None:
     if batch_size < 1:
         raise DataError(f"batch_size={batch_size}; use >= 1")
     if not examples:
-        raise DataError("no examples to batch; check the data files, or raise the maximum "
-                        "lengths if filtering removed them all")
+        raise DataError(
+            "no examples to batch; check the data files, or raise the maximum "
+            "lengths if filtering removed them all"
+        )
 
 
-def train_batches(examples: Sequence[Example], *, batch_size: int, seed: int,
-                  src_buckets: Sequence[int], tgt_buckets: Sequence[int], start_epoch: int = 0,
-                  start_index: int = 0) -> Iterator[tuple[int, int, Batch]]:
+def train_batches(
+    examples: Sequence[Example],
+    *,
+    batch_size: int,
+    seed: int,
+    src_buckets: Sequence[int],
+    tgt_buckets: Sequence[int],
+    start_epoch: int = 0,
+    start_index: int = 0,
+) -> Iterator[tuple[int, int, Batch]]:
     """Yields `(epoch, index, batch)` forever, in the order of `epoch_order`.
 
     To resume after consuming the batch at `(epoch, index)`, start at `(epoch, index + 1)`;
@@ -171,13 +194,23 @@ def train_batches(examples: Sequence[Example], *, batch_size: int, seed: int,
         order = epoch_order(lengths, batch_size=batch_size, seed=seed, epoch=epoch)
         for i in range(index, per_epoch):
             rows = [examples[j] for j in order[i]]
-            yield epoch, i, pad_batch(rows, batch_size=batch_size, src_buckets=src_buckets,
-                                      tgt_buckets=tgt_buckets)
+            yield (
+                epoch,
+                i,
+                pad_batch(
+                    rows, batch_size=batch_size, src_buckets=src_buckets, tgt_buckets=tgt_buckets
+                ),
+            )
         epoch, index = epoch + 1, 0
 
 
-def eval_batches(examples: Sequence[Example], *, batch_size: int, src_buckets: Sequence[int],
-                 tgt_buckets: Sequence[int]) -> Iterator[Batch]:
+def eval_batches(
+    examples: Sequence[Example],
+    *,
+    batch_size: int,
+    src_buckets: Sequence[int],
+    tgt_buckets: Sequence[int],
+) -> Iterator[Batch]:
     """Yields batches covering every example once, in input order, no shuffling.
 
     Row `r` of the `k`-th batch is example `k * batch_size + r`; rows past the end of the data
@@ -186,5 +219,9 @@ def eval_batches(examples: Sequence[Example], *, batch_size: int, src_buckets: S
     """
     _check(examples, batch_size)
     for start in range(0, len(examples), batch_size):
-        yield pad_batch(examples[start: start + batch_size], batch_size=batch_size,
-                        src_buckets=src_buckets, tgt_buckets=tgt_buckets)
+        yield pad_batch(
+            examples[start : start + batch_size],
+            batch_size=batch_size,
+            src_buckets=src_buckets,
+            tgt_buckets=tgt_buckets,
+        )

@@ -16,7 +16,7 @@ import hashlib
 import inspect
 import random
 import re
-from typing import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 from s2s_jax.errors import DataError
 
@@ -53,8 +53,9 @@ class Task:
     def refs(self, split: str) -> list[list[str]]:
         """All acceptable targets of each pair of `split`."""
         if split not in self.splits:
-            raise DataError(f"task {self.name} has no split {split!r}; use one of: "
-                            f"{', '.join(self.splits)}")
+            raise DataError(
+                f"task {self.name} has no split {split!r}; use one of: {', '.join(self.splits)}"
+            )
         if self.references is not None and split in self.references:
             return self.references[split]
         return [[tgt] for _, tgt in self.splits[split]]
@@ -71,21 +72,29 @@ class Task:
 def _draw_unique(draw: Callable[[], Hashable], total: int, limit: int) -> list:
     """Calls `draw` until `total` distinct values; keeps first-draw order."""
     if total > limit:
-        raise DataError(f"asked for {total} distinct examples, at most {limit} can be drawn; "
-                        "ask for fewer")
+        raise DataError(
+            f"asked for {total} distinct examples, at most {limit} can be drawn; ask for fewer"
+        )
     seen: dict = {}
     while len(seen) < total:
         seen.setdefault(draw(), None)
     return list(seen)
 
 
-def _hold_out(items: Sequence, n_valid: int, n_test: int, rng: random.Random,
-              eligible: Callable = lambda x: True) -> tuple[list, list, list]:
+def _hold_out(
+    items: Sequence,
+    n_valid: int,
+    n_test: int,
+    rng: random.Random,
+    eligible: Callable = lambda x: True,
+) -> tuple[list, list, list]:
     """Random disjoint valid/test subsets of the eligible items; the rest (in order) is train."""
     candidates = [i for i, x in enumerate(items) if eligible(x)]
     if n_valid + n_test > len(candidates):
-        raise DataError(f"only {len(candidates)} items can be held out, asked for "
-                        f"{n_valid + n_test}; ask for fewer valid/test examples")
+        raise DataError(
+            f"only {len(candidates)} items can be held out, asked for "
+            f"{n_valid + n_test}; ask for fewer valid/test examples"
+        )
     held = rng.sample(candidates, n_valid + n_test)
     held_set = set(held)
     train = [x for i, x in enumerate(items) if i not in held_set]
@@ -139,8 +148,9 @@ def number_pairs(numbers: Sequence[int]) -> Pairs:
     return pairs
 
 
-def numbers_en_fr(*, seed: int = 0, n_train: int = 50_000, n_valid: int = 1_000,
-                  n_test: int = 2_000) -> Task:
+def numbers_en_fr(
+    *, seed: int = 0, n_train: int = 50_000, n_valid: int = 1_000, n_test: int = 2_000
+) -> Task:
     """English -> French number words for numbers in 0..999_999.
 
     Numbers are drawn with a uniform number of digits (1..6), then uniformly within it, and
@@ -159,10 +169,14 @@ def numbers_en_fr(*, seed: int = 0, n_train: int = 50_000, n_valid: int = 1_000,
     return Task(
         name="numbers-en-fr",
         description=_DESCRIPTIONS["numbers-en-fr"],
-        src_kind="word", tgt_kind="word",
+        src_kind="word",
+        tgt_kind="word",
         metrics=("exact_match", "token_accuracy", "bleu", "chrf"),
-        splits={"train": number_pairs(train), "valid": number_pairs(valid),
-                "test": number_pairs(test)},
+        splits={
+            "train": number_pairs(train),
+            "valid": number_pairs(valid),
+            "test": number_pairs(test),
+        },
     )
 
 
@@ -177,12 +191,14 @@ def strip_stress(phonemes: Sequence[str]) -> str:
 def g2p_split_of(word: str, percent: tuple[int, int, int] = (90, 5, 5)) -> str:
     """The split of a word: a stable hash (md5) of the word modulo 100."""
     bucket = int.from_bytes(hashlib.md5(word.encode("utf-8")).digest()[:8], "big") % 100
-    return "train" if bucket < percent[0] else "valid" if bucket < percent[0] + percent[1] \
-        else "test"
+    return (
+        "train" if bucket < percent[0] else "valid" if bucket < percent[0] + percent[1] else "test"
+    )
 
 
-def g2p_from_dict(entries: dict[str, list[list[str]]],
-                  percent: tuple[int, int, int] = (90, 5, 5)) -> Task:
+def g2p_from_dict(
+    entries: dict[str, list[list[str]]], percent: tuple[int, int, int] = (90, 5, 5)
+) -> Task:
     """Builds the g2p task from a CMUdict-like `{word: [pronunciation, ...]}` mapping.
 
     Words not matching ^[a-z']+$ are dropped. Train has one pair per pronunciation; valid and
@@ -204,9 +220,11 @@ def g2p_from_dict(entries: dict[str, list[list[str]]],
     return Task(
         name="g2p",
         description=_DESCRIPTIONS["g2p"],
-        src_kind="char", tgt_kind="word",
+        src_kind="char",
+        tgt_kind="word",
         metrics=("wer", "per", "exact_match", "token_accuracy"),
-        splits=splits, references=refs,
+        splits=splits,
+        references=refs,
     )
 
 
@@ -224,8 +242,16 @@ def g2p_task(*, seed: int = 0, percent: tuple[int, int, int] = (90, 5, 5)) -> Ta
 _ALPHABET = "abcdefghij"
 
 
-def _string_task(name: str, target: Callable[[str], str], *, seed: int, n_train: int,
-                 n_valid: int, n_test: int, max_len: int) -> Task:
+def _string_task(
+    name: str,
+    target: Callable[[str], str],
+    *,
+    seed: int,
+    n_train: int,
+    n_valid: int,
+    n_test: int,
+    max_len: int,
+) -> Task:
     _check_sizes(n_train=n_train, n_valid=n_valid, n_test=n_test, max_len=max_len)
     rng = random.Random(seed)
 
@@ -236,36 +262,84 @@ def _string_task(name: str, target: Callable[[str], str], *, seed: int, n_train:
     sources = _draw_unique(draw, n_train + n_valid + n_test, limit)
     parts = _hold_out(sources, n_valid, n_test, rng)
     return Task(
-        name=name, description=_DESCRIPTIONS[name], src_kind="char", tgt_kind="char",
+        name=name,
+        description=_DESCRIPTIONS[name],
+        src_kind="char",
+        tgt_kind="char",
         metrics=("exact_match", "token_accuracy"),
         splits={s: [(x, target(x)) for x in part] for s, part in zip(SPLITS, parts)},
     )
 
 
-def copy_task(*, seed: int = 0, n_train: int = 20_000, n_valid: int = 500, n_test: int = 1_000,
-         max_len: int = 20) -> Task:
+def copy_task(
+    *,
+    seed: int = 0,
+    n_train: int = 20_000,
+    n_valid: int = 500,
+    n_test: int = 1_000,
+    max_len: int = 20,
+) -> Task:
     """Copy a random string over 'a'..'j' of length 1..max_len."""
-    return _string_task("copy", lambda s: s, seed=seed, n_train=n_train, n_valid=n_valid,
-                        n_test=n_test, max_len=max_len)
+    return _string_task(
+        "copy",
+        lambda s: s,
+        seed=seed,
+        n_train=n_train,
+        n_valid=n_valid,
+        n_test=n_test,
+        max_len=max_len,
+    )
 
 
-def reverse_task(*, seed: int = 0, n_train: int = 20_000, n_valid: int = 500, n_test: int = 1_000,
-            max_len: int = 20) -> Task:
+def reverse_task(
+    *,
+    seed: int = 0,
+    n_train: int = 20_000,
+    n_valid: int = 500,
+    n_test: int = 1_000,
+    max_len: int = 20,
+) -> Task:
     """Reverse a random string."""
-    return _string_task("reverse", lambda s: s[::-1], seed=seed, n_train=n_train,
-                        n_valid=n_valid, n_test=n_test, max_len=max_len)
+    return _string_task(
+        "reverse",
+        lambda s: s[::-1],
+        seed=seed,
+        n_train=n_train,
+        n_valid=n_valid,
+        n_test=n_test,
+        max_len=max_len,
+    )
 
 
-def sort_task(*, seed: int = 0, n_train: int = 20_000, n_valid: int = 500, n_test: int = 1_000,
-         max_len: int = 20) -> Task:
+def sort_task(
+    *,
+    seed: int = 0,
+    n_train: int = 20_000,
+    n_valid: int = 500,
+    n_test: int = 1_000,
+    max_len: int = 20,
+) -> Task:
     """Sort the characters of a random string."""
-    return _string_task("sort", lambda s: "".join(sorted(s)), seed=seed, n_train=n_train,
-                        n_valid=n_valid, n_test=n_test, max_len=max_len)
+    return _string_task(
+        "sort",
+        lambda s: "".join(sorted(s)),
+        seed=seed,
+        n_train=n_train,
+        n_valid=n_valid,
+        n_test=n_test,
+        max_len=max_len,
+    )
 
 
-def addition_task(*, seed: int = 0, n_train: int = 20_000, n_valid: int = 500, n_test: int = 1_000,
-             max_operand: int = 999) -> Task:
-    """"123+45" -> "168" with operands in 0..max_operand (as Flax's seq2seq example); valid and
+def addition_task(
+    *,
+    seed: int = 0,
+    n_train: int = 20_000,
+    n_valid: int = 500,
+    n_test: int = 1_000,
+    max_operand: int = 999,
+) -> Task:
+    """ "123+45" -> "168" with operands in 0..max_operand (as Flax's seq2seq example); valid and
     test sources never occur in train."""
     _check_sizes(n_train=n_train, n_valid=n_valid, n_test=n_test, max_operand=max_operand)
     rng = random.Random(seed)
@@ -281,8 +355,11 @@ def addition_task(*, seed: int = 0, n_train: int = 20_000, n_valid: int = 500, n
         return s, str(int(a) + int(b))
 
     return Task(
-        name="addition", description=_DESCRIPTIONS["addition"], src_kind="char",
-        tgt_kind="char", metrics=("exact_match", "token_accuracy"),
+        name="addition",
+        description=_DESCRIPTIONS["addition"],
+        src_kind="char",
+        tgt_kind="char",
+        metrics=("exact_match", "token_accuracy"),
         splits={s: [pair(x) for x in part] for s, part in zip(SPLITS, parts)},
     )
 
@@ -310,8 +387,14 @@ _BUILDERS: dict[str, Callable[..., Task]] = {
 
 # Training steps that reach the task's target with the default model and batch (64): numbers
 # and addition measured (README), the others estimates.
-_RECOMMENDED_STEPS = {"numbers-en-fr": 1200, "g2p": 20000, "copy": 2000, "reverse": 2000,
-                      "sort": 2000, "addition": 6000}
+_RECOMMENDED_STEPS = {
+    "numbers-en-fr": 1200,
+    "g2p": 20000,
+    "copy": 2000,
+    "reverse": 2000,
+    "sort": 2000,
+    "addition": 6000,
+}
 DEFAULT_STEPS = 2000  # for TSV data
 
 
@@ -342,12 +425,16 @@ def load_task(name: str, *, seed: int = 0, **sizes) -> Task:
       DataError: unknown task or size argument.
     """
     if name not in _BUILDERS:
-        raise DataError(f"unknown task {name!r}; use one of: {', '.join(_BUILDERS)} "
-                        "(or give --train/--valid TSV files)")
+        raise DataError(
+            f"unknown task {name!r}; use one of: {', '.join(_BUILDERS)} "
+            "(or give --train/--valid TSV files)"
+        )
     builder = _BUILDERS[name]
     params = set(inspect.signature(builder).parameters) - {"seed"}
     unknown = sorted(set(sizes) - params)
     if unknown:
-        raise DataError(f"task {name} has no option {', '.join(unknown)}; "
-                        f"its options are: {', '.join(sorted(params))}")
+        raise DataError(
+            f"task {name} has no option {', '.join(unknown)}; "
+            f"its options are: {', '.join(sorted(params))}"
+        )
     return builder(seed=seed, **sizes)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 from s2s_jax.errors import DataError
 
@@ -33,8 +33,9 @@ def read_tsv(path: str | os.PathLike) -> list[tuple[str, str]]:
     except IsADirectoryError:
         raise DataError(f"{path} is a directory; give a .tsv file") from None
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 ({e.reason} at byte {e.start}); "
-                        "convert it to UTF-8") from None
+        raise DataError(
+            f"{path}: not UTF-8 ({e.reason} at byte {e.start}); convert it to UTF-8"
+        ) from None
     pairs = []
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
@@ -43,8 +44,10 @@ def read_tsv(path: str | os.PathLike) -> list[tuple[str, str]]:
         if len(fields) == 1:
             raise DataError(f"{path}:{lineno}: no tab between source and target")
         if len(fields) > 2:
-            raise DataError(f"{path}:{lineno}: {len(fields) - 1} tabs; a line holds exactly one "
-                            "tab, between source and target")
+            raise DataError(
+                f"{path}:{lineno}: {len(fields) - 1} tabs; a line holds exactly one "
+                "tab, between source and target"
+            )
         src, tgt = fields[0].strip(), fields[1].strip()
         if not src or not tgt:
             side = "source" if not src else "target"
@@ -64,8 +67,10 @@ def write_tsv(path: str | os.PathLike, pairs: Iterable[tuple[str, str]]) -> None
     for i, (src, tgt) in enumerate(pairs):
         for field in (src, tgt):
             if any(c in field for c in "\t\n\r"):
-                raise DataError(f"pair {i} has a tab or line break inside {field!r}; "
-                                "remove it before writing TSV")
+                raise DataError(
+                    f"pair {i} has a tab or line break inside {field!r}; "
+                    "remove it before writing TSV"
+                )
         lines.append(f"{src}\t{tgt}\n")
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(lines)

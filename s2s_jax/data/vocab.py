@@ -23,7 +23,7 @@ import io
 import json
 import os
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from s2s_jax.errors import DataError, WriteError
 from s2s_jax.tokens import BOS, EOS, PAD, SPECIALS, UNK  # noqa: F401 (re-exported by data)
@@ -123,8 +123,9 @@ class Vocab:
         counts = collections.Counter(t for text in texts for t in tokenize(text))
         for special in SPECIALS:  # a literal "<s>" in a char/word text can't collide, but be safe.
             counts.pop(special, None)
-        ranked = sorted((t for t, c in counts.items() if c >= min_count),
-                        key=lambda t: (-counts[t], t))
+        ranked = sorted(
+            (t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t)
+        )
         if max_size is not None:
             ranked = ranked[: max_size - len(SPECIALS)]
         return cls(kind, SPECIALS + tuple(ranked))
@@ -137,8 +138,11 @@ class Vocab:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Vocab):
             return NotImplemented
-        return (self.kind, self.tokens, self._sp_model) == (other.kind, other.tokens,
-                                                             other._sp_model)
+        return (self.kind, self.tokens, self._sp_model) == (
+            other.kind,
+            other.tokens,
+            other._sp_model,
+        )
 
     def __hash__(self) -> int:
         return hash((self.kind, self.tokens))
@@ -236,16 +240,18 @@ class Vocab:
         except FileNotFoundError:
             raise DataError(f"no such vocabulary file: {path}; check the path") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DataError(f"{path}: not a readable vocabulary file ({e}); "
-                            "delete it to rebuild") from e
+            raise DataError(
+                f"{path}: not a readable vocabulary file ({e}); delete it to rebuild"
+            ) from e
         try:
             return cls.from_dict(d)
         except DataError as e:
             raise DataError(f"{path}: {e}") from e
 
 
-def _train_sentencepiece(texts: list[str], vocab_size: int,
-                         model_type: str) -> tuple[tuple[str, ...], bytes]:
+def _train_sentencepiece(
+    texts: list[str], vocab_size: int, model_type: str
+) -> tuple[tuple[str, ...], bytes]:
     """Trains sentencepiece in memory; returns (pieces, serialized model).
 
     Specials are placed at ids 0..3 by the trainer itself, so no remapping is needed. A corpus too
@@ -255,8 +261,10 @@ def _train_sentencepiece(texts: list[str], vocab_size: int,
     import sentencepiece as spm
 
     if model_type not in SP_MODEL_TYPES:
-        raise DataError(f"unknown sentencepiece model type {model_type!r}; "
-                        f"use one of: {', '.join(SP_MODEL_TYPES)}")
+        raise DataError(
+            f"unknown sentencepiece model type {model_type!r}; "
+            f"use one of: {', '.join(SP_MODEL_TYPES)}"
+        )
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise DataError("no text to train sentencepiece on; give non-empty training texts")
@@ -265,12 +273,23 @@ def _train_sentencepiece(texts: list[str], vocab_size: int,
         buf = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(texts), model_writer=buf, vocab_size=size,
-                model_type=model_type, pad_id=PAD, bos_id=BOS, eos_id=EOS, unk_id=UNK,
-                pad_piece=SPECIALS[PAD], bos_piece=SPECIALS[BOS], eos_piece=SPECIALS[EOS],
-                unk_piece=SPECIALS[UNK], character_coverage=1.0,
+                sentence_iterator=iter(texts),
+                model_writer=buf,
+                vocab_size=size,
+                model_type=model_type,
+                pad_id=PAD,
+                bos_id=BOS,
+                eos_id=EOS,
+                unk_id=UNK,
+                pad_piece=SPECIALS[PAD],
+                bos_piece=SPECIALS[BOS],
+                eos_piece=SPECIALS[EOS],
+                unk_piece=SPECIALS[UNK],
+                character_coverage=1.0,
                 normalization_rule_name="identity",  # keeps decode(encode(x)) == x.
-                num_threads=1, minloglevel=2)
+                num_threads=1,
+                minloglevel=2,
+            )
         except RuntimeError as e:
             msg = str(e)
             m = re.search(r"set it to a value <= (\d+)", msg) or re.search(r"\d+ vs (\d+)", msg)

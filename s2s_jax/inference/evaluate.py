@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -13,16 +13,18 @@ from s2s_jax.data import Batch, Task, bucket_lengths, encode_pairs, eval_batches
 from s2s_jax.errors import DataError
 from s2s_jax.inference import metrics
 from s2s_jax.inference.translate import Translator
-from s2s_jax.training import config, workdir as wd
+from s2s_jax.training import config
+from s2s_jax.training import workdir as wd
 from s2s_jax.training.step import loss_terms
 
+_eval_loss = jax.jit(
+    lambda params, batch, cfg: loss_terms(params, batch, None, model_cfg=cfg)[1], static_argnums=2
+)
 
-_eval_loss = jax.jit(lambda params, batch, cfg: loss_terms(params, batch, None, model_cfg=cfg)[1],
-                     static_argnums=2)
 
-
-def evaluate(translator: Translator, task: Task, split: str, *, beam: int = 1,
-             limit: int | None = None) -> dict[str, float]:
+def evaluate(
+    translator: Translator, task: Task, split: str, *, beam: int = 1, limit: int | None = None
+) -> dict[str, float]:
     """The task's metrics on (the first `limit` pairs of) a split, plus the teacher-forced
     per-token NLL (`loss`) on the pairs that fit the model's length limits."""
     pairs = task.splits[split][:limit]
@@ -30,25 +32,41 @@ def evaluate(translator: Translator, task: Task, split: str, *, beam: int = 1,
     if not pairs:
         raise DataError(f"split {split!r} of task {task.name} is empty")
     hyps = translator.translate([s for s, _ in pairs], beam=beam)
-    out = metrics.compute_metrics(task.metrics, hyps, [t for _, t in pairs], refs_multi,
-                                  tokenize=task.metric_tokenize)
+    out = metrics.compute_metrics(
+        task.metrics, hyps, [t for _, t in pairs], refs_multi, tokenize=task.metric_tokenize
+    )
     lim = translator.limits
-    examples, _ = encode_pairs(pairs, translator.src_vocab, translator.tgt_vocab,
-                               max_src_len=lim.max_src_len, max_tgt_len=lim.max_tgt_len)
-    sums = [_eval_loss(translator.params, Batch(*map(jnp.asarray, batch)), translator.cfg)
-            for batch in eval_batches(examples, batch_size=lim.batch_size,
-                                      src_buckets=bucket_lengths(lim.max_src_len, lim.buckets),
-                                      tgt_buckets=bucket_lengths(lim.max_tgt_len, lim.buckets))]
+    examples, _ = encode_pairs(
+        pairs,
+        translator.src_vocab,
+        translator.tgt_vocab,
+        max_src_len=lim.max_src_len,
+        max_tgt_len=lim.max_tgt_len,
+    )
+    sums = [
+        _eval_loss(translator.params, Batch(*map(jnp.asarray, batch)), translator.cfg)
+        for batch in eval_batches(
+            examples,
+            batch_size=lim.batch_size,
+            src_buckets=bucket_lengths(lim.max_src_len, lim.buckets),
+            tgt_buckets=bucket_lengths(lim.max_tgt_len, lim.buckets),
+        )
+    ]
     sums = jax.device_get(sums)  # one transfer after all batches are dispatched
     tokens = sum(float(s["tokens"]) for s in sums)
     out["loss"] = sum(float(s["nll"]) for s in sums) / max(tokens, 1.0)
     return out
 
 
-def evaluate_workdir(workdir: str | Path, *, split: str = "test", beam: int = 1,
-                     which: str = "best", limit: int | None = None,
-                     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)
-                     ) -> dict[str, float]:
+def evaluate_workdir(
+    workdir: str | Path,
+    *,
+    split: str = "test",
+    beam: int = 1,
+    which: str = "best",
+    limit: int | None = None,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+) -> dict[str, float]:
     """`s2s eval`: the task metrics of a trained workdir on a split."""
     if limit is not None and limit < 1:
         raise DataError(f"limit must be >= 1, got {limit}")

@@ -6,19 +6,27 @@ Scales: `exact_match`, `token_accuracy`, `wer` and `per` are fractions in [0, 1]
 
 from __future__ import annotations
 
-from typing import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 from s2s_jax.errors import DataError
 
 METRICS = ("exact_match", "token_accuracy", "bleu", "chrf", "wer", "per")
-HIGHER_IS_BETTER = {"exact_match": True, "token_accuracy": True, "bleu": True, "chrf": True,
-                    "wer": False, "per": False}
+HIGHER_IS_BETTER = {
+    "exact_match": True,
+    "token_accuracy": True,
+    "bleu": True,
+    "chrf": True,
+    "wer": False,
+    "per": False,
+}
 
 
 def _check_lengths(hyps: Sequence, refs: Sequence) -> None:
     if len(hyps) != len(refs):
-        raise DataError(f"{len(hyps)} hypotheses but {len(refs)} references; give one "
-                        "reference (set) per hypothesis")
+        raise DataError(
+            f"{len(hyps)} hypotheses but {len(refs)} references; give one "
+            "reference (set) per hypothesis"
+        )
     if not hyps:
         raise DataError("nothing to score: no hypotheses; check the evaluation data")
 
@@ -40,8 +48,9 @@ def exact_match(hyps: Sequence[str], refs: Sequence[str | Sequence[str]]) -> flo
     return hits / len(hyps)
 
 
-def token_accuracy(hyp_tokens: Sequence[Sequence[Hashable]],
-                   ref_tokens: Sequence[Sequence[Hashable]]) -> float:
+def token_accuracy(
+    hyp_tokens: Sequence[Sequence[Hashable]], ref_tokens: Sequence[Sequence[Hashable]]
+) -> float:
     """Position-wise accuracy over reference tokens.
 
     `sum_i #{j < len(ref_i): j < len(hyp_i) and hyp_i[j] == ref_i[j]} / sum_i len(ref_i)`:
@@ -91,8 +100,10 @@ def levenshtein(a: Sequence[Hashable], b: Sequence[Hashable]) -> int:
     return prev[-1]
 
 
-def per(hyp_tokens: Sequence[Sequence[Hashable]],
-        refs_multi_tokens: Sequence[Sequence[Sequence[Hashable]]]) -> float:
+def per(
+    hyp_tokens: Sequence[Sequence[Hashable]],
+    refs_multi_tokens: Sequence[Sequence[Sequence[Hashable]]],
+) -> float:
     """Phoneme (token) error rate against the closest reference.
 
     For each hypothesis pick the reference with the smallest edit distance (ties: the shorter
@@ -112,9 +123,13 @@ def per(hyp_tokens: Sequence[Sequence[Hashable]],
     return dist / length
 
 
-def compute_metrics(names: Sequence[str], hyps: Sequence[str], refs: Sequence[str],
-                    refs_multi: Sequence[Sequence[str]] | None = None,
-                    tokenize: Callable[[str], Sequence[Hashable]] = str.split) -> dict[str, float]:
+def compute_metrics(
+    names: Sequence[str],
+    hyps: Sequence[str],
+    refs: Sequence[str],
+    refs_multi: Sequence[Sequence[str]] | None = None,
+    tokenize: Callable[[str], Sequence[Hashable]] = str.split,
+) -> dict[str, float]:
     """Computes the named metrics.
 
     Args:
@@ -144,8 +159,9 @@ def compute_metrics(names: Sequence[str], hyps: Sequence[str], refs: Sequence[st
         elif name == "token_accuracy":
             out[name] = token_accuracy([tokenize(h) for h in hyps], [tokenize(r) for r in refs])
         elif name == "per":
-            out[name] = per([tokenize(h) for h in hyps], [[tokenize(r) for r in rs]
-                                                         for rs in multi])
+            out[name] = per(
+                [tokenize(h) for h in hyps], [[tokenize(r) for r in rs] for rs in multi]
+            )
         elif name == "bleu":
             out[name] = bleu(hyps, refs)
         else:

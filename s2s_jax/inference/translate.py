@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from jax.sharding import NamedSharding, PartitionSpec as P
-
-from s2s_jax.nn import decoding, model
-from s2s_jax.training import config, workdir as wd
-from s2s_jax.training.parallel import AXIS, data_mesh
 from s2s_jax.data import Vocab, bucket_lengths, pad_batch
 from s2s_jax.errors import DataError
+from s2s_jax.nn import decoding, model
+from s2s_jax.training import config
+from s2s_jax.training import workdir as wd
+from s2s_jax.training.parallel import AXIS, data_mesh
 
 _greedy = jax.jit(decoding.greedy, static_argnames=("cfg", "max_len"))
 _beam = jax.jit(decoding.beam_search, static_argnames=("cfg", "max_len", "beam", "alpha"))
@@ -46,18 +47,27 @@ class Limits:
     batch_size: int = 64
 
     @classmethod
-    def of(cls, train_cfg: config.TrainConfig) -> "Limits":
+    def of(cls, train_cfg: config.TrainConfig) -> Limits:
         """The limits a model was trained with."""
         t = train_cfg
-        return cls(t.max_src_len, t.max_tgt_len, t.buckets, t.max_len_ratio, t.max_len_offset,
-                   t.batch_size)
+        return cls(
+            t.max_src_len, t.max_tgt_len, t.buckets, t.max_len_ratio, t.max_len_offset, t.batch_size
+        )
 
 
 class Translator:
     """Translates and scores with one model. Build with `from_workdir` or from parts."""
 
-    def __init__(self, params, cfg: model.Seq2SeqConfig, src_vocab: Vocab, tgt_vocab: Vocab,
-                 limits: Limits = Limits(), *, devices: Sequence[jax.Device] | None = None):
+    def __init__(
+        self,
+        params,
+        cfg: model.Seq2SeqConfig,
+        src_vocab: Vocab,
+        tgt_vocab: Vocab,
+        limits: Limits = Limits(),
+        *,
+        devices: Sequence[jax.Device] | None = None,
+    ):
         """`devices`: where decoding runs, sentences split across them (default: this
         process's devices; results do not depend on the choice)."""
         self.cfg, self.limits = cfg, limits
@@ -69,8 +79,9 @@ class Translator:
         self._tgt_buckets = bucket_lengths(limits.max_tgt_len, limits.buckets)
 
     @classmethod
-    def from_workdir(cls, path: str | Path, *, which: str = "best",
-                     log: Callable[[str], None] = _to_stderr) -> "Translator":
+    def from_workdir(
+        cls, path: str | Path, *, which: str = "best", log: Callable[[str], None] = _to_stderr
+    ) -> Translator:
         """Loads the `which` ("best" or "latest") checkpoint of a training workdir (a relative
         path is taken from the current directory), verified: a damaged step is skipped for
         the newest intact one, and `log` says so."""
@@ -85,8 +96,10 @@ class Translator:
         ids = [self.src_vocab.encode(t) for t in texts]
         for i, s in enumerate(ids):
             if len(s) > self.limits.max_src_len:
-                raise DataError(f"input {i + 1} has {len(s)} tokens; this model reads at most "
-                                f"{self.limits.max_src_len} (max_src_len): split it")
+                raise DataError(
+                    f"input {i + 1} has {len(s)} tokens; this model reads at most "
+                    f"{self.limits.max_src_len} (max_src_len): split it"
+                )
         return ids
 
     def _sharding(self, spec: P) -> NamedSharding:
@@ -109,8 +122,9 @@ class Translator:
             yield start, start + rows, -(-padded // n_dev) * n_dev
 
     def _batch(self, examples, rows: int):
-        return pad_batch(examples, batch_size=rows, src_buckets=self._src_buckets,
-                         tgt_buckets=self._tgt_buckets)
+        return pad_batch(
+            examples, batch_size=rows, src_buckets=self._src_buckets, tgt_buckets=self._tgt_buckets
+        )
 
     def _caps(self, src_len: np.ndarray) -> np.ndarray:
         cap = np.floor(self.limits.max_len_ratio * src_len) + self.limits.max_len_offset
@@ -118,8 +132,9 @@ class Translator:
 
     # ------------------------------------------------------------------------------ public API
 
-    def translate(self, texts: Sequence[str], *, beam: int = 1, n_best: int = 1,
-                  alpha: float = 0.6) -> list:
+    def translate(
+        self, texts: Sequence[str], *, beam: int = 1, n_best: int = 1, alpha: float = 0.6
+    ) -> list:
         """Translates `texts`.
 
         Args:
@@ -133,27 +148,43 @@ class Translator:
           (translation, log P) pairs, best first.
         """
         if beam < 1 or not 1 <= n_best <= beam:
-            raise DataError(f"need beam >= 1 and 1 <= n_best <= beam (got beam={beam}, "
-                            f"n_best={n_best})")
+            raise DataError(
+                f"need beam >= 1 and 1 <= n_best <= beam (got beam={beam}, n_best={n_best})"
+            )
         ids = self._encode_sources(texts)
         pending = []  # dispatch every chunk first, then copy results back once
         for start, stop, rows in self._chunks(len(texts)):
             b = self._batch([(s, []) for s in ids[start:stop]], rows)
             src, src_len, cap = self._place(b.src, b.src_len, self._caps(b.src_len))
             if beam == 1:
-                d = _greedy(self.params, src, src_len, cfg=self.cfg,
-                            max_len=self.limits.max_tgt_len, cap=cap)
+                d = _greedy(
+                    self.params,
+                    src,
+                    src_len,
+                    cfg=self.cfg,
+                    max_len=self.limits.max_tgt_len,
+                    cap=cap,
+                )
                 toks, scores = d.tokens[:, None], d.scores[:, None]
             else:
-                d = _beam(self.params, src, src_len, cfg=self.cfg, max_len=self.limits.max_tgt_len,
-                          beam=beam, alpha=alpha, cap=cap)
+                d = _beam(
+                    self.params,
+                    src,
+                    src_len,
+                    cfg=self.cfg,
+                    max_len=self.limits.max_tgt_len,
+                    beam=beam,
+                    alpha=alpha,
+                    cap=cap,
+                )
                 toks, scores = d.tokens, d.scores
             pending.append((start, stop, toks, scores))
         out: list = [None] * len(texts)
         for start, stop, toks, scores in jax.device_get(pending):
             for r in range(stop - start):
-                hyps = [(self.tgt_vocab.decode(toks[r, j]), float(scores[r, j]))
-                        for j in range(n_best)]
+                hyps = [
+                    (self.tgt_vocab.decode(toks[r, j]), float(scores[r, j])) for j in range(n_best)
+                ]
                 out[start + r] = hyps[0][0] if n_best == 1 else hyps
         for i, s in enumerate(ids):
             if not s:  # nothing to translate
@@ -166,8 +197,10 @@ class Translator:
         tgts = [self.tgt_vocab.encode(t) for _, t in pairs]
         for i, t in enumerate(tgts):
             if len(t) + 1 > self.limits.max_tgt_len:
-                raise DataError(f"target {i + 1} has {len(t)} tokens; this model writes at most "
-                                f"{self.limits.max_tgt_len - 1} (max_tgt_len - 1)")
+                raise DataError(
+                    f"target {i + 1} has {len(t)} tokens; this model writes at most "
+                    f"{self.limits.max_tgt_len - 1} (max_tgt_len - 1)"
+                )
         pending = []
         for start, stop, rows in self._chunks(len(pairs)):
             b = self._batch(list(zip(ids[start:stop], tgts[start:stop])), rows)

@@ -51,8 +51,9 @@ def scores(params: dict, kind: str, query: Array, keys: Array) -> Array:
     return jnp.einsum("bsa,ba->bs", keys, query)
 
 
-def attend(params: dict, kind: str, query: Array, keys: Array, annotations: Array,
-           mask: Array) -> tuple[Array, Array]:
+def attend(
+    params: dict, kind: str, query: Array, keys: Array, annotations: Array, mask: Array
+) -> tuple[Array, Array]:
     """One attention read.
 
     Args:

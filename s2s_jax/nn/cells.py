@@ -15,7 +15,8 @@ Weights are stored as `[in, out]` (the transpose of torch's `[out, in]`).
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -98,8 +98,15 @@ def _search(params, src, src_len, *, cfg, max_len, cap, choose) -> Decoded:
     return Decoded(tokens, lengths, scores)
 
 
-def greedy(params: dict, src: Array, src_len: Array, *, cfg: Seq2SeqConfig, max_len: int,
-           cap: Array | None = None) -> Decoded:
+def greedy(
+    params: dict,
+    src: Array,
+    src_len: Array,
+    *,
+    cfg: Seq2SeqConfig,
+    max_len: int,
+    cap: Array | None = None,
+) -> Decoded:
     """Greedy decoding.
 
     Args:
@@ -107,16 +114,34 @@ def greedy(params: dict, src: Array, src_len: Array, *, cfg: Seq2SeqConfig, max_
       max_len: static width L of the output (counting </s>).
       cap: optional int32[B] per-sentence maximum length (<= max_len), e.g. from the source length.
     """
-    return _search(params, src, src_len, cfg=cfg, max_len=max_len, cap=cap,
-                   choose=lambda t, logp: jnp.argmax(logp, axis=-1).astype(jnp.int32))
+    return _search(
+        params,
+        src,
+        src_len,
+        cfg=cfg,
+        max_len=max_len,
+        cap=cap,
+        choose=lambda t, logp: jnp.argmax(logp, axis=-1).astype(jnp.int32),
+    )
 
 
-def sample(params: dict, src: Array, src_len: Array, *, cfg: Seq2SeqConfig, max_len: int,
-           key, temperature: float = 1.0, cap: Array | None = None) -> Decoded:
+def sample(
+    params: dict,
+    src: Array,
+    src_len: Array,
+    *,
+    cfg: Seq2SeqConfig,
+    max_len: int,
+    key,
+    temperature: float = 1.0,
+    cap: Array | None = None,
+) -> Decoded:
     """Ancestral sampling at `temperature`; `scores` are the model's log P (temperature 1)."""
 
     def choose(t, logp):
-        return jax.random.categorical(jax.random.fold_in(key, t), logp / temperature).astype(jnp.int32)
+        return jax.random.categorical(jax.random.fold_in(key, t), logp / temperature).astype(
+            jnp.int32
+        )
 
     return _search(params, src, src_len, cfg=cfg, max_len=max_len, cap=cap, choose=choose)
 
@@ -137,8 +162,17 @@ def _gather_beams(x: Array, idx: Array) -> Array:
     return jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
-def beam_search(params: dict, src: Array, src_len: Array, *, cfg: Seq2SeqConfig, max_len: int,
-                beam: int = 5, alpha: float = 0.6, cap: Array | None = None) -> Beams:
+def beam_search(
+    params: dict,
+    src: Array,
+    src_len: Array,
+    *,
+    cfg: Seq2SeqConfig,
+    max_len: int,
+    beam: int = 5,
+    alpha: float = 0.6,
+    cap: Array | None = None,
+) -> Beams:
     """Batched beam search returning `beam` hypotheses per sentence, best first.
 
     Args:
@@ -196,7 +230,9 @@ def beam_search(params: dict, src: Array, src_len: Array, *, cfg: Seq2SeqConfig,
         flat_origin = (_gather_beams(origin, pick) + jnp.arange(batch)[:, None] * k).reshape(-1)
         dec = jax.tree.map(lambda x: x[flat_origin], dec)
 
-        keep = lambda old, new: jnp.where(frozen.reshape((batch,) + (1,) * (old.ndim - 1)), old, new)
+        keep = lambda old, new: jnp.where(
+            frozen.reshape((batch,) + (1,) * (old.ndim - 1)), old, new
+        )
         return _BeamState(
             s.t + 1,
             keep(s.live_tokens, live_tokens),

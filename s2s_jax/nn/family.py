@@ -31,12 +31,15 @@ def _apply(p: dict, x: Array) -> Array:
     return x @ p["w"] + p["b"]
 
 
-def init_tagger(key, cell: Cell, in_dim: int, hidden: int, n_out: int, *,
-                bidirectional: bool = False) -> dict:
+def init_tagger(
+    key, cell: Cell, in_dim: int, hidden: int, n_out: int, *, bidirectional: bool = False
+) -> dict:
     k1, k2 = jax.random.split(key)
     width = hidden * (2 if bidirectional else 1)
-    return {"rnn": rnn.init_stack(k1, cell, in_dim, hidden, bidirectional=bidirectional),
-            "out": _linear(k2, width, n_out)}
+    return {
+        "rnn": rnn.init_stack(k1, cell, in_dim, hidden, bidirectional=bidirectional),
+        "out": _linear(k2, width, n_out),
+    }
 
 
 def tagger(params: dict, xs: Array, lengths: Array, *, cell: Cell) -> Array:
@@ -60,8 +63,11 @@ def seq_to_vector(params: dict, xs: Array, lengths: Array, *, cell: Cell) -> Arr
 
 def init_vector_to_seq(key, cell: Cell, vec_dim: int, vocab: int, embed: int, hidden: int) -> dict:
     k1, k2, k3 = jax.random.split(key, 3)
-    return {"embed": jax.random.normal(k1, (vocab, embed)) * 0.1,
-            "rnn": cell.init(k2, vec_dim + embed, hidden), "out": _linear(k3, hidden, vocab)}
+    return {
+        "embed": jax.random.normal(k1, (vocab, embed)) * 0.1,
+        "rnn": cell.init(k2, vec_dim + embed, hidden),
+        "out": _linear(k3, hidden, vocab),
+    }
 
 
 def vector_to_seq(params: dict, x: Array, y_prev: Array, *, cell: Cell) -> Array:
@@ -75,8 +81,11 @@ def vector_to_seq(params: dict, x: Array, y_prev: Array, *, cell: Cell) -> Array
 
 def init_output_recurrent(key, in_dim: int, hidden: int, n_out: int) -> dict:
     k1, k2, k3 = jax.random.split(key, 3)
-    return {"u": _linear(k1, in_dim, hidden), "w": jax.random.normal(k2, (n_out, hidden)) * 0.1,
-            "out": _linear(k3, hidden, n_out)}
+    return {
+        "u": _linear(k1, in_dim, hidden),
+        "w": jax.random.normal(k2, (n_out, hidden)) * 0.1,
+        "out": _linear(k3, hidden, n_out),
+    }
 
 
 def output_recurrent(params: dict, xs: Array, y_prev: Array) -> Array:
@@ -103,8 +112,11 @@ def output_recurrent_generate(params: dict, xs: Array, *, first: int = 0) -> Arr
 
 def init_conditional_rnn(key, cell: Cell, in_dim: int, vocab: int, embed: int, hidden: int) -> dict:
     k1, k2, k3 = jax.random.split(key, 3)
-    return {"embed": jax.random.normal(k1, (vocab, embed)) * 0.1,
-            "rnn": cell.init(k2, in_dim + embed, hidden), "out": _linear(k3, hidden, vocab)}
+    return {
+        "embed": jax.random.normal(k1, (vocab, embed)) * 0.1,
+        "rnn": cell.init(k2, in_dim + embed, hidden),
+        "out": _linear(k3, hidden, vocab),
+    }
 
 
 def conditional_rnn(params: dict, xs: Array, lengths: Array, y_prev: Array, *, cell: Cell) -> Array:

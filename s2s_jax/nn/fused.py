@@ -48,9 +48,9 @@ def _lstm_fwd_step(p, carry: LSTMCarry, xp: Array, keep: Array, save: bool):
         gates = xp + p["w_hh_t"] @ carry.h
     hidden = carry.h.shape[0]
     i = jax.nn.sigmoid(gates[:hidden])
-    f = jax.nn.sigmoid(gates[hidden:2 * hidden])
-    g = jnp.tanh(gates[2 * hidden:3 * hidden])
-    o = jax.nn.sigmoid(gates[3 * hidden:])
+    f = jax.nn.sigmoid(gates[hidden : 2 * hidden])
+    g = jnp.tanh(gates[2 * hidden : 3 * hidden])
+    o = jax.nn.sigmoid(gates[3 * hidden :])
     c = f * carry.c + i * g
     h = o * jnp.tanh(c)
     new = LSTMCarry(jnp.where(keep, h, carry.h), jnp.where(keep, c, carry.c))
@@ -63,16 +63,19 @@ def _lstm_bwd_step(w_hh, dcarry, inputs):
     dh, dc = dcarry
     (acts, h_prev, c_prev), dy, keep = inputs
     hidden = dh.shape[0]
-    i, f, g, o = (acts[k * hidden:(k + 1) * hidden] for k in range(4))
+    i, f, g, o = (acts[k * hidden : (k + 1) * hidden] for k in range(4))
     tc = jnp.tanh(f * c_prev + i * g)
     dh_t = dh + dy
     dc_t = dc + dh_t * o * (1.0 - tc * tc)
-    dgates = jnp.concatenate([
-        dc_t * g * i * (1.0 - i),
-        dc_t * c_prev * f * (1.0 - f),
-        dc_t * i * (1.0 - g * g),
-        dh_t * tc * o * (1.0 - o),
-    ], axis=0)
+    dgates = jnp.concatenate(
+        [
+            dc_t * g * i * (1.0 - i),
+            dc_t * c_prev * f * (1.0 - f),
+            dc_t * i * (1.0 - g * g),
+            dh_t * tc * o * (1.0 - o),
+        ],
+        axis=0,
+    )
     dgates = jnp.where(keep, dgates, 0.0)
     dh_prev = jnp.where(keep, w_hh @ dgates, dh)
     dc_prev = jnp.where(keep, dc_t * f, dc)
@@ -84,9 +87,9 @@ def _gru_fwd_step(p, carry: HiddenCarry, xp: Array, keep: Array, save: bool):
     hidden = carry.h.shape[0]
     hp = p["w_hh_t"] @ carry.h + p["b_hh"]
     r = jax.nn.sigmoid(xp[:hidden] + hp[:hidden])
-    z = jax.nn.sigmoid(xp[hidden:2 * hidden] + hp[hidden:2 * hidden])
-    hn = hp[2 * hidden:]
-    n = jnp.tanh(xp[2 * hidden:] + r * hn)
+    z = jax.nn.sigmoid(xp[hidden : 2 * hidden] + hp[hidden : 2 * hidden])
+    hn = hp[2 * hidden :]
+    n = jnp.tanh(xp[2 * hidden :] + r * hn)
     h = (1.0 - z) * n + z * carry.h
     new = HiddenCarry(jnp.where(keep, h, carry.h))
     y = jnp.where(keep, h, 0.0)
@@ -98,7 +101,7 @@ def _gru_bwd_step(w_hh, dcarry, inputs):
     (dh,) = dcarry
     (acts, h_prev), dy, keep = inputs
     hidden = dh.shape[0]
-    r, z, n, hn = (acts[k * hidden:(k + 1) * hidden] for k in range(4))
+    r, z, n, hn = (acts[k * hidden : (k + 1) * hidden] for k in range(4))
     dh_t = dh + dy
     dn_pre = dh_t * (1.0 - z) * (1.0 - n * n)
     dz_pre = dh_t * (h_prev - n) * z * (1.0 - z)
@@ -163,8 +166,9 @@ def _layer_bwd(name, reverse, unroll, inside, saved, cotangents):
     def body(dcarry, inp):
         return bwd_step(params["w_hh"], dcarry, inp)
 
-    dcarry0, outs = jax.lax.scan(body, tuple(dcarry), (res, dys, keep),
-                                 reverse=not reverse, unroll=unroll)
+    dcarry0, outs = jax.lax.scan(
+        body, tuple(dcarry), (res, dys, keep), reverse=not reverse, unroll=unroll
+    )
     h_prev = res[1]
     if name == "lstm":
         (dhid,) = outs
@@ -172,13 +176,13 @@ def _layer_bwd(name, reverse, unroll, inside, saved, cotangents):
     else:
         dhid, dn_pre = outs
         hidden = dn_pre.shape[1]
-        dinp = jnp.concatenate([dhid[:, :2 * hidden], dn_pre], axis=1)
+        dinp = jnp.concatenate([dhid[:, : 2 * hidden], dn_pre], axis=1)
     # The weight gradients: one matmul each over all T*B columns.
     dinp_rows = _feature_rows(dinp)  # float32[G*H, T*B]
     db_ih = jnp.sum(dinp_rows, axis=1)
     if name == "lstm":  # one matmul for both weights: [x_t; h_{t-1}] dg_t^T
         w_cat = _feature_rows(jnp.concatenate([xs, h_prev], axis=1)) @ dinp_rows.T
-        dw_ih, dw_hh = w_cat[:xs.shape[1]], w_cat[xs.shape[1]:]
+        dw_ih, dw_hh = w_cat[: xs.shape[1]], w_cat[xs.shape[1] :]
         db_hh = db_ih
     else:
         dhid_rows = _feature_rows(dhid)
@@ -223,8 +227,16 @@ def run(
       outputs float32[B, T, H] (zeros at padded steps) and the final carry.
     """
     if cell.name not in SUPPORTED:
-        return rnn.run(cell, params, xs, lengths, initial_carry=initial_carry, reverse=reverse,
-                       unroll=unroll, projection=projection)
+        return rnn.run(
+            cell,
+            params,
+            xs,
+            lengths,
+            initial_carry=initial_carry,
+            reverse=reverse,
+            unroll=unroll,
+            projection=projection,
+        )
     batch, steps, _ = xs.shape
     hidden = params["w_hh"].shape[0]
     if lengths is None:
@@ -236,6 +248,14 @@ def run(
         raise ValueError(f"projection must be 'inside' or 'outside', got {projection!r}")
     keep = rnn.length_mask(lengths, steps).T[:, None, :]  # bool[T, 1, B]
     carry0 = jax.tree.map(lambda a: a.T, initial_carry)  # float32[H, B] leaves
-    ys, carry = _layer(cell.name, reverse, unroll, projection == "inside", params,
-                       jnp.transpose(xs, (1, 2, 0)), keep, carry0)
+    ys, carry = _layer(
+        cell.name,
+        reverse,
+        unroll,
+        projection == "inside",
+        params,
+        jnp.transpose(xs, (1, 2, 0)),
+        keep,
+        carry0,
+    )
     return jnp.transpose(ys, (2, 0, 1)), jax.tree.map(lambda a: a.T, carry)

@@ -21,7 +21,8 @@ only: `jax.jvp` through `scan` is not defined (a `jax.custom_vjp`).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -41,12 +42,16 @@ class _Matrix:
         return self.tape(self.index, u)
 
     def __repr__(self) -> str:  # shows up in JAX's "not a valid JAX type" errors
-        return (f"<hoisted.scan stand-in for 2-D parameter #{self.index}: the step may use it "
-                "only as `u @ w`>")
+        return (
+            f"<hoisted.scan stand-in for 2-D parameter #{self.index}: the step may use it "
+            "only as `u @ w`>"
+        )
 
     def __getattr__(self, name: str):
-        raise AttributeError(f"{self!r} has no `.{name}`; move that computation out of the "
-                             "step or pass the array in `data`")
+        raise AttributeError(
+            f"{self!r} has no `.{name}`; move that computation out of the "
+            "step or pass the array in `data`"
+        )
 
 
 def _split(params: Any) -> tuple[list, list[int], Callable]:
@@ -91,8 +96,9 @@ def _replay_jvp(primals, tangents):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 6))
-def scan(step: Callable, params: Any, data: Any, consts: Any, carry0: Any, xs: Any,
-         unroll: int = 1) -> tuple[Any, Any]:
+def scan(
+    step: Callable, params: Any, data: Any, consts: Any, carry0: Any, xs: Any, unroll: int = 1
+) -> tuple[Any, Any]:
     """`lax.scan(lambda c, x: step(params, data, consts, c, x), carry0, xs)` with the gradients
     of `params`' 2-D leaves computed after the reverse loop.
 
@@ -162,8 +168,12 @@ def _scan_bwd(step, unroll, saved, cotangents):
 
     zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)
     (dcarry0, dothers, ddata), (dxs, dgs) = jax.lax.scan(
-        body, (dcarry_last, zeros([leaves[i] for i in others]), zeros(data)),
-        (carries, xs, gs, dys), reverse=True, unroll=unroll)
+        body,
+        (dcarry_last, zeros([leaves[i] for i in others]), zeros(data)),
+        (carries, xs, gs, dys),
+        reverse=True,
+        unroll=unroll,
+    )
     # The hoisted weight gradients: one matmul per recorded product, over all T*B rows.
     dleaves = [jnp.zeros_like(leaf) for leaf in leaves]
     for i, d in zip(others, dothers):

@@ -7,7 +7,7 @@ pass `{name: tensor.detach().numpy()}` (e.g. from `module.state_dict()`).
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax.numpy as jnp
 import numpy as np
@@ -26,8 +26,9 @@ def _layer(weights: Mapping[str, np.ndarray], suffix: str) -> dict:
     }
 
 
-def from_torch_rnn(weights: Mapping[str, np.ndarray], *, num_layers: int = 1,
-                   bidirectional: bool = False) -> list[dict]:
+def from_torch_rnn(
+    weights: Mapping[str, np.ndarray], *, num_layers: int = 1, bidirectional: bool = False
+) -> list[dict]:
     """A stack (see `rnn.init_stack`) from the state dict of a torch `nn.LSTM`, `nn.GRU` or
     `nn.RNN(nonlinearity="tanh")` with `batch_first` either way (weights do not depend on it)."""
     stack = []

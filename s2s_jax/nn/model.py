@@ -25,9 +25,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from s2s_jax.errors import ConfigError
 from s2s_jax.nn import attention, fused, hoisted, rnn
 from s2s_jax.nn.cells import LSTMCarry, get_cell
-from s2s_jax.errors import ConfigError
 from s2s_jax.tokens import BOS, EOS, PAD, UNK  # noqa: F401 (model.EOS etc. for users)
 
 Array = jax.Array
@@ -52,36 +52,65 @@ class Seq2SeqConfig:
     context: str = "init"  # init | input | both: how C enters the decoder
     attention: str = "none"  # none | bahdanau | luong_dot | luong_general
     attn_dim: int = 128  # hidden size of the additive attention
-    readout: int = 0  # size of the tanh readout before the softmax; 0: tgt_embed if tied else dec_hidden
+    readout: int = (
+        0  # size of the tanh readout before the softmax; 0: tgt_embed if tied else dec_hidden
+    )
     reverse_source: bool = False  # read the source backwards (Sutskever 2014)
     tie_embeddings: bool = False  # output layer = target embedding transposed
     residual: bool = False  # residual connections between stacked layers
     dropout: float = 0.0  # on embeddings, between layers and on the readout (training only)
     unroll: int = 1  # lax.scan unroll factor
     projection: str | None = None  # input matmul inside/outside the scan; None: per backend
-    fused: bool = True  # hand-written backward passes (fused.py encoder, hoisted.py decoder); same values
+    fused: bool = (
+        True  # hand-written backward passes (fused.py encoder, hoisted.py decoder); same values
+    )
 
     def __post_init__(self):
         def check(ok: bool, msg: str):
             if not ok:
                 raise ConfigError(msg)
 
-        check(self.cell in ("rnn", "gru", "lstm"), f"cell must be rnn, gru or lstm, not {self.cell!r}")
-        check(self.context in CONTEXT_MODES, f"context must be one of {CONTEXT_MODES}, not {self.context!r}")
-        check(self.attention in attention.KINDS,
-              f"attention must be one of {attention.KINDS}, not {self.attention!r}")
-        check(self.projection in (None, "inside", "outside"),
-              f"projection must be inside, outside or None, not {self.projection!r}")
-        for name in ("src_vocab", "tgt_vocab", "src_embed", "tgt_embed", "enc_hidden",
-                     "dec_hidden", "enc_layers", "dec_layers", "attn_dim", "unroll"):
+        check(
+            self.cell in ("rnn", "gru", "lstm"), f"cell must be rnn, gru or lstm, not {self.cell!r}"
+        )
+        check(
+            self.context in CONTEXT_MODES,
+            f"context must be one of {CONTEXT_MODES}, not {self.context!r}",
+        )
+        check(
+            self.attention in attention.KINDS,
+            f"attention must be one of {attention.KINDS}, not {self.attention!r}",
+        )
+        check(
+            self.projection in (None, "inside", "outside"),
+            f"projection must be inside, outside or None, not {self.projection!r}",
+        )
+        for name in (
+            "src_vocab",
+            "tgt_vocab",
+            "src_embed",
+            "tgt_embed",
+            "enc_hidden",
+            "dec_hidden",
+            "enc_layers",
+            "dec_layers",
+            "attn_dim",
+            "unroll",
+        ):
             check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
-        check(self.src_vocab > UNK and self.tgt_vocab > UNK, "vocabularies must hold the 4 specials")
+        check(
+            self.src_vocab > UNK and self.tgt_vocab > UNK, "vocabularies must hold the 4 specials"
+        )
         check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
-        check(self.attention != "luong_dot" or self.dec_hidden == self.enc_out,
-              f"luong_dot attention needs dec_hidden == encoder output size ({self.enc_out}); "
-              "use luong_general or bahdanau")
-        check(not self.tie_embeddings or self.readout_dim == self.tgt_embed,
-              "tie_embeddings needs readout == tgt_embed (leave readout at 0)")
+        check(
+            self.attention != "luong_dot" or self.dec_hidden == self.enc_out,
+            f"luong_dot attention needs dec_hidden == encoder output size ({self.enc_out}); "
+            "use luong_general or bahdanau",
+        )
+        check(
+            not self.tie_embeddings or self.readout_dim == self.tgt_embed,
+            "tie_embeddings needs readout == tgt_embed (leave readout at 0)",
+        )
 
     @property
     def enc_out(self) -> int:
@@ -111,7 +140,7 @@ class Seq2SeqConfig:
     def readout_in(self) -> int:
         return self.dec_hidden + self.enc_out + self.tgt_embed
 
-    def replace(self, **changes) -> "Seq2SeqConfig":
+    def replace(self, **changes) -> Seq2SeqConfig:
         return dataclasses.replace(self, **changes)
 
 
@@ -143,12 +172,27 @@ def init(cfg: Seq2SeqConfig, *, key) -> dict:
     params = {
         "src_embed": jax.random.normal(next(keys), (cfg.src_vocab, cfg.src_embed)) * 0.1,
         "tgt_embed": jax.random.normal(next(keys), (cfg.tgt_vocab, cfg.tgt_embed)) * 0.1,
-        "encoder": rnn.init_stack(next(keys), cell, cfg.src_embed, cfg.enc_hidden,
-                                  layers=cfg.enc_layers, bidirectional=cfg.bidirectional),
-        "decoder": [layer["fwd"] for layer in rnn.init_stack(
-            next(keys), cell, cfg.dec_in, cfg.dec_hidden, layers=cfg.dec_layers)],
-        "attention": attention.init(next(keys), cfg.attention, cfg.dec_hidden, cfg.enc_out,
-                                    cfg.attn_dim if cfg.attention == "bahdanau" else cfg.dec_hidden),
+        "encoder": rnn.init_stack(
+            next(keys),
+            cell,
+            cfg.src_embed,
+            cfg.enc_hidden,
+            layers=cfg.enc_layers,
+            bidirectional=cfg.bidirectional,
+        ),
+        "decoder": [
+            layer["fwd"]
+            for layer in rnn.init_stack(
+                next(keys), cell, cfg.dec_in, cfg.dec_hidden, layers=cfg.dec_layers
+            )
+        ],
+        "attention": attention.init(
+            next(keys),
+            cfg.attention,
+            cfg.dec_hidden,
+            cfg.enc_out,
+            cfg.attn_dim if cfg.attention == "bahdanau" else cfg.dec_hidden,
+        ),
         "readout": _dense(next(keys), cfg.readout_in, cfg.readout_dim),
         "output": _dense(next(keys), cfg.readout_dim, cfg.tgt_vocab),
     }
@@ -156,8 +200,10 @@ def init(cfg: Seq2SeqConfig, *, key) -> dict:
         del params["output"]["w"]
     if cfg.context in ("init", "both"):
         n_states = 2 if cfg.cell == "lstm" else 1
-        params["bridge"] = [[_dense(next(keys), cfg.enc_out, cfg.dec_hidden) for _ in range(n_states)]
-                            for _ in range(cfg.dec_layers)]
+        params["bridge"] = [
+            [_dense(next(keys), cfg.enc_out, cfg.dec_hidden) for _ in range(n_states)]
+            for _ in range(cfg.dec_layers)
+        ]
     return params
 
 
@@ -185,9 +231,17 @@ def encode(params: dict, src: Array, src_len: Array, *, cfg: Seq2SeqConfig, key=
         key, sub = jax.random.split(key)
         x = rnn.dropout(x, cfg.dropout, sub)
     annotations, finals = rnn.run_stack(
-        cell, params["encoder"], x, src_len, residual=cfg.residual, dropout_rate=cfg.dropout,
-        key=key, unroll=cfg.unroll, projection=cfg.projection,
-        runner=fused.run if cfg.fused else None)
+        cell,
+        params["encoder"],
+        x,
+        src_len,
+        residual=cfg.residual,
+        dropout_rate=cfg.dropout,
+        key=key,
+        unroll=cfg.unroll,
+        projection=cfg.projection,
+        runner=fused.run if cfg.fused else None,
+    )
     context = jnp.concatenate([carry.h for carry in finals[-1]], axis=-1)
     keys = attention.precompute(params["attention"], cfg.attention, annotations)
     mask = rnn.length_mask(src_len, src.shape[1])
@@ -218,9 +272,9 @@ def _input_projection(params: dict, enc: Encoded, emb: Array, *, cfg: Seq2SeqCon
     Teacher forcing knows every previous token in advance, so `forward` runs this once for all
     steps outside its scan: one large matmul instead of T small ones."""
     p = params["decoder"][0]
-    xp = emb @ p["w_ih"][:cfg.tgt_embed] + p["b_ih"]
+    xp = emb @ p["w_ih"][: cfg.tgt_embed] + p["b_ih"]
     if cfg.attention == "none" and cfg.context != "init":
-        c = enc.context @ p["w_ih"][cfg.tgt_embed:]  # float32[B, G*H]
+        c = enc.context @ p["w_ih"][cfg.tgt_embed :]  # float32[B, G*H]
         xp = xp + c.reshape(c.shape[:1] + (1,) * (emb.ndim - 2) + c.shape[1:])
     return xp
 
@@ -236,21 +290,26 @@ def _step_params(params: dict, cfg: Seq2SeqConfig) -> dict:
     """What `_recurrent_step` reads: the decoder layers (the first one's `w_ih` cut to its
     non-embedding rows, the embedding rows being `_input_projection`'s), the attention, and the
     readout for Luong's input feeding."""
-    first = dict(params["decoder"][0], w_ih=params["decoder"][0]["w_ih"][cfg.tgt_embed:])
-    return {"decoder": [first, *params["decoder"][1:]], "attention": params["attention"],
-            "readout": params["readout"] if cfg.luong else {}}
+    first = dict(params["decoder"][0], w_ih=params["decoder"][0]["w_ih"][cfg.tgt_embed :])
+    return {
+        "decoder": [first, *params["decoder"][1:]],
+        "attention": params["attention"],
+        "readout": params["readout"] if cfg.luong else {},
+    }
 
 
-def _recurrent_step(sp: dict, enc: Encoded, state: DecoderState, xp: Array, emb: Array, *,
-                    cfg: Seq2SeqConfig) -> tuple[DecoderState, tuple[Array, Array]]:
+def _recurrent_step(
+    sp: dict, enc: Encoded, state: DecoderState, xp: Array, emb: Array, *, cfg: Seq2SeqConfig
+) -> tuple[DecoderState, tuple[Array, Array]]:
     """One decoder step given `sp = _step_params(params)` and `xp = _input_projection(emb)`
     (float32[B, G*H]): the attention, every decoder layer and (Luong's input feeding only) the
     readout. Returns the new state and `(h, ctx)`, the top layer's output and the context.
 
     Weights appear only as `u @ w` with `u: float32[B, K]`, as `hoisted.scan` requires."""
     cell = get_cell(cfg.cell)
-    attend = lambda query: attention.attend(sp["attention"], cfg.attention, query, enc.keys,
-                                            enc.annotations, enc.mask)[0]
+    attend = lambda query: attention.attend(
+        sp["attention"], cfg.attention, query, enc.keys, enc.annotations, enc.mask
+    )[0]
     if cfg.attention == "bahdanau":  # context from the previous state s_{i-1}
         ctx = attend(state.carries[-1].h)
         xp = xp + ctx @ sp["decoder"][0]["w_ih"]
@@ -277,8 +336,9 @@ def output_logits(params: dict, readout: Array) -> Array:
     return readout @ w + out["b"]
 
 
-def decode_step(params: dict, enc: Encoded, state: DecoderState, y_prev: Array, *,
-                cfg: Seq2SeqConfig) -> tuple[DecoderState, Array]:
+def decode_step(
+    params: dict, enc: Encoded, state: DecoderState, y_prev: Array, *, cfg: Seq2SeqConfig
+) -> tuple[DecoderState, Array]:
     """One inference step: `y_prev: int32[B]` -> (new state, logits float32[B, V])."""
     emb = params["tgt_embed"][y_prev]
     xp = _input_projection(params, enc, emb, cfg=cfg)
@@ -293,8 +353,9 @@ def shift_right(tgt: Array) -> Array:
     return jnp.concatenate([bos, tgt[:, :-1]], axis=1)
 
 
-def forward(params: dict, src: Array, src_len: Array, tgt: Array, *, cfg: Seq2SeqConfig,
-            key=None) -> Array:
+def forward(
+    params: dict, src: Array, src_len: Array, tgt: Array, *, cfg: Seq2SeqConfig, key=None
+) -> Array:
     """Teacher-forced logits: `decode_step` over all target positions, rearranged for speed.
 
     Only the recurrence (attention, decoder layers) runs inside the `lax.scan`; the embedding
@@ -322,8 +383,7 @@ def forward(params: dict, src: Array, src_len: Array, tgt: Array, *, cfg: Seq2Se
 
     def step(sp, enc_data, mask, state, inputs):
         xp_t, emb_t = inputs
-        state, (h, ctx) = _recurrent_step(sp, Encoded(*enc_data, mask), state, xp_t, emb_t,
-                                          cfg=cfg)
+        state, (h, ctx) = _recurrent_step(sp, Encoded(*enc_data, mask), state, xp_t, emb_t, cfg=cfg)
         if cfg.luong:
             return state, state.feed
         return state, (h, ctx) if cfg.attention == "bahdanau" else h
@@ -333,8 +393,12 @@ def forward(params: dict, src: Array, src_len: Array, tgt: Array, *, cfg: Seq2Se
     if cfg.fused:  # weight gradients as one matmul each after the reverse scan
         _, out = hoisted.scan(step, sp, enc[:3], enc.mask, state0, inputs, unroll=cfg.unroll)
     else:
-        _, out = jax.lax.scan(lambda state, x: step(sp, enc[:3], enc.mask, state, x), state0,
-                              inputs, unroll=cfg.unroll)
+        _, out = jax.lax.scan(
+            lambda state, x: step(sp, enc[:3], enc.mask, state, x),
+            state0,
+            inputs,
+            unroll=cfg.unroll,
+        )
     if cfg.luong:
         readouts = time_major(out)
     else:
@@ -355,8 +419,9 @@ def token_log_probs(logits: Array, tgt: Array, tgt_len: Array) -> Array:
     return jnp.where(rnn.length_mask(tgt_len, tgt.shape[1]), picked, 0.0)
 
 
-def log_prob(params: dict, src: Array, src_len: Array, tgt: Array, tgt_len: Array, *,
-             cfg: Seq2SeqConfig) -> Array:
+def log_prob(
+    params: dict, src: Array, src_len: Array, tgt: Array, tgt_len: Array, *, cfg: Seq2SeqConfig
+) -> Array:
     """Scores given outputs: `log P(y | x)` per sequence, float32[B] (Cho 2014's rescoring).
 
     `tgt: int32[B, T]` holds `y_1 .. y_n </s>`; `tgt_len: int32[B]` counts the `</s>`.

@@ -9,7 +9,8 @@ respects each sequence's length without any gather.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -98,8 +99,15 @@ def run(
     return jnp.swapaxes(ys, 0, 1), carry
 
 
-def run_loop(cell: Cell, params: dict, xs: Array, lengths: Array | None = None, *,
-             initial_carry: Any = None, reverse: bool = False) -> tuple[Array, Any]:
+def run_loop(
+    cell: Cell,
+    params: dict,
+    xs: Array,
+    lengths: Array | None = None,
+    *,
+    initial_carry: Any = None,
+    reverse: bool = False,
+) -> tuple[Array, Any]:
     """`run` as a plain Python loop over time: the test oracle (slow to compile; tests only)."""
     batch, steps, _ = xs.shape
     hidden = params["w_hh"].shape[0]
@@ -118,8 +126,9 @@ def run_loop(cell: Cell, params: dict, xs: Array, lengths: Array | None = None, 
 # Stacked, optionally bidirectional encoders.
 
 
-def init_stack(key, cell: Cell, in_dim: int, hidden: int, *, layers: int = 1,
-               bidirectional: bool = False) -> list[dict]:
+def init_stack(
+    key, cell: Cell, in_dim: int, hidden: int, *, layers: int = 1, bidirectional: bool = False
+) -> list[dict]:
     """Parameters of a stack: a list (one per layer) of {"fwd": cell params[, "bwd": ...]}."""
     directions = ("fwd", "bwd") if bidirectional else ("fwd",)
     width = hidden * len(directions)

@@ -31,8 +31,9 @@ import shutil
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -44,8 +45,10 @@ _ITEM = "default"  # orbax's name for the item of a single-item CheckpointManage
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's mark of a step directory not yet finalised
 _METRIC = "metric"  # key of the metric in the metrics JSON orbax stores with each best step
 _DIGESTS, _DAMAGED = "digests", "damaged"
-_OS_TROUBLE = re.compile(r"No space left on device|Disk quota exceeded|Read-only file system"
-                         r"|Permission denied")
+_OS_TROUBLE = re.compile(
+    r"No space left on device|Disk quota exceeded|Read-only file system"
+    r"|Permission denied"
+)
 
 
 def _from_orbax(record: logging.LogRecord) -> bool:
@@ -248,9 +251,16 @@ class Checkpoints:
     inside the best step directory, so there is no bookkeeping file of our own.
     """
 
-    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 2,
-                 best_mode: str = "max", writer: bool = False, require_digests: bool = False,
-                 log: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        max_to_keep: int = 2,
+        best_mode: str = "max",
+        writer: bool = False,
+        require_digests: bool = False,
+        log: Callable[[str], None] | None = None,
+    ):
         """Opens the checkpoint directory; it is created on the first save, not before.
 
         Args:
@@ -300,8 +310,9 @@ class Checkpoints:
         """Opens best/ (reading its metric); a damaged one is noted, not fatal."""
         try:
             # Only improvements are saved there, so keeping the best 1 keeps the newest.
-            self._best = self._manager("best", max_to_keep=1, best_fn=lambda m: m[_METRIC],
-                                       best_mode=self._mode)
+            self._best = self._manager(
+                "best", max_to_keep=1, best_fn=lambda m: m[_METRIC], best_mode=self._mode
+            )
             step = self._best.best_step()
             metrics = self._best.metrics(step) if step is not None else None
             self._best_metric = float(metrics[_METRIC]) if metrics and _METRIC in metrics else None
@@ -310,8 +321,9 @@ class Checkpoints:
             if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EMFILE, errno.ENFILE):
                 raise CheckpointError(f"cannot read {self._dir / 'best'}: {_brief(e)}") from e
             self._best, self._best_metric = None, None
-            self._best_damage = (f"the best checkpoint in {self._dir / 'best'} is damaged "
-                                 f"({_brief(e)})")
+            self._best_damage = (
+                f"the best checkpoint in {self._dir / 'best'} is damaged ({_brief(e)})"
+            )
 
     # ------------------------------------------------------------------------------ saving
 
@@ -443,8 +455,9 @@ class Checkpoints:
         """The best metric saved so far, by this run or earlier ones, or None."""
         return self._best_metric
 
-    def restore(self, target: Any, *, which: str = "latest", step: int | None = None,
-                partial: bool = False) -> Any:
+    def restore(
+        self, target: Any, *, which: str = "latest", step: int | None = None, partial: bool = False
+    ) -> Any:
         """Restores a saved state onto `target`, verified against its digest.
 
         Without `step`, the newest step of `which` that reads back intact: a damaged one is
@@ -474,8 +487,9 @@ class Checkpoints:
             manager = self._latest if which == "latest" else self._best
             if manager is None or step not in manager.all_steps():
                 steps = sorted(manager.all_steps()) if manager is not None else []
-                raise CheckpointError(f"no {which} checkpoint of step {step} in {self._dir}:"
-                                      f" choose one of {steps}")
+                raise CheckpointError(
+                    f"no {which} checkpoint of step {step} in {self._dir}: choose one of {steps}"
+                )
             try:
                 return self._restore_step(which, step, target, partial)
             except _Damaged as e:
@@ -487,8 +501,9 @@ class Checkpoints:
             elif self.best_step() is not None:
                 candidates.insert(0, ("best", self.best_step()))
         if not candidates:
-            raise CheckpointError(f"no checkpoint in {self._dir}: train first "
-                                  "(s2s train --workdir ...)")
+            raise CheckpointError(
+                f"no checkpoint in {self._dir}: train first (s2s train --workdir ...)"
+            )
         damaged = []  # (which, step, why)
         for name, s in candidates:
             try:
@@ -504,9 +519,11 @@ class Checkpoints:
                     self._move_aside(which_, step_, f"damaged {which_} step {step_}")
             return state
         # Nothing is moved aside then: the user decides what to do with the files.
-        raise CheckpointError(f"no intact checkpoint in {self._dir}: "
-                              f"{'; '.join(why for _, _, why in damaged)}; move that directory "
-                              "away to train from scratch")
+        raise CheckpointError(
+            f"no intact checkpoint in {self._dir}: "
+            f"{'; '.join(why for _, _, why in damaged)}; move that directory "
+            "away to train from scratch"
+        )
 
     def _restore_step(self, which: str, step: int, target: Any, partial: bool) -> Any:
         """One step, read and verified; `_Damaged` if it is not intact on every process."""
@@ -536,9 +553,11 @@ class Checkpoints:
         if partial:
             restore_args = jax.tree.map(
                 lambda x: ocp.ArrayRestoreArgs(sharding=getattr(x, "sharding", None) or fallback),
-                target)
-            args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
-                                          partial_restore=True)
+                target,
+            )
+            args = ocp.args.PyTreeRestore(
+                item=target, restore_args=restore_args, partial_restore=True
+            )
         else:
             args = ocp.args.StandardRestore(target, fallback_sharding=fallback)
         try:
@@ -551,12 +570,17 @@ class Checkpoints:
     def _verify(self, which: str, path: Path, step: int, state: Any) -> None:
         digest_file = self._digest_file(which, step)
         if not digest_file.exists():
-            older = [int(p.stem.partition("-")[2]) for p in digest_file.parent.glob(f"{which}-*")
-                     if p.stem.partition("-")[2].isdigit()]
+            older = [
+                int(p.stem.partition("-")[2])
+                for p in digest_file.parent.glob(f"{which}-*")
+                if p.stem.partition("-")[2].isdigit()
+            ]
             if self._require_digests or (older and min(older) < step):
                 raise _Damaged(f"checkpoint at {path} cannot be verified: {digest_file} is missing")
-            self._log(f"checkpoint at {path} has no checksum (saved by an earlier version of "
-                      "s2s-jax): loaded unverified")
+            self._log(
+                f"checkpoint at {path} has no checksum (saved by an earlier version of "
+                "s2s-jax): loaded unverified"
+            )
             return
         try:
             want = load_json(digest_file)
@@ -564,8 +588,10 @@ class Checkpoints:
             raise _Damaged(f"checkpoint at {path} cannot be verified: {e}") from None
         for name, value in digest(state).items():
             if want.get(name) != value:
-                raise _Damaged(f"checkpoint at {path} is damaged: leaf '{name}' differs from "
-                               "what was saved (checksum mismatch)")
+                raise _Damaged(
+                    f"checkpoint at {path} is damaged: leaf '{name}' differs from "
+                    "what was saved (checksum mismatch)"
+                )
 
     def close(self) -> None:
         """Releases orbax's threads and handles."""

@@ -11,15 +11,15 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import tomllib
 import typing
 from pathlib import Path
+
+import tomllib
 
 from s2s_jax.data import Task, load_task, read_tsv
 from s2s_jax.errors import ConfigError, DataError
 from s2s_jax.nn.model import Seq2SeqConfig
 from s2s_jax.training import parallel
-
 
 TSV_TASK = "tsv"  # the task name of a run on --train/--valid files
 
@@ -58,13 +58,24 @@ class TrainConfig:
     parallel: str = "auto"  # auto | shard_map | pmap | none
 
     def __post_init__(self):
-        choices = {"optimizer": ("adam", "adamw"), "schedule": ("constant", "cosine", "rsqrt"),
-                   "parallel": parallel.MODES}
+        choices = {
+            "optimizer": ("adam", "adamw"),
+            "schedule": ("constant", "cosine", "rsqrt"),
+            "parallel": parallel.MODES,
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
-        for name in ("max_src_len", "max_tgt_len", "buckets", "batch_size", "eval_every",
-                     "eval_examples", "eval_beam", "log_every"):
+        for name in (
+            "max_src_len",
+            "max_tgt_len",
+            "buckets",
+            "batch_size",
+            "eval_every",
+            "eval_examples",
+            "eval_beam",
+            "log_every",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.steps < 0 or self.patience < 0 or self.warmup_steps < 0:
@@ -87,13 +98,26 @@ class TrainConfig:
 SECTIONS = {"model": Seq2SeqConfig, "train": TrainConfig}
 
 # Train fields a resumed run may change: they neither shape the model nor order the data.
-RESUMABLE = frozenset({"steps", "eval_every", "eval_examples", "eval_beam", "patience",
-                       "log_every", "parallel", "max_len_ratio", "max_len_offset", "test_file"})
+RESUMABLE = frozenset(
+    {
+        "steps",
+        "eval_every",
+        "eval_examples",
+        "eval_beam",
+        "patience",
+        "log_every",
+        "parallel",
+        "max_len_ratio",
+        "max_len_offset",
+        "test_file",
+    }
+)
 # Optimisation settings a resumed run may change, e.g. a lower learning rate after the loss
 # diverged: the run then leaves the trajectory an uninterrupted one would have taken, so each
 # change is announced and recorded in the workdir's config.json ("changes").
-TUNABLE = frozenset({"learning_rate", "schedule", "warmup_steps", "clip_norm",
-                     "label_smoothing", "weight_decay"})
+TUNABLE = frozenset(
+    {"learning_rate", "schedule", "warmup_steps", "clip_norm", "label_smoothing", "weight_decay"}
+)
 
 
 def _fields(cls) -> dict[str, type]:
@@ -121,15 +145,18 @@ def resolve_key(key: str) -> tuple[str, str]:
     if len(owners) == 1:
         return owners[0], name
     if len(owners) > 1:
-        raise ConfigError(f"{key!r} is ambiguous: write {' or '.join(f'{s}.{name}' for s in owners)}")
+        raise ConfigError(
+            f"{key!r} is ambiguous: write {' or '.join(f'{s}.{name}' for s in owners)}"
+        )
     known = [f"{s}.{n}" for s in SECTIONS for n in _fields(SECTIONS[s])]
-    close = difflib.get_close_matches(key, known + [k.split('.')[1] for k in known], n=3)
+    close = difflib.get_close_matches(key, known + [k.split(".")[1] for k in known], n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else "; `s2s config` lists the keys"
     raise ConfigError(f"unknown config key {key!r}{hint}")
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict]:
-    """`["cell=lstm", "train.steps=100"]` -> `{"model": {"cell": "lstm"}, "train": {"steps": 100}}`."""
+    """`["cell=lstm", "train.steps=100"]` ->
+    `{"model": {"cell": "lstm"}, "train": {"steps": 100}}`."""
     out: dict[str, dict] = {s: {} for s in SECTIONS}
     for item in items:
         key, sep, value = item.partition("=")
@@ -190,9 +217,17 @@ def to_dict(model_cfg: Seq2SeqConfig, train_cfg: TrainConfig) -> dict[str, dict]
 # prints them): tuned on the default task (numbers-en-fr), a bidirectional GRU encoder with
 # additive attention (Bahdanau 2015). The Python dataclasses keep plain defaults of their own.
 DEFAULTS: dict[str, dict] = {
-    "model": {"cell": "gru", "bidirectional": True, "attention": "bahdanau", "context": "init",
-              "src_embed": 64, "tgt_embed": 64, "enc_hidden": 128, "dec_hidden": 256,
-              "attn_dim": 128},
+    "model": {
+        "cell": "gru",
+        "bidirectional": True,
+        "attention": "bahdanau",
+        "context": "init",
+        "src_embed": 64,
+        "tgt_embed": 64,
+        "enc_hidden": 128,
+        "dec_hidden": 256,
+        "attn_dim": 128,
+    },
     "train": {},
 }
 
@@ -202,14 +237,22 @@ def load_task_data(train_cfg: TrainConfig) -> Task:
     if not train_cfg.train_file:
         return load_task(train_cfg.task, seed=train_cfg.seed)
     splits = {}
-    for split, path in (("train", train_cfg.train_file), ("valid", train_cfg.valid_file),
-                        ("test", train_cfg.test_file)):
+    for split, path in (
+        ("train", train_cfg.train_file),
+        ("valid", train_cfg.valid_file),
+        ("test", train_cfg.test_file),
+    ):
         if path:
             splits[split] = read_tsv(path)
             if not splits[split]:
                 raise DataError(f"{path} holds no source<TAB>target pairs (the {split} split)")
     train, valid = splits["train"], splits["valid"]
     test = splits.get("test", valid)
-    return Task(name="tsv", description=f"pairs from {train_cfg.train_file}", src_kind="char",
-                tgt_kind="char", metrics=("exact_match", "token_accuracy", "bleu", "chrf"),
-                splits={"train": train, "valid": valid, "test": test})
+    return Task(
+        name="tsv",
+        description=f"pairs from {train_cfg.train_file}",
+        src_kind="char",
+        tgt_kind="char",
+        metrics=("exact_match", "token_accuracy", "bleu", "chrf"),
+        splits={"train": train, "valid": valid, "test": test},
+    )

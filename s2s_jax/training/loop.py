@@ -15,8 +15,8 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +29,8 @@ from s2s_jax.errors import CheckpointError, ConfigError, DataError, S2SError, Tr
 from s2s_jax.inference.evaluate import evaluate
 from s2s_jax.inference.translate import Limits, Translator
 from s2s_jax.nn import model
-from s2s_jax.training import config, parallel, workdir as wd
+from s2s_jax.training import config, parallel
+from s2s_jax.training import workdir as wd
 from s2s_jax.training.metrics_log import MetricsWriter
 from s2s_jax.training.state import init_state
 from s2s_jax.training.step import train_step
@@ -43,9 +44,15 @@ def build_vocabs(task: Task, train_cfg: config.TrainConfig) -> tuple[Vocab, Voca
     """Vocabularies from the training split only."""
     pairs = task.splits["train"]
     kinds = (train_cfg.src_vocab_kind or task.src_kind, train_cfg.tgt_vocab_kind or task.tgt_kind)
-    return tuple(Vocab.build((p[side] for p in pairs), kind, max_size=train_cfg.vocab_size,
-                             sp_vocab_size=train_cfg.vocab_size)
-                 for side, kind in enumerate(kinds))
+    return tuple(
+        Vocab.build(
+            (p[side] for p in pairs),
+            kind,
+            max_size=train_cfg.vocab_size,
+            sp_vocab_size=train_cfg.vocab_size,
+        )
+        for side, kind in enumerate(kinds)
+    )
 
 
 # ------------------------------------------------------------------------------- the run
@@ -65,8 +72,9 @@ class Plan:
         return self.stored is not None
 
 
-def configure(workdir: str | Path, requested: dict[str, dict], *,
-              defaults: dict[str, dict] = config.DEFAULTS) -> Plan:
+def configure(
+    workdir: str | Path, requested: dict[str, dict], *, defaults: dict[str, dict] = config.DEFAULTS
+) -> Plan:
     """The configuration of a run in `workdir`, and whether it resumes (reads only).
 
     A new run takes `defaults` updated by `requested`. A workdir whose run never saved a
@@ -79,8 +87,10 @@ def configure(workdir: str | Path, requested: dict[str, dict], *,
       CheckpointError: a workdir whose files do not belong together.
     """
     if not wd.exists(workdir) and _has_checkpoint(workdir):
-        raise CheckpointError(f"{workdir} holds checkpoints but no {wd.CONFIG}: restore that "
-                              "file, or use another --workdir")
+        raise CheckpointError(
+            f"{workdir} holds checkpoints but no {wd.CONFIG}: restore that "
+            "file, or use another --workdir"
+        )
     if not (wd.exists(workdir) and _has_checkpoint(workdir)):
         base = defaults
         if wd.exists(workdir):  # started, but killed or failed before its first checkpoint
@@ -109,14 +119,17 @@ def configure(workdir: str | Path, requested: dict[str, dict], *,
                 continue
             if section == "train" and name in config.TUNABLE:
                 if name == "clip_norm" and (old == 0) != (value == 0):
-                    raise ConfigError(f"{workdir} was trained with clip_norm={old}: clipping "
-                                      "cannot be switched on or off on resume (the optimizer "
-                                      "state differs); change its value instead")
+                    raise ConfigError(
+                        f"{workdir} was trained with clip_norm={old}: clipping "
+                        "cannot be switched on or off on resume (the optimizer "
+                        "state differs); change its value instead"
+                    )
                 changes.append((name, old, value))
                 continue
             raise ConfigError(
                 f"{workdir} holds a run with {section}.{name}={old!r}, not {value!r}: use a "
-                "new --workdir, or drop that setting to resume")
+                "new --workdir, or drop that setting to resume"
+            )
     values = config.merge(stored, {"train": requested.get("train", {})})
     config.build(values)  # validates
     return Plan(values, stored=wd.load(workdir), changes=tuple(changes))
@@ -134,10 +147,15 @@ def _has_checkpoint(workdir) -> bool:
         ckpts.close()
 
 
-def fit(workdir: str | Path, requested: dict[str, dict] | None = None, *,
-        defaults: dict[str, dict] = config.DEFAULTS, progress: bool = True,
-        log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
-        stop: StopSignals | None = None) -> dict:
+def fit(
+    workdir: str | Path,
+    requested: dict[str, dict] | None = None,
+    *,
+    defaults: dict[str, dict] = config.DEFAULTS,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+    stop: StopSignals | None = None,
+) -> dict:
     """Trains (or resumes training) in `workdir`; returns the last validation metrics.
 
     Everything is read and checked first (configuration, data, vocabularies), then the
@@ -167,8 +185,10 @@ def fit(workdir: str | Path, requested: dict[str, dict] | None = None, *,
         stack.enter_context(_locked(workdir))
         stack.enter_context(stop.deferred())
         if configure(workdir, requested, defaults=defaults) != prepared.plan:
-            raise WorkdirBusy(f"{workdir} changed while this run was being prepared (another "
-                              "`s2s train` used it): run the command again")
+            raise WorkdirBusy(
+                f"{workdir} changed while this run was being prepared (another "
+                "`s2s train` used it): run the command again"
+            )
         return _fit(workdir, prepared, progress=progress, log=log, stop=stop)
 
 
@@ -202,13 +222,19 @@ def _prepare(workdir: Path, plan: Plan) -> _Prepared:
     else:
         src_vocab, tgt_vocab = build_vocabs(task, train_cfg)
         model_cfg = model_cfg.replace(src_vocab=len(src_vocab), tgt_vocab=len(tgt_vocab))
-    examples, dropped = encode_pairs(task.splits["train"], src_vocab, tgt_vocab,
-                                     max_src_len=train_cfg.max_src_len,
-                                     max_tgt_len=train_cfg.max_tgt_len)
+    examples, dropped = encode_pairs(
+        task.splits["train"],
+        src_vocab,
+        tgt_vocab,
+        max_src_len=train_cfg.max_src_len,
+        max_tgt_len=train_cfg.max_tgt_len,
+    )
     if not examples:
-        raise DataError(f"none of the {len(task.splits['train'])} training pairs fits "
-                        f"max_src_len={train_cfg.max_src_len} / max_tgt_len="
-                        f"{train_cfg.max_tgt_len}: raise them (--set max_src_len=...)")
+        raise DataError(
+            f"none of the {len(task.splits['train'])} training pairs fits "
+            f"max_src_len={train_cfg.max_src_len} / max_tgt_len="
+            f"{train_cfg.max_tgt_len}: raise them (--set max_src_len=...)"
+        )
     return _Prepared(plan, model_cfg, train_cfg, task, src_vocab, tgt_vocab, examples)
 
 
@@ -243,10 +269,15 @@ def _fit(workdir: Path, prepared: _Prepared, *, progress: bool, log, stop) -> di
         log(f"{workdir} holds no checkpoint yet: starting its run again")
     dropped = len(prepared.task.splits["train"]) - len(prepared.examples)
     if dropped:
-        log(f"dropped {dropped} of {len(prepared.task.splits['train'])} training pairs longer "
-            f"than max_src_len={train_cfg.max_src_len} / max_tgt_len={train_cfg.max_tgt_len}")
-    dp = parallel.DataParallel(train_cfg.parallel, functools.partial(
-        train_step, model_cfg=model_cfg, train_cfg=train_cfg), batch_size=train_cfg.batch_size)
+        log(
+            f"dropped {dropped} of {len(prepared.task.splits['train'])} training pairs longer "
+            f"than max_src_len={train_cfg.max_src_len} / max_tgt_len={train_cfg.max_tgt_len}"
+        )
+    dp = parallel.DataParallel(
+        train_cfg.parallel,
+        functools.partial(train_step, model_cfg=model_cfg, train_cfg=train_cfg),
+        batch_size=train_cfg.batch_size,
+    )
 
     ckpts = wd.checkpoints(workdir, writer=True, log=log)
     writer = None
@@ -258,11 +289,15 @@ def _fit(workdir: Path, prepared: _Prepared, *, progress: bool, log, stop) -> di
             ckpts.verify_best(target)
         step = int(dp.fetch(state.step))
         past = plan.stored.changes if plan.resume else ()
-        changes = past + tuple({"step": step, "field": f"train.{name}", "old": old, "new": new}
-                               for name, old, new in plan.changes)
+        changes = past + tuple(
+            {"step": step, "field": f"train.{name}", "old": old, "new": new}
+            for name, old, new in plan.changes
+        )
         for name, old, new in plan.changes:
-            log(f"train.{name} changes from {old!r} to {new!r} at step {step} "
-                f"(recorded in {workdir / wd.CONFIG})")
+            log(
+                f"train.{name} changes from {old!r} to {new!r} at step {step} "
+                f"(recorded in {workdir / wd.CONFIG})"
+            )
         run = wd.Run(model_cfg, train_cfg, prepared.src_vocab, prepared.tgt_vocab, changes)
         # Everything is validated: from here on the workdir is written.
         if owner:
@@ -272,12 +307,25 @@ def _fit(workdir: Path, prepared: _Prepared, *, progress: bool, log, stop) -> di
         if plan.resume:
             log(f"resuming {workdir} at step {step}")
         else:
-            log(f"training {model.param_count(state.params):,} parameters on "
+            log(
+                f"training {model.param_count(state.params):,} parameters on "
                 f"{len(prepared.examples):,} pairs of task {prepared.task.name}; "
-                f"workdir {workdir}")
+                f"workdir {workdir}"
+            )
         state = dp.replicate(state)
-        return _loop(state, dp, ckpts, writer, prepared.task, prepared.examples, run, progress,
-                     log, stop, workdir)
+        return _loop(
+            state,
+            dp,
+            ckpts,
+            writer,
+            prepared.task,
+            prepared.examples,
+            run,
+            progress,
+            log,
+            stop,
+            workdir,
+        )
     finally:
         ckpts.close()
         if writer is not None:
@@ -290,12 +338,23 @@ def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, wo
     step = int(dp.fetch(state.step))
     epoch, index = (int(x) for x in dp.fetch(state.data_pos))
     next_pos = (epoch, index)  # the data position after the last step taken
-    batches = train_batches(examples, batch_size=train_cfg.batch_size, seed=train_cfg.seed,
-                            src_buckets=bucket_lengths(train_cfg.max_src_len, train_cfg.buckets),
-                            tgt_buckets=bucket_lengths(train_cfg.max_tgt_len, train_cfg.buckets),
-                            start_epoch=epoch, start_index=index)
-    bar = tqdm(total=train_cfg.steps, initial=step, disable=not progress or None, unit="step",
-               dynamic_ncols=True, file=sys.stderr)
+    batches = train_batches(
+        examples,
+        batch_size=train_cfg.batch_size,
+        seed=train_cfg.seed,
+        src_buckets=bucket_lengths(train_cfg.max_src_len, train_cfg.buckets),
+        tgt_buckets=bucket_lengths(train_cfg.max_tgt_len, train_cfg.buckets),
+        start_epoch=epoch,
+        start_index=index,
+    )
+    bar = tqdm(
+        total=train_cfg.steps,
+        initial=step,
+        disable=not progress or None,
+        unit="step",
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
 
     def save(metric=None) -> bool:
         nonlocal state
@@ -310,14 +369,22 @@ def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, wo
         except TrainingError as e:
             kept = ckpts.latest_step()
             lr = train_cfg.learning_rate / 2
-            clip = (f" (or a lower clip_norm than {train_cfg.clip_norm:g})"
-                    if train_cfg.clip_norm else "")
-            raise TrainingError(f"{e}; " + (
-                f"the last good checkpoint (step {kept}) is kept: resume from it with a lower "
-                f"learning rate{clip}, e.g. "
-                f"`s2s train --workdir {workdir} --set learning_rate={lr:g}`"
-                if kept is not None else "no checkpoint had been saved yet: start again with a "
-                f"lower learning rate{clip}, e.g. --set learning_rate={lr:g}")) from None
+            clip = (
+                f" (or a lower clip_norm than {train_cfg.clip_norm:g})"
+                if train_cfg.clip_norm
+                else ""
+            )
+            raise TrainingError(
+                f"{e}; "
+                + (
+                    f"the last good checkpoint (step {kept}) is kept: resume from it with a lower "
+                    f"learning rate{clip}, e.g. "
+                    f"`s2s train --workdir {workdir} --set learning_rate={lr:g}`"
+                    if kept is not None
+                    else "no checkpoint had been saved yet: start again with a "
+                    f"lower learning rate{clip}, e.g. --set learning_rate={lr:g}"
+                )
+            ) from None
 
     pending, last_eval, tick, stopped_early = [], {}, (time.perf_counter(), step), False
     with stop.deferred():
@@ -331,21 +398,31 @@ def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, wo
                 summary = check(pending)
                 pending, tick = [], (time.perf_counter(), step)
                 writer.write(step, "train", summary)
-                bar.set_postfix(loss=f"{summary['loss']:.3f}",
-                                tok_s=f"{summary['tokens_per_s']:.0f}")
+                bar.set_postfix(
+                    loss=f"{summary['loss']:.3f}", tok_s=f"{summary['tokens_per_s']:.0f}"
+                )
                 bar.update(step - bar.n)
             if step % train_cfg.eval_every == 0 or final:
                 params = dp.fetch_params(state.params)
-                last_eval = evaluate(Translator(params, run.model_cfg, run.src_vocab,
-                                                run.tgt_vocab, limits), task, "valid",
-                                     beam=train_cfg.eval_beam, limit=train_cfg.eval_examples)
+                last_eval = evaluate(
+                    Translator(params, run.model_cfg, run.src_vocab, run.tgt_vocab, limits),
+                    task,
+                    "valid",
+                    beam=train_cfg.eval_beam,
+                    limit=train_cfg.eval_examples,
+                )
                 writer.write(step, "valid", last_eval)
                 saved = save(metric=last_eval[SELECT_METRIC])
-                bar.write(f"step {step} ({'saved' if saved else 'not saved: on disk already'}): "
-                          + ", ".join(f"{k} {v:.4g}" for k, v in last_eval.items()))
+                bar.write(
+                    f"step {step} ({'saved' if saved else 'not saved: on disk already'}): "
+                    + ", ".join(f"{k} {v:.4g}" for k, v in last_eval.items())
+                )
                 best = ckpts.best_step()
-                if train_cfg.patience and best is not None and \
-                        step - best >= train_cfg.patience * train_cfg.eval_every:
+                if (
+                    train_cfg.patience
+                    and best is not None
+                    and step - best >= train_cfg.patience * train_cfg.eval_every
+                ):
                     log(f"early stop at step {step}: no better {SELECT_METRIC} since step {best}")
                     stopped_early = True
                     break
@@ -353,12 +430,17 @@ def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, wo
             name = signal.Signals(stop.requested).name
             bar.close()
             if step == 0:
-                raise Interrupted(stop.requested, f"{name} before the first step: nothing to "
-                                  "save; run the same command to start again")
+                raise Interrupted(
+                    stop.requested,
+                    f"{name} before the first step: nothing to "
+                    "save; run the same command to start again",
+                )
             if step != ckpts.latest_step():
                 save()
-            raise Interrupted(stop.requested, f"{name} at step {step}: step {step} is saved; "
-                              "run the same command to resume")
+            raise Interrupted(
+                stop.requested,
+                f"{name} at step {step}: step {step} is saved; run the same command to resume",
+            )
     bar.close()
     return last_eval
 
@@ -383,11 +465,12 @@ def _summarise(history: list[dict], step: int, tick: tuple[float, int]) -> dict:
     finite = np.array([m["finite"] for m in history])
     if not finite.all():
         bad = step - len(history) + int(np.argmin(finite)) + 1
-        raise TrainingError(f"the loss became non-finite at step {bad} (that update was "
-                            "skipped)")
+        raise TrainingError(f"the loss became non-finite at step {bad} (that update was skipped)")
     seconds = time.perf_counter() - tick[0]
     tokens = float(np.sum([m["tokens"] for m in history]))
     keys = ("loss", "accuracy", "grad_norm", "param_norm")
     out = {k: float(np.mean([m[k] for m in history])) for k in keys}
-    out.update(tokens_per_s=tokens / max(seconds, 1e-9), steps_per_s=len(history) / max(seconds, 1e-9))
+    out.update(
+        tokens_per_s=tokens / max(seconds, 1e-9), steps_per_s=len(history) / max(seconds, 1e-9)
+    )
     return out

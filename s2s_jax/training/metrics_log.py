@@ -37,8 +37,13 @@ class MetricsWriter:
             self._tb = EventsWriter(str(Path(tensorboard_dir) / "events"))
             # What SummaryWriter(purge_step=...) writes: an earlier attempt's events after
             # `resume_step` (logged again now) are hidden.
-            self._tb.write_event(Event(step=resume_step + 1, wall_time=time.time(),
-                                       session_log=SessionLog(status=SessionLog.START)))
+            self._tb.write_event(
+                Event(
+                    step=resume_step + 1,
+                    wall_time=time.time(),
+                    session_log=SessionLog(status=SessionLog.START),
+                )
+            )
             self._tb.flush()
 
     @contextlib.contextmanager
@@ -62,8 +67,9 @@ class MetricsWriter:
             self._file.write(json.dumps(record) + "\n")
             self._file.flush()
             for name, value in values.items():
-                self._tb.write_event(Event(wall_time=now, step=int(step),
-                                           summary=scalar(f"{split}/{name}", value)))
+                self._tb.write_event(
+                    Event(wall_time=now, step=int(step), summary=scalar(f"{split}/{name}", value))
+                )
             self._tb.flush()
 
     def close(self) -> None:

@@ -24,11 +24,13 @@ process, as pmap does, so those rows land on the process's own devices.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P, SingleDeviceSharding
+from jax.sharding import Mesh, NamedSharding, SingleDeviceSharding
+from jax.sharding import PartitionSpec as P
 
 from s2s_jax.errors import ConfigError
 
@@ -36,11 +38,19 @@ AXIS = "data"
 MODES = ("auto", "shard_map", "pmap", "none")
 # The environment variables `initialize_distributed` reads (jax itself reads only the first).
 ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = (
-    "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+    "JAX_COORDINATOR_ADDRESS",
+    "JAX_NUM_PROCESSES",
+    "JAX_PROCESS_ID",
+)
 
 
-def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None, *, auto_detect: bool = False) -> bool:
+def initialize_distributed(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    auto_detect: bool = False,
+) -> bool:
     """Joins a multi-process run, if one is configured; call it before any other jax call.
 
     Arguments win over the environment variables JAX_COORDINATOR_ADDRESS (host:port of process
@@ -61,14 +71,17 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
             try:
                 jax.distributed.initialize()
             except ValueError as e:  # no cluster environment found
-                raise ConfigError(f"no cluster environment detected ({e}): give the "
-                                  "coordinator address, number of processes and process id") from e
+                raise ConfigError(
+                    f"no cluster environment detected ({e}): give the "
+                    "coordinator address, number of processes and process id"
+                ) from e
         return jax.distributed.is_initialized()
     if any(v is None for v in given):
         raise ConfigError(
             "a multi-process run needs the coordinator address, the number of processes and "
             f"this process's id; got {given}: set all three (flags or {ENV_COORDINATOR}, "
-            f"{ENV_NUM_PROCESSES}, {ENV_PROCESS_ID})")
+            f"{ENV_NUM_PROCESSES}, {ENV_PROCESS_ID})"
+        )
     jax.distributed.initialize(coordinator, num_processes, process_id)
     return True
 
@@ -84,7 +97,7 @@ def _env_int(name: str) -> int | None:
 
 
 def resolve_mode(mode: str) -> str:
-    """"auto" is shard_map with more than one device, else none."""
+    """ "auto" is shard_map with more than one device, else none."""
     if mode not in MODES:
         raise ConfigError(f"parallel must be one of {MODES}, not {mode!r}")
     if mode == "auto":
@@ -96,8 +109,9 @@ def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A 1-D mesh, axis "data": of `devices`, by default every device grouped by process
     (pmap's order)."""
     if devices is None:
-        devices = [d for p in range(jax.process_count())
-                   for d in jax.local_devices(process_index=p)]
+        devices = [
+            d for p in range(jax.process_count()) for d in jax.local_devices(process_index=p)
+        ]
     return Mesh(np.array(devices), (AXIS,))
 
 
@@ -122,15 +136,22 @@ class DataParallel:
     Every mode donates the state: the state passed to `step` must not be used again.
     """
 
-    def __init__(self, mode: str, body: Callable, *, batch_size: int,
-                 devices: Sequence[jax.Device] | None = None):
+    def __init__(
+        self,
+        mode: str,
+        body: Callable,
+        *,
+        batch_size: int,
+        devices: Sequence[jax.Device] | None = None,
+    ):
         self.mode = resolve_mode(mode)
         self.batch_size = batch_size
         if self.mode == "none":
             if jax.process_count() > 1:
                 raise ConfigError(
                     f"parallel=none in a run of {jax.process_count()} processes would train "
-                    "one model per process: use parallel=shard_map or pmap")
+                    "one model per process: use parallel=shard_map or pmap"
+                )
             self.n_devices = 1
             first = jax.local_devices()[0] if devices is None else devices[0]
             self._replicated = SingleDeviceSharding(first)
@@ -144,7 +165,8 @@ class DataParallel:
             raise ConfigError(
                 f"batch_size {batch_size} does not split evenly across {self.n_devices} "
                 f"devices: set batch_size to a multiple of {self.n_devices}, e.g. "
-                f"{-(-batch_size // self.n_devices) * self.n_devices}")
+                f"{-(-batch_size // self.n_devices) * self.n_devices}"
+            )
         self._replicated = NamedSharding(self.mesh, P())
         self._rows = NamedSharding(self.mesh, P(AXIS))
         per_device = lambda state, batch: body(state, batch, axis_name=AXIS)
@@ -152,14 +174,25 @@ class DataParallel:
             # check_vma=False, as pmap does: the model's scans start from constant (device-
             # invariant) carries that vma typing would reject. The outputs declared
             # replicated, P(), are so because the body psums what depends on the batch.
-            self._step = jax.jit(jax.shard_map(per_device, mesh=self.mesh,
-                                               in_specs=(P(), P(AXIS)), out_specs=(P(), P()),
-                                               check_vma=False),
-                                 donate_argnums=0)
+            self._step = jax.jit(
+                jax.shard_map(
+                    per_device,
+                    mesh=self.mesh,
+                    in_specs=(P(), P(AXIS)),
+                    out_specs=(P(), P()),
+                    check_vma=False,
+                ),
+                donate_argnums=0,
+            )
         else:
-            self._step = jax.pmap(per_device, axis_name=AXIS, in_axes=(None, 0),
-                                  out_axes=(None, None), donate_argnums=0,
-                                  devices=None if devices is None else list(devices))
+            self._step = jax.pmap(
+                per_device,
+                axis_name=AXIS,
+                in_axes=(None, 0),
+                out_axes=(None, None),
+                donate_argnums=0,
+                devices=None if devices is None else list(devices),
+            )
 
     # ------------------------------------------------------------------------ placement
 
@@ -181,8 +214,8 @@ class DataParallel:
     def restore_target(self, state: Any) -> Any:
         """The abstract replicated state: an orbax restore target for any saved layout."""
         return jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=self._replicated),
-            state)
+            lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=self._replicated), state
+        )
 
     def shard_batch(self, batch: Any) -> Any:
         """The global numpy batch (the same on every process) -> device arrays.
@@ -204,7 +237,7 @@ class DataParallel:
         per_dev = self.batch_size // self.n_devices
 
         def put(x):
-            local = np.asarray(x[pid * share:(pid + 1) * share])
+            local = np.asarray(x[pid * share : (pid + 1) * share])
             shape = x.shape
             if self.mode == "pmap":
                 local = local.reshape(-1, per_dev, *x.shape[1:])
@@ -242,6 +275,7 @@ class DataParallel:
             if not x.is_fully_addressable:
                 return x
             return jax.make_array_from_single_device_arrays(
-                x.shape, self._replicated, [s.data for s in x.addressable_shards])
+                x.shape, self._replicated, [s.data for s in x.addressable_shards]
+            )
 
         return jax.tree.map(to_global, state)

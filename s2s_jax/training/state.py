@@ -20,7 +20,7 @@ class TrainState(NamedTuple):
     step: Array  # int32[]: updates applied so far
     params: Any  # model parameters
     opt_state: Any  # optax state
-    key: Array  # uint32[2]: the run's base PRNG key; step t uses fold_in(key, t)
+    key: Array  # uint32[2]: the raw data of the run's dropout key; step t uses fold_in(key, t)
     data_pos: Array  # int32[2]: (epoch, index) of the next training batch
 
 
@@ -50,8 +50,10 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
 
 def init_state(model_cfg: model.Seq2SeqConfig, train_cfg: TrainConfig) -> TrainState:
     """A fresh state: parameters from the seed, data at its start."""
-    key = jax.random.PRNGKey(train_cfg.seed)
-    params = model.init(model_cfg, key=jax.random.fold_in(key, 0))
+    # Two independent streams from the seed: the initial parameters, and dropout.
+    init_key, dropout_key = jax.random.split(jax.random.key(train_cfg.seed))
+    params = model.init(model_cfg, key=init_key)
+    key = jax.random.key_data(dropout_key)  # raw uint32[2]: what a checkpoint stores
     opt_state = make_optimizer(train_cfg).init(params)
     return TrainState(jnp.int32(0), params, opt_state, key, jnp.zeros((2,), jnp.int32))
 

@@ -18,8 +18,9 @@ from s2s_jax.training.state import TrainState, make_optimizer
 Array = jax.Array
 
 
-def loss_terms(params, batch: Batch, key, *, model_cfg: model.Seq2SeqConfig,
-               label_smoothing: float = 0.0) -> tuple[Array, dict]:
+def loss_terms(
+    params, batch: Batch, key, *, model_cfg: model.Seq2SeqConfig, label_smoothing: float = 0.0
+) -> tuple[Array, dict]:
     """Summed (not averaged) training loss over the batch's real target tokens.
 
     Returns:
@@ -36,23 +37,31 @@ def loss_terms(params, batch: Batch, key, *, model_cfg: model.Seq2SeqConfig,
     else:
         loss = nll
     correct = (jnp.argmax(logits, axis=-1) == batch.tgt) & mask
-    sums = {"nll": jnp.sum(jnp.where(mask, nll, 0.0)), "tokens": jnp.sum(mask).astype(jnp.float32),
-            "correct": jnp.sum(correct).astype(jnp.float32)}
+    sums = {
+        "nll": jnp.sum(jnp.where(mask, nll, 0.0)),
+        "tokens": jnp.sum(mask).astype(jnp.float32),
+        "correct": jnp.sum(correct).astype(jnp.float32),
+    }
     return jnp.sum(jnp.where(mask, loss, 0.0)), sums
 
 
-def train_step(state: TrainState, batch: Batch, *, model_cfg: model.Seq2SeqConfig,
-               train_cfg: config.TrainConfig, axis_name: str | None = None
-               ) -> tuple[TrainState, dict]:
+def train_step(
+    state: TrainState,
+    batch: Batch,
+    *,
+    model_cfg: model.Seq2SeqConfig,
+    train_cfg: config.TrainConfig,
+    axis_name: str | None = None,
+) -> tuple[TrainState, dict]:
     """One optimizer update on one device's share of the batch.
 
     With `axis_name`, the devices' gradients are summed over that axis (`lax.psum`); each
     device's loss is divided by the global token count, so any split of the batch gives the
     update of the whole batch on one device (a mean of per-device means would not).
-    A non-finite loss, gradient or update leaves the state unchanged and sets `metrics["finite"]` to 0,
-    so the last good parameters survive for the host to stop on.
+    A non-finite loss, gradient or update leaves the state unchanged and sets
+    `metrics["finite"]` to 0, so the last good parameters survive for the host to stop on.
     """
-    key = jax.random.fold_in(state.key, state.step)
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
     if axis_name is not None:
         key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
     key = key if model_cfg.dropout > 0 else None
@@ -60,8 +69,9 @@ def train_step(state: TrainState, batch: Batch, *, model_cfg: model.Seq2SeqConfi
     tokens = jnp.maximum(reduce(jnp.sum(batch.tgt_len).astype(jnp.float32)), 1.0)
 
     def loss_fn(params):
-        loss, sums = loss_terms(params, batch, key, model_cfg=model_cfg,
-                                label_smoothing=train_cfg.label_smoothing)
+        loss, sums = loss_terms(
+            params, batch, key, model_cfg=model_cfg, label_smoothing=train_cfg.label_smoothing
+        )
         return loss / tokens, sums
 
     grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -71,9 +81,17 @@ def train_step(state: TrainState, batch: Batch, *, model_cfg: model.Seq2SeqConfi
     grad_norm, param_norm = optax.tree.norm(grads), optax.tree.norm(params)
     finite = jnp.isfinite(sums["nll"]) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-    new_state = state._replace(step=state.step + 1, params=keep(params, state.params),
-                               opt_state=keep(opt_state, state.opt_state))
-    metrics_ = {"loss": sums["nll"] / tokens, "tokens": sums["tokens"],
-                "accuracy": sums["correct"] / tokens, "grad_norm": grad_norm,
-                "param_norm": param_norm, "finite": finite.astype(jnp.float32)}
+    new_state = state._replace(
+        step=state.step + 1,
+        params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+    )
+    metrics_ = {
+        "loss": sums["nll"] / tokens,
+        "tokens": sums["tokens"],
+        "accuracy": sums["correct"] / tokens,
+        "grad_norm": grad_norm,
+        "param_norm": param_norm,
+        "finite": finite.astype(jnp.float32),
+    }
     return new_state, metrics_

@@ -13,7 +13,7 @@ import contextlib
 import os
 import signal
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -41,12 +41,15 @@ class StopSignals:
             self.requested = signum
             # os.write, not print: a handler that prints while the interrupted code prints
             # raises "reentrant call" inside the stream.
-            os.write(2, f"{signal.Signals(signum).name} received: stopping after this step, "
-                        "which will be saved (send it again to stop at once)\n".encode())
+            os.write(
+                2,
+                f"{signal.Signals(signum).name} received: stopping after this step, "
+                "which will be saved (send it again to stop at once)\n".encode(),
+            )
             return
         raise Interrupted(signum)
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for s in SIGNALS:
                 self._previous[s] = signal.signal(s, self._handle)
@@ -58,7 +61,7 @@ class StopSignals:
         self._previous.clear()
 
     @contextlib.contextmanager
-    def deferred(self) -> Iterator["StopSignals"]:
+    def deferred(self) -> Iterator[StopSignals]:
         """Within the block (blocks nest), a first signal only sets `requested`."""
         self._depth += 1
         try:

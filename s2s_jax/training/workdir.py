@@ -22,16 +22,16 @@ import dataclasses
 import json
 import os
 import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import jax
 
+from s2s_jax.data import Vocab
+from s2s_jax.errors import CheckpointError, WorkdirError, WriteError
 from s2s_jax.nn import model
 from s2s_jax.training import config
 from s2s_jax.training.checkpoint import Checkpoints, load_json, save_json
-from s2s_jax.data import Vocab
-from s2s_jax.errors import CheckpointError, WorkdirError, WriteError
 
 CONFIG, CHECKPOINTS, METRICS, TENSORBOARD = "config.json", "checkpoints", "metrics.jsonl", "tb"
 SRC_VOCAB, TGT_VOCAB, LOCK = "vocab.src.json", "vocab.tgt.json", "train.lock"
@@ -71,8 +71,10 @@ def save(path: str | Path, run: Run, *, vocabularies: bool = True) -> None:
         run.src_vocab.save(path / SRC_VOCAB)
         run.tgt_vocab.save(path / TGT_VOCAB)
     values = config.to_dict(run.model_cfg, run.train_cfg)
-    values["vocab"] = {"src_sha256": run.src_vocab.fingerprint(),
-                       "tgt_sha256": run.tgt_vocab.fingerprint()}
+    values["vocab"] = {
+        "src_sha256": run.src_vocab.fingerprint(),
+        "tgt_sha256": run.tgt_vocab.fingerprint(),
+    }
     values["changes"] = list(run.changes)
     save_json(path / CONFIG, values)
 
@@ -90,28 +92,41 @@ def load(path: str | Path) -> Run:
     """
     path = Path(path)
     if not exists(path):
-        raise CheckpointError(f"{path} holds no trained model (no {CONFIG}): "
-                              f"train first with `s2s train --workdir {path}`")
+        raise CheckpointError(
+            f"{path} holds no trained model (no {CONFIG}): "
+            f"train first with `s2s train --workdir {path}`"
+        )
     values = load_json_config(path)
     model_cfg, train_cfg = config.build(values)
     fingerprints = values.get("vocab", {})  # absent in workdirs of earlier versions
     vocabs = []
-    for side, name, size in (("src", SRC_VOCAB, model_cfg.src_vocab),
-                             ("tgt", TGT_VOCAB, model_cfg.tgt_vocab)):
+    for side, name, size in (
+        ("src", SRC_VOCAB, model_cfg.src_vocab),
+        ("tgt", TGT_VOCAB, model_cfg.tgt_vocab),
+    ):
         vocab = Vocab.load(path / name)
         if len(vocab) != size:
-            raise CheckpointError(f"{path / name} has {len(vocab)} tokens but the model was built "
-                                  f"with {size}: the file does not belong to this workdir")
+            raise CheckpointError(
+                f"{path / name} has {len(vocab)} tokens but the model was built "
+                f"with {size}: the file does not belong to this workdir"
+            )
         want = fingerprints.get(f"{side}_sha256")
         if want is not None and vocab.fingerprint() != want:
-            raise CheckpointError(f"{path / name} differs from the vocabulary this model was "
-                                  f"trained with ({CONFIG} holds its checksum): restore the file")
+            raise CheckpointError(
+                f"{path / name} differs from the vocabulary this model was "
+                f"trained with ({CONFIG} holds its checksum): restore the file"
+            )
         vocabs.append(vocab)
     return Run(model_cfg, train_cfg, *vocabs, changes=tuple(values.get("changes", ())))
 
 
-def checkpoints(path: str | Path, *, best_mode: str = "max", writer: bool = False,
-                log: Callable[[str], None] | None = None) -> Checkpoints:
+def checkpoints(
+    path: str | Path,
+    *,
+    best_mode: str = "max",
+    writer: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> Checkpoints:
     """The workdir's checkpoints; `writer` only for the process holding the lock. A workdir
     written by this version (its config names vocabulary checksums) must have a digest for
     every step: one missing is damage, not an older format."""
@@ -119,12 +134,22 @@ def checkpoints(path: str | Path, *, best_mode: str = "max", writer: bool = Fals
         current = "vocab" in load_json_config(path)
     except CheckpointError:
         current = False
-    return Checkpoints(Path(path) / CHECKPOINTS, best_mode=best_mode, writer=writer,
-                       require_digests=current, log=log)
+    return Checkpoints(
+        Path(path) / CHECKPOINTS,
+        best_mode=best_mode,
+        writer=writer,
+        require_digests=current,
+        log=log,
+    )
 
 
-def restore_params(path: str | Path, model_cfg: model.Seq2SeqConfig, *, which: str = "best",
-                   log: Callable[[str], None] | None = None):
+def restore_params(
+    path: str | Path,
+    model_cfg: model.Seq2SeqConfig,
+    *,
+    which: str = "best",
+    log: Callable[[str], None] | None = None,
+):
     """The parameters of the `which` ("best" or "latest") checkpoint, verified, and nothing
     else (inference needs no optimizer state); falls back to the latest when there is no
     usable best one, and to older steps past damaged ones."""
@@ -161,8 +186,10 @@ def lock(path: str | Path) -> Iterator[None]:
         except OSError:
             f.seek(0)
             holder = f.read().decode("utf-8", "replace").strip() or "another process"
-            raise WorkdirBusy(f"{path} is being trained by {holder}: wait for it to finish or "
-                              "stop it, or use another --workdir") from None
+            raise WorkdirBusy(
+                f"{path} is being trained by {holder}: wait for it to finish or "
+                "stop it, or use another --workdir"
+            ) from None
         try:
             f.truncate(0)
             f.write(f"pid {os.getpid()} on {socket.gethostname()}".encode())
