@@ -205,6 +205,7 @@ def _copy_batch(key, batch=16, length=5, vocab=9):
         ("sutskever", "init"),
     ],
 )
+@pytest.mark.optax  # optax promotes dtypes implicitly: standard promotion here
 def test_every_variant_learns_a_copy_task(name, context):
     """Smoke test: 80 Adam steps on a fixed copy batch lower the loss a lot."""
     cfg, params = make(name, context=context, dropout=0.1)
@@ -217,7 +218,7 @@ def test_every_variant_learns_a_copy_task(name, context):
             logp = model.token_log_probs(
                 model.forward(p, src, src_len, tgt, cfg=cfg, key=key), tgt, tgt_len
             )
-            return -jnp.sum(logp) / jnp.sum(tgt_len)
+            return -jnp.sum(logp) / jnp.sum(tgt_len).astype(jnp.float32)
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = opt.update(grads, opt_state)
@@ -230,3 +231,9 @@ def test_every_variant_learns_a_copy_task(name, context):
         losses.append(float(loss))
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_the_maths_is_tested_under_strict_dtype_promotion():
+    """conftest's fixture is in force here: an implicit int32 + float32 is an error."""
+    with pytest.raises(jax.dtypes.TypePromotionError):
+        jnp.ones(2, jnp.int32) + jnp.ones(2, jnp.float32)
