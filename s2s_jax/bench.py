@@ -281,11 +281,14 @@ def _layer_cases(kind: str, B: int, T: int, I: int, H: int) -> list[Case]:
 
     for impl, (runner, kw) in variants.items():
         add(impl, lambda p, xs, r=runner, kw=kw: r(cell, p, xs, **kw)[0], params)
-    from flax import linen as nn
-
-    flax_cell = nn.OptimizedLSTMCell(H) if kind == "lstm" else nn.GRUCell(H)
-    flax_rnn = nn.RNN(flax_cell)
-    add("flax", flax_rnn.apply, flax_rnn.init(jax.random.key(0), xs))
+    try:  # a peer from the optional `bench` extra, like torch
+        from flax import linen as nn
+    except ImportError:
+        nn = None
+    if nn is not None:
+        flax_cell = nn.OptimizedLSTMCell(H) if kind == "lstm" else nn.GRUCell(H)
+        flax_rnn = nn.RNN(flax_cell)
+        add("flax", flax_rnn.apply, flax_rnn.init(jax.random.key(0), xs))
     torch = _torch()
     if torch is not None:
         layer = (torch.nn.LSTM if kind == "lstm" else torch.nn.GRU)(I, H)
