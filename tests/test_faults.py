@@ -31,6 +31,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from test_checkpoint import flip_bytes
 
 from s2s_jax.training import state
 from s2s_jax.training import workdir as wd
@@ -409,12 +410,9 @@ def test_two_trainers_on_one_workdir(project, straight, env):
 # -------------------------------------------------------------------------- damaged files
 
 
-def flip_bytes(path: Path, count: int = 64) -> None:
-    data = bytearray(path.read_bytes())
-    middle = len(data) // 2
-    for i in range(middle, min(middle + count, len(data))):
-        data[i] ^= 0xFF
-    path.write_bytes(bytes(data))
+def translate_abc(workdir: Path, env, *options):
+    """`s2s translate abc` on a workdir, run from the directory that holds it."""
+    return s2s("translate", "--workdir", workdir.name, *options, "abc", cwd=workdir.parent, env=env)
 
 
 DAMAGE = {
@@ -431,16 +429,7 @@ DAMAGE = {
 def test_a_damaged_latest_step_falls_back_to_the_intact_one(project, straight, env, damage):
     workdir = copy_of(straight, f"damaged-{damage}")
     DAMAGE[damage](workdir / "checkpoints" / "latest" / "12")
-    rc, out, err = s2s(
-        "translate",
-        "--workdir",
-        workdir.name,
-        "--checkpoint",
-        "latest",
-        "abc",
-        cwd=workdir.parent,
-        env=env,
-    )
+    rc, out, err = translate_abc(workdir, env, "--checkpoint", "latest")
     assert rc == 0 and out.strip() and "Traceback" not in err, err
     assert "latest/12" in err and "using latest step 8" in err, err
     if damage == "flipped":  # the same command resumes from step 8 and ends where it should
@@ -454,21 +443,10 @@ def test_a_damaged_best_blocks_nothing(project, straight, env):
     workdir = copy_of(straight, "damaged-best")
     (best,) = (workdir / "checkpoints" / "best").iterdir()
     (best / "metrics" / "metrics").write_text("{")
-    rc, out, err = s2s(
-        "translate", "--workdir", workdir.name, "abc", cwd=workdir.parent, env=env
-    )  # --checkpoint best, the default
+    rc, out, err = translate_abc(workdir, env)  # --checkpoint best, the default
     assert rc == 0 and out.strip() and "Traceback" not in err, err
     assert "best checkpoint" in err and "damaged" in err and "using the latest" in err, err
-    rc, out, err = s2s(
-        "translate",
-        "--workdir",
-        workdir.name,
-        "--checkpoint",
-        "latest",
-        "abc",
-        cwd=workdir.parent,
-        env=env,
-    )
+    rc, out, err = translate_abc(workdir, env, "--checkpoint", "latest")
     assert rc == 0 and out.strip() and not err.strip(), err
     rc, out, err = s2s(
         "eval",
@@ -504,9 +482,7 @@ def test_a_vocabulary_that_does_not_belong_is_refused(project, straight, env, ta
         vocab["tokens"].pop()
     (workdir / name).write_text(json.dumps(vocab))
     before = tree_hash(workdir)
-    assert_one_line(
-        s2s("translate", "--workdir", workdir.name, "abc", cwd=workdir.parent, env=env), 2, match
-    )
+    assert_one_line(translate_abc(workdir, env), 2, match)
     assert_one_line(
         s2s(*TRAIN, "--workdir", f"runs/{workdir.name}", cwd=project, env=env), 2, match
     )

@@ -25,7 +25,8 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 
-from s2s_jax.errors import DataError, WriteError
+from s2s_jax.errors import DataError
+from s2s_jax.files import write_atomically
 from s2s_jax.tokens import BOS, EOS, PAD, SPECIALS, UNK  # noqa: F401 (re-exported by data)
 
 KINDS = ("char", "word", "sentencepiece")
@@ -217,18 +218,7 @@ class Vocab:
         Raises:
           WriteError: the file cannot be written (e.g. the disk is full); `path` is unchanged.
         """
-        path = os.fspath(path)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(self.to_dict(), f, ensure_ascii=False)
-            os.replace(tmp, path)
-        except BaseException as e:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            if isinstance(e, OSError):
-                raise WriteError(f"cannot write {path}: {e.strerror or e}") from e
-            raise
+        write_atomically(path, json.dumps(self.to_dict(), ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Vocab:

@@ -40,6 +40,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from s2s_jax.errors import CheckpointError, WriteError
+from s2s_jax.files import write_atomically
 
 _ITEM = "default"  # orbax's name for the item of a single-item CheckpointManager
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's mark of a step directory not yet finalised
@@ -108,29 +109,11 @@ _ignore_late_tensorstore_callbacks()
 
 
 def save_json(path: str | os.PathLike, obj: Any) -> None:
-    """Writes `obj` as JSON atomically: to a temporary file, then renamed over `path`.
+    """Writes `obj` as JSON atomically (`files.write_atomically`; `WriteError` if it cannot).
 
     In a multi-process run, call it on one process only (`jax.process_index() == 0`).
-
-    Raises:
-        WriteError: the file cannot be written (e.g. the disk is full); `path` is then
-            unchanged and no temporary file is left (whatever interrupts the write).
     """
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise WriteError(f"cannot write {path}: {e.strerror or _brief(e)}") from e
-        raise
+    write_atomically(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def load_json(path: str | os.PathLike) -> dict:

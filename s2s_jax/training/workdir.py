@@ -29,6 +29,7 @@ import jax
 
 from s2s_jax.data import Vocab
 from s2s_jax.errors import CheckpointError, WorkdirError, WriteError
+from s2s_jax.files import write_atomically
 from s2s_jax.nn import model
 from s2s_jax.training import config
 from s2s_jax.training.checkpoint import Checkpoints, load_json, save_json
@@ -214,12 +215,4 @@ def truncate_metrics(path: str | Path, step: int) -> None:
         except (ValueError, KeyError, TypeError):
             pass  # a line cut short by a crash
     if len(kept) != len(lines):
-        tmp = file.with_name(f"{METRICS}.tmp-{os.getpid()}")
-        try:
-            tmp.write_text("".join(kept), encoding="utf-8")
-            os.replace(tmp, file)
-        except BaseException as e:
-            tmp.unlink(missing_ok=True)
-            if isinstance(e, OSError):
-                raise WriteError(f"cannot write {file}: {e.strerror or e}") from None
-            raise
+        write_atomically(file, "".join(kept))
