@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -33,9 +34,12 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
+from s2s_jax.data import Batch
 from s2s_jax.nn import cells, decoding, fused, model, rnn
+from s2s_jax.training.config import TrainConfig
+from s2s_jax.training.state import init_state
+from s2s_jax.training.step import train_step
 
 Array = jax.Array
 FIELDS = (
@@ -326,7 +330,12 @@ def layer_bench(kind: str, sizes: Sizes, reps: int) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------
-# The training step: bidirectional LSTM encoder, LSTM decoder with additive attention, Adam.
+# The training step users run (`training.step.train_step`: loss, gradients clipped by global
+# norm, Adam, norms, non-finite guard) on a bidirectional LSTM encoder, LSTM decoder with
+# additive attention; the PyTorch peer clips its gradients at the same norm.
+
+
+CLIP_NORM = 1.0  # TrainConfig's default, and the PyTorch peer's
 
 
 def train_config(sizes: Sizes) -> model.Seq2SeqConfig:
@@ -343,20 +352,6 @@ def train_config(sizes: Sizes) -> model.Seq2SeqConfig:
         attn_dim=sizes.attn_dim,
         context="init",
     )
-
-
-def _train_step_fn(cfg, opt):
-    def loss_fn(params, src, src_len, tgt, tgt_len):
-        logits = model.forward(params, src, src_len, tgt, cfg=cfg)
-        logp = model.token_log_probs(logits, tgt, tgt_len)
-        return -jnp.sum(logp) / jnp.sum(tgt_len)
-
-    def step(params, opt_state, src, src_len, tgt, tgt_len):
-        loss, grads = jax.value_and_grad(loss_fn)(params, src, src_len, tgt, tgt_len)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    return step
 
 
 def _torch_seq2seq(torch, cfg: model.Seq2SeqConfig):
@@ -416,26 +411,26 @@ def train_flops(cfg: model.Seq2SeqConfig, B: int, S: int, T: int) -> float:
 
 
 def train_bench(sizes: Sizes, reps: int) -> list[dict]:
-    """`train_step` records: ours (`s2s`: the default, hand-written backward passes;
-    `s2s_plain`: `fused=False`, plain `lax.scan` autodiff) and the PyTorch model."""
+    """`train_step` records: the library's step (`s2s`: the default, hand-written backward
+    passes; `s2s_plain`: `fused=False`, plain `lax.scan` autodiff) and the PyTorch model."""
     B, S, T = sizes.train
     cfg = train_config(sizes)
+    train_cfg = TrainConfig(
+        batch_size=B, learning_rate=1e-3, warmup_steps=0, schedule="constant", clip_norm=CLIP_NORM
+    )
     rng = np.random.default_rng(0)
     src = jnp.asarray(rng.integers(4, cfg.src_vocab, (B, S)), jnp.int32)
     tgt = jnp.asarray(rng.integers(4, cfg.tgt_vocab, (B, T)), jnp.int32)
-    src_len, tgt_len = jnp.full((B,), S, jnp.int32), jnp.full((B,), T, jnp.int32)
-    opt = optax.adam(1e-3)
+    batch = Batch(src, jnp.full((B,), S, jnp.int32), tgt, jnp.full((B,), T, jnp.int32))
     cases = []
     for impl, impl_cfg in (("s2s", cfg), ("s2s_plain", cfg.replace(fused=False))):
-        params = model.init(impl_cfg, key=jax.random.key(0))
-        state = [params, opt.init(params)]
-        step, secs = _compile(
-            _train_step_fn(impl_cfg, opt), *state, src, src_len, tgt, tgt_len, donate_argnums=(0, 1)
-        )
+        body = functools.partial(train_step, model_cfg=impl_cfg, train_cfg=train_cfg)
+        holder = [init_state(impl_cfg, train_cfg)]
+        step, secs = _compile(body, holder[0], batch, donate_argnums=0)
 
-        def run_step(step=step, state=state):
-            state[0], state[1], loss = step(*state, src, src_len, tgt, tgt_len)
-            jax.block_until_ready(loss)
+        def run_step(step=step, holder=holder):
+            holder[0], metrics = step(holder[0], batch)
+            jax.block_until_ready(metrics["loss"])
 
         cases.append(Case(impl, "fwd_bwd_adam", run_step, secs))
     torch = _torch()
@@ -453,6 +448,7 @@ def train_bench(sizes: Sizes, reps: int) -> list[dict]:
                 logits.reshape(-1, logits.shape[-1]), tgt_t.reshape(-1)
             )
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), CLIP_NORM)
             topt.step()
 
         cases += _torch_cases(torch, {"fwd_bwd_adam": torch_step})
@@ -640,6 +636,7 @@ def length_bench(sizes: Sizes, reps: int) -> list[dict]:
 def run(
     quick: bool = False,
     *,
+    only: str | None = None,
     sizes: Sizes | None = None,
     reps: int = 7,
     torch_threads: int | None = None,
@@ -649,6 +646,7 @@ def run(
 
     Args:
       quick: only the LSTM layer at each of `sizes.layer_shapes`.
+      only: run this one group (see `GROUPS`), with the matmul peak it is compared with.
       sizes: the sizes to run (`Sizes.toy()` for tests); None: the issue's sizes.
       reps: timed repetitions per implementation (medians); length scaling uses half.
       torch_threads: PyTorch's intra-op threads; None: every core (`os.cpu_count()`), as XLA uses.
@@ -670,6 +668,8 @@ def run(
             ("decode", lambda: decode_bench(sizes, reps)),
             ("length_scaling", lambda: length_bench(sizes, reps)),
         ]
+    if only is not None:
+        groups = [g for g in groups if g[0] in ("matmul_peak", only)]
     records = []
     for name, bench in groups:
         log(f"bench: {name} ...")
@@ -773,6 +773,9 @@ def goals(records: Sequence[dict]) -> list[str]:
     return lines
 
 
+GROUPS = ("lstm_layer", "gru_layer", "train_step", "decode", "length_scaling")
+
+
 def main(argv: list[str] | None = None) -> int:
     """`s2s bench [--quick] [--json] [--reps N] [--toy]`; returns the exit status."""
     parser = argparse.ArgumentParser(prog="s2s bench", description=__doc__.splitlines()[0])
@@ -782,13 +785,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--toy", action="store_true", help="tiny sizes: a smoke test, not a benchmark"
     )
+    parser.add_argument("--only", choices=GROUPS, help="run one group (and the matmul peak)")
     args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error("--reps must be at least 1")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     log(f"machine: {json.dumps(machine())}")
     start = time.perf_counter()
-    records = run(args.quick, sizes=Sizes.toy() if args.toy else None, reps=args.reps, log=log)
+    records = run(
+        args.quick,
+        only=args.only,
+        sizes=Sizes.toy() if args.toy else None,
+        reps=args.reps,
+        log=log,
+    )
     log(f"total {time.perf_counter() - start:.0f} s; load average now {os.getloadavg()[0]:.2f}")
     if args.json:
         print(json.dumps(records, indent=1))

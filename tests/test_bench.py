@@ -153,3 +153,13 @@ def test_torch_model_is_the_same_model():
         got = net(as_long(src), as_long(tgt_in)).numpy().transpose(1, 0, 2)
     want = model.forward(params, src, jnp.full((3,), 6), tgt, cfg=cfg)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_only_the_training_step_times_the_library_step(capsys):
+    assert bench.main(["--only", "train_step", "--toy", "--json", "--reps", "1"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert {r["bench"] for r in records} == {"matmul_peak", "train_step"}
+    impls = {r["impl"] for r in records if r["bench"] == "train_step"}
+    assert {"s2s", "s2s_plain"} <= impls
+    assert ("torch" in impls) == (bench._torch() is not None)
+    assert all(math.isfinite(r["median_s"]) and r["median_s"] > 0 for r in records)

@@ -491,3 +491,26 @@ def test_a_partial_restore_reads_and_verifies_only_what_is_asked(tmp_path):
     assert_same(reader.restore(target, partial=True), {"params": make_state(1)["params"]})
     assert "leaf 'params/enc/w' differs" in notices[0]
     reader.close()
+
+
+def test_tensorstore_errors_left_behind_in_asyncio_are_not_printed():
+    """After a failed read, asyncio reports tensorstore's other failed reads as "Task exception
+    was never retrieved" (with a traceback); the restore has raised one clean error already."""
+    from s2s_jax.training.checkpoint import _DropOrbaxRecords
+
+    def record(message, error=None):
+        rec = logging.LogRecord(
+            "asyncio", logging.ERROR, "/asyncio/base_events.py", 1, message, None, None
+        )
+        if error is not None:
+            try:
+                raise error
+            except ValueError:
+                rec.exc_info = sys.exc_info()
+        return rec
+
+    late = ValueError('NOT_FOUND: Error opening "zarr" driver: in OCDBT database at "x"')
+    assert not _DropOrbaxRecords().filter(record("Task exception was never retrieved", late))
+    assert _DropOrbaxRecords().filter(
+        record("Task exception was never retrieved", ValueError("someone else's"))
+    )

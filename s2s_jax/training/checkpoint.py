@@ -52,16 +52,21 @@ _OS_TROUBLE = re.compile(
 )
 
 
+_TENSORSTORE_MARKS = ("OCDBT", '"zarr" driver', "tensorstore")
+
+
 def _from_orbax(record: logging.LogRecord) -> bool:
-    """Whether a log record comes from orbax, or carries an exception raised inside it."""
+    """Whether a log record comes from orbax, or carries an exception raised inside orbax or
+    tensorstore (whose errors, raised from C, name their OCDBT or zarr files instead)."""
     if "orbax" in record.pathname:
         return True
+    error = record.exc_info[1] if record.exc_info else None
     tb = record.exc_info[2] if record.exc_info else None
     while tb is not None:
         if "orbax" in tb.tb_frame.f_code.co_filename:
             return True
         tb = tb.tb_next
-    return False
+    return error is not None and any(mark in str(error) for mark in _TENSORSTORE_MARKS)
 
 
 class _DropOrbaxRecords(logging.Filter):
