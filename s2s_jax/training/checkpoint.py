@@ -104,6 +104,8 @@ def _ignore_late_tensorstore_callbacks() -> None:
         exc = unraisable.exc_value
         if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
             return
+        if any(mark in str(exc) for mark in _TENSORSTORE_MARKS):
+            return  # another read of the same failed restore
         previous(unraisable)
 
     hook._s2s_filter = True
