@@ -94,8 +94,8 @@ _quiet_orbax()
 def _ignore_late_tensorstore_callbacks() -> None:
     """After a failed read, tensorstore threads still complete the other reads and call back
     into the event loop orbax has closed; Python would print a traceback for each ("Event loop
-    is closed") although the restore itself raised a clean error. This hook drops exactly
-    those and passes everything else to the previous hook."""
+    is closed", or the other reads' tensorstore errors) although the restore itself raised a
+    clean error. This hook drops those and passes everything else to the previous hook."""
     previous = sys.unraisablehook
     if getattr(previous, "_s2s_filter", False):
         return
