@@ -71,6 +71,7 @@ def evaluate_workdir(
     if limit is not None and limit < 1:
         raise DataError(f"limit must be >= 1, got {limit}")
     workdir = wd.resolve(workdir)
-    translator = Translator.from_workdir(workdir, which=which, log=log)
-    task = config.load_task_data(wd.load(workdir).train_cfg)
+    run = wd.load(workdir)  # read and checked once, for the model and for the task's data
+    translator = Translator.from_workdir(workdir, which=which, log=log, run=run)
+    task = config.load_task_data(run.train_cfg)
     return evaluate(translator, task, split, beam=beam, limit=limit)

@@ -80,13 +80,19 @@ class Translator:
 
     @classmethod
     def from_workdir(
-        cls, path: str | Path, *, which: str = "best", log: Callable[[str], None] = _to_stderr
+        cls,
+        path: str | Path,
+        *,
+        which: str = "best",
+        log: Callable[[str], None] = _to_stderr,
+        run: wd.Run | None = None,
     ) -> Translator:
         """Loads the `which` ("best" or "latest") checkpoint of a training workdir (a relative
         path is taken from the current directory), verified: a damaged step is skipped for
-        the newest intact one, and `log` says so."""
+        the newest intact one, and `log` says so. `run`: the workdir's `wd.load`, when the
+        caller has read it already."""
         path = wd.resolve(path)
-        run = wd.load(path)
+        run = run or wd.load(path)
         params = wd.restore_params(path, run.model_cfg, which=which, log=log)
         return cls(params, run.model_cfg, run.src_vocab, run.tgt_vocab, Limits.of(run.train_cfg))
 

@@ -41,6 +41,7 @@ import orbax.checkpoint as ocp
 
 from s2s_jax.errors import CheckpointError, WriteError
 from s2s_jax.files import write_atomically
+from s2s_jax.training.parallel import on_any_process
 
 _ITEM = "default"  # orbax's name for the item of a single-item CheckpointManager
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's mark of a step directory not yet finalised
@@ -159,18 +160,20 @@ def _key_name(entry: Any) -> str:
     return str(entry)
 
 
-def _host(leaf: Any) -> np.ndarray:
-    """A leaf's value on this host (one local copy of a replicated global array)."""
+def _local(leaf: Any) -> Any:
+    """One local copy of a replicated global array (the leaf itself otherwise)."""
     if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
-        leaf = leaf.addressable_data(0)
-    return np.asarray(jax.device_get(leaf))
+        return leaf.addressable_data(0)
+    return leaf
 
 
 def digest(state: Any) -> dict[str, str]:
     """SHA-256 of every leaf (dtype, shape and bytes), keyed by its path."""
+    flat = jax.tree_util.tree_flatten_with_path(state)[0]
+    host = jax.device_get([_local(leaf) for _, leaf in flat])  # one transfer for the tree
     out = {}
-    for keypath, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
-        value = np.ascontiguousarray(_host(leaf))
+    for (keypath, _), leaf in zip(flat, host):
+        value = np.ascontiguousarray(np.asarray(leaf))
         h = hashlib.sha256(f"{value.dtype.str}{value.shape}".encode())
         h.update(value.tobytes())
         out["/".join(_key_name(k) for k in keypath)] = h.hexdigest()
@@ -218,15 +221,6 @@ def _first_mismatch(target: Any, stored: Any, *, partial: bool = False) -> str |
 
 class _Damaged(Exception):
     """One step cannot be read back as it was saved."""
-
-
-def _on_any_process(flag: bool) -> bool:
-    """Whether `flag` holds on any process (all processes must call this together)."""
-    if jax.process_count() == 1:
-        return flag
-    from jax.experimental import multihost_utils
-
-    return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
 
 
 class Checkpoints:
@@ -522,7 +516,7 @@ class Checkpoints:
             state, problem = self._read_step(which, step, target, partial), None
         except _Damaged as e:
             state, problem = None, e
-        if _on_any_process(problem is not None):  # every process falls back alike
+        if on_any_process(problem is not None):  # every process falls back alike
             raise problem or _Damaged(f"checkpoint at {path} is damaged on another process")
         return state
 

@@ -248,18 +248,9 @@ def _locked(workdir: Path):
                 stack.enter_context(wd.lock(workdir))
             except S2SError as e:
                 error = e
-        if _on_any_process(error is not None):
+        if parallel.on_any_process(error is not None):
             raise error or WorkdirBusy(f"process 0 could not lock {workdir}")
         yield
-
-
-def _on_any_process(flag: bool) -> bool:
-    """Whether `flag` holds on any process (all processes must call this together)."""
-    if jax.process_count() == 1:
-        return flag
-    from jax.experimental import multihost_utils
-
-    return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
 
 
 def _fit(workdir: Path, prepared: _Prepared, *, progress: bool, log, stop) -> dict:

@@ -96,6 +96,15 @@ def _env_int(name: str) -> int | None:
         raise ConfigError(f"environment variable {name}={value!r} is not an integer") from None
 
 
+def on_any_process(flag: bool) -> bool:
+    """Whether `flag` holds on any process; every process must call it at the same point."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
+
+
 def resolve_mode(mode: str) -> str:
     """ "auto" is shard_map with more than one device, else none."""
     if mode not in MODES:
