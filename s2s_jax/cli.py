@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -202,6 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("s2s: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `s2s ... | head`: the reader has gone, as for any Unix filter
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 141
     except OSError as e:  # the machine, not the user: a full disk, a read-only filesystem
         where = f"{e.filename}: " if e.filename else ""
         print(f"s2s: error: {where}{e.strerror or e}", file=sys.stderr)

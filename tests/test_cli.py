@@ -177,3 +177,19 @@ def test_tasks_lists_the_builtin_tasks(capsys):
     names = [line.split("\t")[0] for line in out.splitlines()]
     assert code == 0 and names[:2] == ["numbers-en-fr", "g2p"]
     assert {"copy", "reverse", "sort", "addition"} <= set(names)
+
+
+def test_output_into_a_closed_pipe_is_not_an_error():
+    """`s2s config | head -2`: no error line, the status of a filter cut short (141)."""
+    import subprocess
+    import sys
+
+    code = "from s2s_jax import cli; import sys; sys.exit(cli.main(['config']))"
+    proc = subprocess.run(
+        f'{sys.executable} -c "{code}" | head -1',
+        shell=True,
+        capture_output=True,
+        text=True,
+        executable="/bin/bash",
+    )
+    assert proc.stdout.count("\n") == 1 and "error" not in proc.stderr, proc.stderr
