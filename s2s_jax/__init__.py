@@ -20,6 +20,7 @@ import importlib
 _API = {
     # the maths
     "cells": ("s2s_jax.nn.cells", None),
+    "scan": ("s2s_jax.nn.scan", None),
     "rnn": ("s2s_jax.nn.rnn", None),
     "attention": ("s2s_jax.nn.attention", None),
     "model": ("s2s_jax.nn.model", None),

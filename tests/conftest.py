@@ -13,10 +13,9 @@ STRICT_PROMOTION = {
     "test_cells",
     "test_decoding",
     "test_family",
-    "test_fused",
-    "test_hoisted",
     "test_model",
     "test_rnn",
+    "test_scan",
 }
 
 

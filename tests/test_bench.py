@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from s2s_jax import bench
+from s2s_jax.bench import groups, harness, peers
 from s2s_jax.nn import decoding, model
 
 SIZES = bench.Sizes.toy()
@@ -24,7 +25,7 @@ def test_quick_json_run_has_finite_fields(capsys):
     assert {"s2s", "s2s_plain"} <= impls
     has_flax = importlib.util.find_spec("flax") is not None
     assert ("flax" in impls) == has_flax
-    has_torch = bench._torch() is not None
+    has_torch = peers.torch_module() is not None
     assert ("torch" in impls) == has_torch == ("torch_1thread" in impls)
     assert {r["mode"] for r in layer} == {"fwd", "fwd_bwd"}
     for r in layer:
@@ -89,7 +90,7 @@ def test_goals_summary_reads_the_records():
 
 def test_round_robin_medians():
     calls = []
-    med = bench.round_robin(
+    med = harness.round_robin(
         {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3, settle_s=0.0
     )
     assert calls == ["a", "b"] + ["a", "a", "b", "b"] * 3  # warm-up; then settle + timed, in turn
@@ -97,7 +98,7 @@ def test_round_robin_medians():
 
 
 def _toy_model(seed=0):
-    cfg = bench.train_config(SIZES)
+    cfg = groups.train_config(SIZES)
     params = model.init(cfg, key=jax.random.key(seed))
     rng = np.random.default_rng(seed)
     src = jnp.asarray(rng.integers(4, cfg.src_vocab, (3, 6)), jnp.int32)
@@ -111,7 +112,7 @@ def test_numpy_greedy_decoder_equals_batched_greedy():
     search = jax.jit(lambda p, s, n: decoding.greedy(p, s, n, cfg=cfg, max_len=7))
     got = search(params, src, src_len)
     for b, n in enumerate(src_len.tolist()):
-        want = bench.numpy_greedy(params, np.asarray(src[b, :n]), cfg=cfg, max_len=7)
+        want = peers.numpy_greedy(params, np.asarray(src[b, :n]), cfg=cfg, max_len=7)
         assert got.tokens[b, : got.lengths[b]].tolist() == want
 
 
@@ -119,7 +120,7 @@ def test_torch_model_is_the_same_model():
     """With our weights copied in, the PyTorch peer computes our logits."""
     torch = pytest.importorskip("torch")
     cfg, params, src, tgt = _toy_model(2)
-    net = bench._torch_seq2seq(torch, cfg)
+    net = peers.torch_seq2seq(torch, cfg)
     p = jax.tree.map(lambda x: torch.as_tensor(np.array(x)), params)
     enc, dec, att = p["encoder"][0], p["decoder"][0], p["attention"]
     weights = {
@@ -161,5 +162,5 @@ def test_only_the_training_step_times_the_library_step(capsys):
     assert {r["bench"] for r in records} == {"matmul_peak", "train_step"}
     impls = {r["impl"] for r in records if r["bench"] == "train_step"}
     assert {"s2s", "s2s_plain"} <= impls
-    assert ("torch" in impls) == (bench._torch() is not None)
+    assert ("torch" in impls) == (peers.torch_module() is not None)
     assert all(math.isfinite(r["median_s"]) and r["median_s"] > 0 for r in records)

@@ -4,7 +4,7 @@ Every cell is a `Cell` of four functions:
 
 * `init(key, in_dim, hidden) -> params`
 * `project(params, x) -> x_proj`: the input matmul `x @ w_ih + b_ih`. Elementwise in time, so
-  the runner may apply it to all steps at once outside the scan or inside each step.
+  `scan.run` may apply it to all steps at once outside the scan or inside each step.
 * `step(params, carry, x_proj_t) -> (carry, h_t)`: the recurrence, given projected inputs.
 * `initial_carry(batch, hidden) -> carry` (zeros).
 

@@ -9,7 +9,7 @@
 | 10.10 | conditional RNN feeding back the previous output | `conditional_rnn` |
 
 All are teacher-forced where outputs feed back: the true previous output `y_prev` is read.
-Parameters are dicts; `cell` is a `cells.Cell`; lengths mask padding as in `rnn.run`.
+Parameters are dicts; `cell` is a `cells.Cell`; lengths mask padding as in `scan.run`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from s2s_jax.nn import rnn
+from s2s_jax.nn import rnn, scan
 from s2s_jax.nn.cells import Cell
 
 Array = jax.Array
@@ -46,7 +46,7 @@ def tagger(params: dict, xs: Array, lengths: Array, *, cell: Cell) -> Array:
     """Figs. 10.3 / 10.11: `o_t = V h_t + c` (h_t = [forward; backward] when bidirectional).
     `xs: float32[B, T, I]` -> `float32[B, T, O]` (zeros at padding)."""
     hs, _ = rnn.run_stack(cell, params["rnn"], xs, lengths)
-    mask = rnn.length_mask(lengths, xs.shape[1])[..., None]
+    mask = scan.length_mask(lengths, xs.shape[1])[..., None]
     return jnp.where(mask, _apply(params["out"], hs), 0.0)
 
 
@@ -75,7 +75,7 @@ def vector_to_seq(params: dict, x: Array, y_prev: Array, *, cell: Cell) -> Array
     step beside the previous true token `y_prev: int32[B, T]`. Returns logits float32[B, T, V]."""
     emb = params["embed"][y_prev]
     xs = jnp.concatenate([jnp.broadcast_to(x[:, None], emb.shape[:2] + x.shape[-1:]), emb], -1)
-    hs, _ = rnn.run(cell, params["rnn"], xs)
+    hs, _ = scan.run(cell, params["rnn"], xs)
     return _apply(params["out"], hs)
 
 
@@ -124,5 +124,5 @@ def conditional_rnn(params: dict, xs: Array, lengths: Array, y_prev: Array, *, c
     with a connection from the previous output `y_prev: int32[B, T]` to the state, so outputs
     are not conditionally independent given x. Returns logits float32[B, T, V]."""
     inputs = jnp.concatenate([xs, params["embed"][y_prev]], axis=-1)
-    hs, _ = rnn.run(cell, params["rnn"], inputs, lengths)
+    hs, _ = scan.run(cell, params["rnn"], inputs, lengths)
     return _apply(params["out"], hs)

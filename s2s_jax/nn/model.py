@@ -6,8 +6,8 @@ Luong 2015), as pure functions of a parameter pytree and a frozen `Seq2SeqConfig
     Encoded, y_{<T}  ─forward────▶ logits[B, T, V]  (teacher forcing: one lax.scan)
 
 `forward` and `decode_step` share `_recurrent_step`; `forward` moves everything that does not
-depend on the recurrence (embedding projection, readout, output layer) out of its scan and, with
-`fused=True` (the default), runs that scan as `hoisted.scan` (weight gradients after the loop).
+depend on the recurrence (embedding projection, readout, output layer) out of its scan.
+`scan_implementations` is the one place that chooses how the scans run (`scan.run`'s `impl`).
 
 How the context enters the decoder (`Seq2SeqConfig.context`):
   * "init": C, through a tanh bridge, is each decoder layer's initial state (Sutskever);
@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from s2s_jax.errors import ConfigError
-from s2s_jax.nn import attention, fused, hoisted, rnn
+from s2s_jax.nn import attention, rnn, scan
 from s2s_jax.nn.cells import LSTMCarry, get_cell
 from s2s_jax.tokens import BOS, EOS, PAD, UNK  # noqa: F401 (model.EOS etc. for users)
 
@@ -61,9 +61,9 @@ class Seq2SeqConfig:
     dropout: float = 0.0  # on embeddings, between layers and on the readout (training only)
     unroll: int = 1  # lax.scan unroll factor
     projection: str | None = None  # input matmul inside/outside the scan; None: per backend
-    fused: bool = (
-        True  # hand-written backward passes (fused.py encoder, hoisted.py decoder); same values
-    )
+    # Hand-written backward passes (`scan_implementations`): same values, faster gradients.
+    fused: bool = True
+    remat: bool = False  # recompute in the backward pass what the scans would store: less memory
 
     def __post_init__(self):
         def check(ok: bool, msg: str):
@@ -215,6 +215,15 @@ def reverse_within_length(x: Array, lengths: Array) -> Array:
     return jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
+def scan_implementations(cfg: Seq2SeqConfig) -> tuple[str, str]:
+    """How the encoder's layers and the decoder's teacher-forced scan run (`scan.run`'s impl):
+    the one place the model chooses. `fused=True`: the LSTM/GRU encoder "fused", other cells
+    and the decoder (attention and all layers) "hoisted"; `fused=False`: plain autodiff."""
+    if not cfg.fused:
+        return "autodiff", "autodiff"
+    return ("fused" if cfg.cell in scan.FUSED_CELLS else "hoisted"), "hoisted"
+
+
 def encode(params: dict, src: Array, src_len: Array, *, cfg: Seq2SeqConfig, key=None) -> Encoded:
     """Reads the source.
 
@@ -240,11 +249,12 @@ def encode(params: dict, src: Array, src_len: Array, *, cfg: Seq2SeqConfig, key=
         key=key,
         unroll=cfg.unroll,
         projection=cfg.projection,
-        runner=fused.run if cfg.fused else None,
+        remat=cfg.remat,
+        impl=scan_implementations(cfg)[0],
     )
     context = jnp.concatenate([carry.h for carry in finals[-1]], axis=-1)
     keys = attention.precompute(params["attention"], cfg.attention, annotations)
-    mask = rnn.length_mask(src_len, src.shape[1])
+    mask = scan.length_mask(src_len, src.shape[1])
     return Encoded(annotations, keys, context, mask)
 
 
@@ -305,7 +315,7 @@ def _recurrent_step(
     (float32[B, G*H]): the attention, every decoder layer and (Luong's input feeding only) the
     readout. Returns the new state and `(h, ctx)`, the top layer's output and the context.
 
-    Weights appear only as `u @ w` with `u: float32[B, K]`, as `hoisted.scan` requires."""
+    Every weight appears only in matrix products, so a hoisted scan hoists all of them."""
     cell = get_cell(cfg.cell)
     attend = lambda query: attention.attend(
         sp["attention"], cfg.attention, query, enc.keys, enc.annotations, enc.mask
@@ -378,7 +388,6 @@ def forward(
     emb = params["tgt_embed"][shift_right(tgt)]
     if key is not None:
         emb = rnn.dropout(emb, cfg.dropout, emb_key)
-    time_major = lambda a: jnp.swapaxes(a, 0, 1)
     xp = _input_projection(params, enc, emb, cfg=cfg)
 
     def step(sp, enc_data, mask, state, inputs):
@@ -389,24 +398,28 @@ def forward(
         return state, (h, ctx) if cfg.attention == "bahdanau" else h
 
     sp, state0 = _step_params(params, cfg), init_decoder_state(params, enc, cfg=cfg)
-    inputs = (time_major(xp), time_major(emb))
-    if cfg.fused:  # weight gradients as one matmul each after the reverse scan
-        _, out = hoisted.scan(step, sp, enc[:3], enc.mask, state0, inputs, unroll=cfg.unroll)
-    else:
-        _, out = jax.lax.scan(
-            lambda state, x: step(sp, enc[:3], enc.mask, state, x),
-            state0,
-            inputs,
-            unroll=cfg.unroll,
-        )
+    out, _ = scan.run(
+        step,
+        sp,
+        (xp, emb),
+        initial_carry=state0,
+        data=enc[:3],
+        consts=enc.mask,
+        unroll=cfg.unroll,
+        remat=cfg.remat,
+        impl=scan_implementations(cfg)[1],
+    )
     if cfg.luong:
-        readouts = time_major(out)
+        readouts = out
     else:
         if cfg.attention == "bahdanau":
             h, ctx = out
         else:  # the fixed context C at every step
-            h, ctx = out, jnp.broadcast_to(enc.context, out.shape[:2] + enc.context.shape[1:])
-        readouts = _readout(params, time_major(h), time_major(ctx), emb)
+            h, ctx = (
+                out,
+                jnp.broadcast_to(enc.context[:, None], out.shape[:2] + enc.context.shape[1:]),
+            )
+        readouts = _readout(params, h, ctx, emb)
     if key is not None:
         readouts = rnn.dropout(readouts, cfg.dropout, out_key)
     return output_logits(params, readouts)
@@ -416,7 +429,7 @@ def token_log_probs(logits: Array, tgt: Array, tgt_len: Array) -> Array:
     """`log P(tgt[b, t] | ...)` as float32[B, T], zero at t >= tgt_len[b]."""
     logp = jax.nn.log_softmax(logits, axis=-1)
     picked = jnp.take_along_axis(logp, tgt[..., None], axis=-1)[..., 0]
-    return jnp.where(rnn.length_mask(tgt_len, tgt.shape[1]), picked, 0.0)
+    return jnp.where(scan.length_mask(tgt_len, tgt.shape[1]), picked, 0.0)
 
 
 def log_prob(

@@ -1,4 +1,5 @@
-"""A faster RNN layer: `rnn.run` with a hand-written backward pass (`jax.custom_vjp`), cuDNN-style.
+"""The LSTM and GRU layers with a hand-written backward pass (`jax.custom_vjp`), cuDNN-style:
+`scan.run(..., impl="fused")`.
 
 Autodiff of `lax.scan` computes, at every reverse step, the weight gradients `h_{t-1}^T dg_t`
 and `x_t^T dg_t` as small matmuls (contraction over B only) and accumulates them in the carry.
@@ -9,12 +10,10 @@ machine's matmul peak.
 
 The forward pass under differentiation saves the gate activations (LSTM: i, f, g, o and the
 previous carry; GRU: r, z, n, the hidden-side candidate `W_hn h + b_hn` and the previous h),
-so the backward pass recomputes nothing but `tanh(c_t)`. Without differentiation `run` is a plain
-scan that saves nothing.
-
-`run` has `rnn.run`'s signature and semantics (masking by lengths: a padded step keeps the
-carry and emits zeros; `reverse=True` respects each sequence's length), and is checked against
-it by the tests. Cells other than "lstm" and "gru" fall back to `rnn.run`.
+so the backward pass recomputes nothing but `tanh(c_t)`; with `remat` it saves only the
+previous carries and recomputes the gates (one `W_hh h` matmul per step more). Without
+differentiation it is a plain scan that saves nothing. The tests check it against the other
+implementations of `scan.run`.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from s2s_jax.nn import rnn
 from s2s_jax.nn.cells import Cell, HiddenCarry, LSTMCarry
 
 Array = jax.Array
@@ -121,34 +119,42 @@ def _input_bias(name: str, params: dict) -> Array:
     return params["b_ih"] + params["b_hh"] if name == "lstm" else params["b_ih"]
 
 
-def _scan_forward(name, reverse, unroll, inside, params, xs, keep, carry0, save):
-    fwd_step = _lstm_fwd_step if name == "lstm" else _gru_fwd_step
+def _step_inputs(name, inside, params):
+    """What each forward step reads: its weights and the input projection's `(w_ih^T, bias)`."""
     bias = _input_bias(name, params)[:, None]
-    w_ih_t = params["w_ih"].T
     if inside and name == "lstm":
         step_params = {"w_cat_t": jnp.concatenate([params["w_ih"], params["w_hh"]]).T, "b": bias}
     else:
         step_params = {"w_hh_t": params["w_hh"].T, "b_hh": params["b_hh"][:, None]}
+    return step_params, params["w_ih"].T, bias
+
+
+def _scan_forward(name, reverse, unroll, inside, params, xs, keep, carry0, save):
+    """The forward scan. `save`: None (nothing), "acts" (the activations the backward pass
+    reads) or "carries" (only each step's previous carry: `remat`)."""
+    fwd_step = _lstm_fwd_step if name == "lstm" else _gru_fwd_step
+    step_params, w_ih_t, bias = _step_inputs(name, inside, params)
     inputs = xs if inside else jnp.einsum("gi,tib->tgb", w_ih_t, xs) + bias
 
     def body(carry, inp):
         x_t, k_t = inp
         xp = w_ih_t @ x_t + bias if inside and name != "lstm" else x_t
-        new, y, res = fwd_step(step_params, carry, xp, k_t, save)
-        return new, (y, res)
+        new, y, res = fwd_step(step_params, carry, xp, k_t, save == "acts")
+        return new, (y, tuple(carry) if save == "carries" else res)
 
     carry, (ys, res) = jax.lax.scan(body, carry0, (inputs, keep), reverse=reverse, unroll=unroll)
     return ys, carry, res
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
-def _layer(name, reverse, unroll, inside, params, xs, keep, carry0):
-    ys, carry, _ = _scan_forward(name, reverse, unroll, inside, params, xs, keep, carry0, False)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3, 4))
+def _layer(name, reverse, unroll, inside, remat, params, xs, keep, carry0):
+    ys, carry, _ = _scan_forward(name, reverse, unroll, inside, params, xs, keep, carry0, None)
     return ys, carry
 
 
-def _layer_fwd(name, reverse, unroll, inside, params, xs, keep, carry0):
-    ys, carry, res = _scan_forward(name, reverse, unroll, inside, params, xs, keep, carry0, True)
+def _layer_fwd(name, reverse, unroll, inside, remat, params, xs, keep, carry0):
+    save = "carries" if remat else "acts"
+    ys, carry, res = _scan_forward(name, reverse, unroll, inside, params, xs, keep, carry0, save)
     return (ys, carry), (params, xs, keep, res)
 
 
@@ -157,19 +163,25 @@ def _feature_rows(a: Array) -> Array:
     return jnp.transpose(a, (1, 0, 2)).reshape(a.shape[1], -1)
 
 
-def _layer_bwd(name, reverse, unroll, inside, saved, cotangents):
+def _layer_bwd(name, reverse, unroll, inside, remat, saved, cotangents):
     del inside
     params, xs, keep, res = saved
     dys, dcarry = cotangents
     bwd_step = _lstm_bwd_step if name == "lstm" else _gru_bwd_step
+    fwd_step = _lstm_fwd_step if name == "lstm" else _gru_fwd_step
+    carry_type = LSTMCarry if name == "lstm" else HiddenCarry
+    step_params, w_ih_t, bias = _step_inputs(name, False, params)
 
     def body(dcarry, inp):
+        if remat:  # recompute this step's activations from its previous carry
+            (prev, dy, k_t), x_t = inp
+            _, _, acts = fwd_step(step_params, carry_type(*prev), w_ih_t @ x_t + bias, k_t, True)
+            inp = (acts, dy, k_t)
         return bwd_step(params["w_hh"], dcarry, inp)
 
-    dcarry0, outs = jax.lax.scan(
-        body, tuple(dcarry), (res, dys, keep), reverse=not reverse, unroll=unroll
-    )
-    h_prev = res[1]
+    per_step = ((res, dys, keep), xs) if remat else (res, dys, keep)
+    dcarry0, outs = jax.lax.scan(body, tuple(dcarry), per_step, reverse=not reverse, unroll=unroll)
+    h_prev = res[0] if remat else res[1]
     if name == "lstm":
         (dhid,) = outs
         dinp = dhid
@@ -203,59 +215,35 @@ def run(
     cell: Cell,
     params: dict,
     xs: Array,
-    lengths: Array | None = None,
+    keep: Array,
+    initial_carry: Any,
     *,
-    initial_carry: Any = None,
-    reverse: bool = False,
-    unroll: int = 1,
-    projection: str | None = None,
+    reverse: bool,
+    unroll: int,
+    inside: bool,
+    remat: bool,
 ) -> tuple[Array, Any]:
-    """`rnn.run` with the fused backward pass; same arguments, same results.
+    """The fused layer, batch-major (called by `scan.run`, which checks the arguments).
 
     Args:
-      cell: a `cells.Cell` ("lstm" and "gru" are fused; others fall back to `rnn.run`).
-      params: the cell's parameters {"w_ih", "w_hh", "b_ih", "b_hh"}.
-      xs: float32[B, T, I] inputs.
-      lengths: int32[B] true lengths (None: all T steps are real).
-      initial_carry: the cell's carry at t=0 (None: zeros).
-      reverse: run from each sequence's last real step back to its first.
-      unroll: `lax.scan`'s unroll factor (forward and backward scans).
-      projection: where the forward input matmul runs, "inside" or "outside" the scan (None:
-        `rnn.default_projection()`). The backward pass always does it for all steps at once.
+      cell: the "lstm" or "gru" `cells.Cell`; params: its {"w_ih", "w_hh", "b_ih", "b_hh"}.
+      xs: float32[B, T, I]; keep: bool[B, T], False at padded steps.
+      initial_carry: the carry at t=0, float32[B, H] leaves.
+      inside: the forward input matmul per step (True) or for all steps before the scan.
+      remat: save only the carries; the backward pass recomputes the activations.
 
     Returns:
       outputs float32[B, T, H] (zeros at padded steps) and the final carry.
     """
-    if cell.name not in SUPPORTED:
-        return rnn.run(
-            cell,
-            params,
-            xs,
-            lengths,
-            initial_carry=initial_carry,
-            reverse=reverse,
-            unroll=unroll,
-            projection=projection,
-        )
-    batch, steps, _ = xs.shape
-    hidden = params["w_hh"].shape[0]
-    if lengths is None:
-        lengths = jnp.full((batch,), steps, jnp.int32)
-    if initial_carry is None:
-        initial_carry = cell.initial_carry(batch, hidden, xs.dtype)
-    projection = projection or rnn.default_projection()
-    if projection not in ("inside", "outside"):
-        raise ValueError(f"projection must be 'inside' or 'outside', got {projection!r}")
-    keep = rnn.length_mask(lengths, steps).T[:, None, :]  # bool[T, 1, B]
-    carry0 = jax.tree.map(lambda a: a.T, initial_carry)  # float32[H, B] leaves
     ys, carry = _layer(
         cell.name,
         reverse,
         unroll,
-        projection == "inside",
+        inside,
+        remat,
         params,
-        jnp.transpose(xs, (1, 2, 0)),
-        keep,
-        carry0,
+        jnp.transpose(xs, (1, 2, 0)),  # float32[T, I, B]
+        keep.T[:, None, :],  # bool[T, 1, B]
+        jax.tree.map(lambda a: a.T, initial_carry),  # float32[H, B] leaves
     )
     return jnp.transpose(ys, (2, 0, 1)), jax.tree.map(lambda a: a.T, carry)

@@ -1,0 +1,110 @@
+"""`s2s bench`: scan-based RNNs timed against their peers on the machine it runs on.
+
+    harness  round-robin medians, compile time apart, the matmul peak of the same moment
+    peers    PyTorch (cuDNN-style `nn.LSTM`/`nn.GRU`, a seq2seq model), Flax, a numpy decoder
+    flops    the matmul FLOP counts behind `gflops_per_s` and `frac_of_peak`
+    groups   the matmul peak; LSTM and GRU layers (forward, forward+backward) for every
+             `scan.run` implementation, Flax's `nn.RNN` and PyTorch; the training step users
+             run (`training.step.train_step`) against the PyTorch model; batched greedy and
+             beam decoding against a one-sentence-at-a-time numpy decoder; cost against length
+    report   the text table and the goals read off the records
+
+`vs_torch` is torch's time over ours (>1: ours is faster), taking torch's faster thread setting
+(all cores or one; see `peers.torch_cases`), so a busy machine cannot flatter us. PyTorch and
+Flax are optional (the `bench` extra); without them their records are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+
+from s2s_jax.bench import groups as g
+from s2s_jax.bench import peers
+from s2s_jax.bench.harness import FIELDS, Sizes
+from s2s_jax.bench.report import goals, machine, table
+
+__all__ = ["FIELDS", "GROUPS", "Sizes", "goals", "machine", "main", "run", "table"]
+
+
+def run(
+    quick: bool = False,
+    *,
+    only: str | None = None,
+    sizes: Sizes | None = None,
+    reps: int = 7,
+    torch_threads: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Runs the benchmarks and returns one record per measurement (see `FIELDS`).
+
+    Args:
+      quick: only the LSTM layer at each of `sizes.layer_shapes`.
+      only: run this one group (see `GROUPS`), with the matmul peak it is compared with.
+      sizes: the sizes to run (`Sizes.toy()` for tests); None: the issue's sizes.
+      reps: timed repetitions per implementation (medians); length scaling uses half.
+      torch_threads: PyTorch's intra-op threads; None: every core (`os.cpu_count()`), as XLA uses.
+      log: called with a progress line before each group (e.g. `print` to stderr).
+    """
+    sizes = sizes or Sizes()
+    log = log or (lambda msg: None)
+    torch = peers.torch_module()
+    if torch is not None:
+        torch.set_num_threads(torch_threads or os.cpu_count() or 1)
+    groups = [
+        ("matmul_peak", lambda: g.matmul_peak(sizes, reps)),
+        ("lstm_layer", lambda: g.layer_bench("lstm", sizes, reps)),
+    ]
+    if not quick:
+        groups += [
+            ("gru_layer", lambda: g.layer_bench("gru", sizes, reps)),
+            ("train_step", lambda: g.train_bench(sizes, reps)),
+            ("decode", lambda: g.decode_bench(sizes, reps)),
+            ("length_scaling", lambda: g.length_bench(sizes, reps)),
+        ]
+    if only is not None:
+        groups = [g for g in groups if g[0] in ("matmul_peak", only)]
+    records = []
+    for name, bench in groups:
+        log(f"bench: {name} ...")
+        records += bench()
+    return records
+
+
+GROUPS = ("lstm_layer", "gru_layer", "train_step", "decode", "length_scaling")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`s2s bench [--quick] [--json] [--reps N] [--toy]`; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="s2s bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="only the two LSTM layer shapes")
+    parser.add_argument("--json", action="store_true", help="print a JSON list of records")
+    parser.add_argument("--reps", type=int, default=7, help="timed repetitions (medians)")
+    parser.add_argument(
+        "--toy", action="store_true", help="tiny sizes: a smoke test, not a benchmark"
+    )
+    parser.add_argument("--only", choices=GROUPS, help="run one group (and the matmul peak)")
+    args = parser.parse_args(argv)
+    if args.reps < 1:
+        parser.error("--reps must be at least 1")
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)
+    log(f"machine: {json.dumps(machine())}")
+    start = time.perf_counter()
+    records = run(
+        args.quick,
+        only=args.only,
+        sizes=Sizes.toy() if args.toy else None,
+        reps=args.reps,
+        log=log,
+    )
+    log(f"total {time.perf_counter() - start:.0f} s; load average now {os.getloadavg()[0]:.2f}")
+    if args.json:
+        print(json.dumps(records, indent=1))
+    else:
+        print(table(records))
+        print("\n".join(["", "goals:", *("  " + line for line in goals(records))]))
+    return 0

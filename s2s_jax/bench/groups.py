@@ -1,0 +1,303 @@
+"""The benchmark groups: one RNN layer (ours, its variants, Flax, torch), the training step users
+run against a PyTorch model, batched decoding against a numpy decoder, cost against length."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from s2s_jax.bench import peers
+from s2s_jax.bench.flops import forward_flops, layer_flops, train_flops
+from s2s_jax.bench.harness import Case, Sizes, compile_fn, peak_fn, round_robin, time_group
+from s2s_jax.data import Batch
+from s2s_jax.nn import cells, decoding, model, scan
+from s2s_jax.training.config import TrainConfig
+from s2s_jax.training.state import init_state
+from s2s_jax.training.step import train_step
+
+Array = jax.Array
+
+
+def matmul_peak(sizes: Sizes, reps: int) -> list[dict]:
+    """The fp32 matmul rate of jax (and torch), the reference for `frac_of_peak`."""
+    n = sizes.matmul
+    jax_fn, flops = peak_fn(n)
+    fns = {"jax": jax_fn}
+    torch = peers.torch_module()
+    if torch is not None:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        fns["torch"] = lambda: torch.mm(a, b)
+    med = round_robin(fns, reps)
+    best = min(med.values())
+    return [
+        {
+            "bench": "matmul_peak",
+            "impl": impl,
+            "mode": "matmul",
+            "B": n,
+            "T": None,
+            "I": n,
+            "H": n,
+            "median_s": t,
+            "tokens_per_s": None,
+            "gflops_per_s": flops / t / 1e9,
+            "frac_of_peak": best / t,
+            "vs_torch": med["torch"] / t if "torch" in med else None,
+            "compile_s": None,
+        }
+        for impl, t in med.items()
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
+# One RNN layer: ours, its variants, Flax, torch.
+
+
+def _layer_cases(kind: str, B: int, T: int, I: int, H: int) -> list[Case]:
+    cell = cells.get_cell(kind)
+    params = cell.init(jax.random.key(0), I, H)
+    xs = jax.random.normal(jax.random.key(1), (B, T, I), jnp.float32)
+    variants = {  # keyword arguments of `scan.run`
+        "s2s": {"impl": "fused"},  # the encoder's default (`model.scan_implementations`)
+        "s2s_outside": {"impl": "fused", "projection": "outside"},
+        "s2s_hoisted": {"impl": "hoisted"},
+        "s2s_plain": {"impl": "autodiff"},  # lax.scan autodiff: the reference
+        "s2s_plain_outside": {"impl": "autodiff", "projection": "outside"},
+        "s2s_plain_unroll4": {"impl": "autodiff", "unroll": 4},
+    }
+    cases = []
+
+    def add(impl, fwd, p):
+        loss = lambda p, xs: jnp.sum(fwd(p, xs))
+        modes = {"fwd": fwd, "fwd_bwd": jax.grad(loss, argnums=(0, 1))}
+        for mode, f in modes.items():
+            compiled, secs = compile_fn(f, p, xs)
+            cases.append(Case(impl, mode, lambda c=compiled: jax.block_until_ready(c(p, xs)), secs))
+
+    for impl, kw in variants.items():
+        add(impl, lambda p, xs, kw=kw: scan.run(cell, p, xs, **kw)[0], params)
+    flax_rnn = peers.flax_layer(kind, H)
+    if flax_rnn is not None:
+        add("flax", flax_rnn.apply, flax_rnn.init(jax.random.key(0), xs))
+    torch = peers.torch_module()
+    if torch is not None:
+        layer = (torch.nn.LSTM if kind == "lstm" else torch.nn.GRU)(I, H)
+        xt = torch.randn(T, B, I, requires_grad=True)  # time-major: torch's native layout
+
+        def fwd():
+            with torch.no_grad():
+                layer(xt)
+
+        def fwd_bwd():
+            for p in [*layer.parameters(), xt]:
+                p.grad = None
+            layer(xt)[0].sum().backward()
+
+        cases += peers.torch_cases(torch, {"fwd": fwd, "fwd_bwd": fwd_bwd})
+    return cases
+
+
+def layer_bench(kind: str, sizes: Sizes, reps: int) -> list[dict]:
+    """`{kind}_layer` records: forward and forward+backward of one layer at each shape."""
+    records = []
+    for B, T, I, H in sizes.layer_shapes:
+        records += time_group(
+            f"{kind}_layer",
+            _layer_cases(kind, B, T, I, H),
+            shape=dict(B=B, T=T, I=I, H=H),
+            tokens=B * T,
+            flops=lambda mode, impl, shape=(B, T, I, H): layer_flops(kind, *shape, mode),
+            reps=reps,
+            peak_n=sizes.matmul,
+        )
+    return records
+
+
+# ----------------------------------------------------------------------------------------------
+# The training step users run (`training.step.train_step`: loss, gradients clipped by global
+# norm, Adam, norms, non-finite guard) on a bidirectional LSTM encoder, LSTM decoder with
+# additive attention; the PyTorch peer clips its gradients at the same norm.
+
+
+CLIP_NORM = 1.0  # TrainConfig's default, and the PyTorch peer's
+
+
+def train_config(sizes: Sizes) -> model.Seq2SeqConfig:
+    return model.Seq2SeqConfig(
+        src_vocab=sizes.vocab,
+        tgt_vocab=sizes.vocab,
+        cell="lstm",
+        src_embed=sizes.embed,
+        tgt_embed=sizes.embed,
+        enc_hidden=sizes.enc_hidden,
+        dec_hidden=sizes.dec_hidden,
+        bidirectional=True,
+        attention="bahdanau",
+        attn_dim=sizes.attn_dim,
+        context="init",
+    )
+
+
+def train_bench(sizes: Sizes, reps: int) -> list[dict]:
+    """`train_step` records: the library's step (`s2s`: the default, hand-written backward
+    passes; `s2s_plain`: `fused=False`, plain `lax.scan` autodiff) and the PyTorch model."""
+    B, S, T = sizes.train
+    cfg = train_config(sizes)
+    train_cfg = TrainConfig(
+        batch_size=B, learning_rate=1e-3, warmup_steps=0, schedule="constant", clip_norm=CLIP_NORM
+    )
+    rng = np.random.default_rng(0)
+    src = jnp.asarray(rng.integers(4, cfg.src_vocab, (B, S)), jnp.int32)
+    tgt = jnp.asarray(rng.integers(4, cfg.tgt_vocab, (B, T)), jnp.int32)
+    batch = Batch(src, jnp.full((B,), S, jnp.int32), tgt, jnp.full((B,), T, jnp.int32))
+    cases = []
+    for impl, impl_cfg in (("s2s", cfg), ("s2s_plain", cfg.replace(fused=False))):
+        body = functools.partial(train_step, model_cfg=impl_cfg, train_cfg=train_cfg)
+        holder = [init_state(impl_cfg, train_cfg)]
+        step, secs = compile_fn(body, holder[0], batch, donate_argnums=0)
+
+        def run_step(step=step, holder=holder):
+            holder[0], metrics = step(holder[0], batch)
+            jax.block_until_ready(metrics["loss"])
+
+        cases.append(Case(impl, "fwd_bwd_adam", run_step, secs))
+    torch = peers.torch_module()
+    if torch is not None:
+        net = peers.torch_seq2seq(torch, cfg)
+        topt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        src_t = torch.as_tensor(np.asarray(src).T.copy(), dtype=torch.long)
+        tgt_t = torch.as_tensor(np.asarray(tgt).T.copy(), dtype=torch.long)
+        tgt_in = torch.cat([torch.ones_like(tgt_t[:1]), tgt_t[:-1]])
+
+        def torch_step():
+            topt.zero_grad(set_to_none=True)
+            logits = net(src_t, tgt_in)
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), tgt_t.reshape(-1)
+            )
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), CLIP_NORM)
+            topt.step()
+
+        cases += peers.torch_cases(torch, {"fwd_bwd_adam": torch_step})
+    return time_group(
+        "train_step",
+        cases,
+        shape=dict(B=B, T=T, I=cfg.src_embed, H=cfg.dec_hidden),
+        tokens=B * T,
+        flops=lambda mode, impl: train_flops(cfg, B, S, T),
+        reps=reps,
+        peak_n=sizes.matmul,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding: batched greedy and beam search against a one-sentence-at-a-time numpy decoder.
+
+
+def decode_bench(sizes: Sizes, reps: int, *, beam: int = 5) -> list[dict]:
+    """`decode` records: sentences per second of batched greedy and beam search, and of the
+    numpy decoder translating one sentence at a time (`vs_numpy`: ours over numpy's)."""
+    B, S, T = sizes.decode_batch, sizes.train[1], sizes.train[2]
+    cfg = train_config(sizes)
+    params = model.init(cfg, key=jax.random.key(0))
+    rng = np.random.default_rng(1)
+    src = jnp.asarray(rng.integers(4, cfg.src_vocab, (B, S)), jnp.int32)
+    src_len = jnp.full((B,), S, jnp.int32)
+    searches = {
+        "greedy": lambda p, s, n: decoding.greedy(p, s, n, cfg=cfg, max_len=T).tokens,
+        f"beam{beam}": lambda p, s, n: (
+            decoding.beam_search(p, s, n, cfg=cfg, max_len=T, beam=beam).tokens
+        ),
+    }
+    cases = []
+    for mode, search in searches.items():
+        compiled, secs = compile_fn(search, params, src, src_len)
+        run_once = lambda c=compiled: jax.block_until_ready(c(params, src, src_len))
+        cases.append(Case("s2s", mode, run_once, secs))
+    n_np = sizes.numpy_sentences
+    src_np = np.asarray(src)
+
+    def numpy_run():
+        for b in range(n_np):
+            peers.numpy_greedy(params, src_np[b], cfg=cfg, max_len=T)
+
+    cases.append(Case("numpy", "greedy", numpy_run))
+    # Random weights never emit </s>: every sentence runs all T steps, ours and numpy's.
+    sentences = {"numpy/greedy": n_np, "s2s/greedy": B, f"s2s/beam{beam}": B}
+    rows = {"numpy/greedy": n_np, "s2s/greedy": B, f"s2s/beam{beam}": B * beam}
+
+    def flops(mode: str, impl: str) -> float:
+        key = f"{impl}/{mode}"
+        return forward_flops(cfg, sentences[key], S, T, rows=rows[key])
+
+    records = time_group(
+        "decode",
+        cases,
+        shape=dict(B=B, T=T, I=cfg.src_embed, H=cfg.dec_hidden),
+        tokens=0,
+        flops=flops,
+        reps=reps,
+        peak_n=sizes.matmul,
+    )
+    for r in records:
+        n = sentences[f"{r['impl']}/{r['mode']}"]
+        r["tokens_per_s"] = n * T / r["median_s"]
+        r["sentences_per_s"] = n / r["median_s"]
+    numpy_rate = next(r["sentences_per_s"] for r in records if r["impl"] == "numpy")
+    for r in records:
+        r["vs_numpy"] = r["sentences_per_s"] / numpy_rate
+    return records
+
+
+# ----------------------------------------------------------------------------------------------
+# Cost against sequence length.
+
+
+def length_bench(sizes: Sizes, reps: int) -> list[dict]:
+    """`length_scaling` records: an LSTM layer's forward+backward against T: ours (the fused
+    layer), with `remat`, and the plain scan without and with `remat` (`jax.checkpoint`).
+    `peak_bytes` = arguments + outputs + temporaries of XLA's buffer assignment
+    (`memory_analysis()`; an upper bound of the peak, the temporaries alone in `temp_bytes`);
+    `s_per_token` = median_s / (B * T)."""
+    B, H = sizes.length_batch, sizes.length_hidden
+    cell = cells.LSTM
+    params = cell.init(jax.random.key(0), H, H)
+    impls = {  # keyword arguments of `scan.run`
+        "s2s": {"impl": "fused"},
+        "s2s_remat": {"impl": "fused", "remat": True},
+        "s2s_plain": {"impl": "autodiff"},
+        "s2s_plain_remat": {"impl": "autodiff", "projection": "inside", "remat": True},
+    }
+    records = []
+    for T in sizes.lengths:
+        xs = jax.random.normal(jax.random.key(1), (B, T, H), jnp.float32)
+        cases = []
+        for impl, kw in impls.items():
+            loss = lambda p, xs, kw=kw: jnp.sum(scan.run(cell, p, xs, **kw)[0])
+            grad = jax.grad(loss, argnums=(0, 1))
+            compiled, secs = compile_fn(grad, params, xs)
+            mem = compiled.memory_analysis()  # XLA's buffer assignment, known before running
+            temp = int(mem.temp_size_in_bytes)
+            peak = temp + int(mem.argument_size_in_bytes) + int(mem.output_size_in_bytes)
+            run_once = lambda c=compiled, xs=xs: jax.block_until_ready(c(params, xs))
+            cases.append(
+                Case(impl, "fwd_bwd", run_once, secs, {"peak_bytes": peak, "temp_bytes": temp})
+            )
+        flops = layer_flops("lstm", B, T, H, H, "fwd_bwd")
+        group = time_group(
+            "length_scaling",
+            cases,
+            shape=dict(B=B, T=T, I=H, H=H),
+            tokens=B * T,
+            flops=lambda mode, impl, f=flops: f,
+            reps=max(1, reps // 2),
+            peak_n=sizes.matmul,
+        )
+        for r in group:
+            r["s_per_token"] = r["median_s"] / (B * T)
+        records += group
+    return records

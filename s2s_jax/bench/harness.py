@@ -1,0 +1,170 @@
+"""The timing harness: round-robin medians, compile time apart, the matmul peak, the records.
+
+Every comparison is timed in one process, round-robin: each repetition runs every
+implementation of a group once, in turn (after 0.15 s of untimed calls that let the previous
+library's spinning threads go quiet), so the machine's drift (up to 2x over minutes on a
+shared CPU) hits them all alike. Each group also times a reference matmul in the same rotation,
+so `frac_of_peak` compares against the peak measured at the same moment. Figures are medians
+after warm-up, each call ended by `block_until_ready`; JAX compile time is measured apart
+(`jit(...).lower(...).compile()`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+FIELDS = (
+    "bench",
+    "impl",
+    "mode",
+    "B",
+    "T",
+    "I",
+    "H",
+    "median_s",
+    "tokens_per_s",
+    "gflops_per_s",
+    "frac_of_peak",
+    "vs_torch",
+    "compile_s",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """Every size the benchmarks use; `Sizes.toy()` shrinks them for tests."""
+
+    layer_shapes: tuple = ((64, 50, 256, 512), (32, 25, 256, 256))  # (B, T, I, H)
+    train: tuple = (64, 30, 30)  # (B, S, T)
+    vocab: int = 1000
+    embed: int = 256
+    enc_hidden: int = 256  # per direction
+    dec_hidden: int = 512
+    attn_dim: int = 256
+    decode_batch: int = 64
+    numpy_sentences: int = 4  # sentences the numpy decoder translates per repetition
+    lengths: tuple = (25, 50, 100, 200, 500, 1000)  # length scaling, LSTM I=H=256
+    length_batch: int = 32
+    length_hidden: int = 256
+    matmul: int = 1024  # n of the n x n x n reference matmul
+
+    @classmethod
+    def toy(cls) -> Sizes:
+        return cls(
+            layer_shapes=((4, 6, 8, 16),),
+            train=(4, 5, 6),
+            vocab=20,
+            embed=8,
+            enc_hidden=8,
+            dec_hidden=16,
+            attn_dim=8,
+            decode_batch=3,
+            numpy_sentences=2,
+            lengths=(5, 10),
+            length_batch=2,
+            length_hidden=8,
+            matmul=64,
+        )
+
+
+def compile_fn(fn: Callable, *args, **jit_kw) -> tuple[Callable, float]:
+    """`jit(fn, **jit_kw)` compiled for `args`, and the compile time in seconds."""
+    start = time.perf_counter()
+    compiled = jax.jit(fn, **jit_kw).lower(*args).compile()
+    return compiled, time.perf_counter() - start
+
+
+def peak_fn(n: int) -> tuple[Callable[[], object], float]:
+    """A reference n x n x n fp32 matmul (jitted) and its FLOP count."""
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    mm, _ = compile_fn(jnp.matmul, a, b)
+    return (lambda: jax.block_until_ready(mm(a, b))), 2.0 * n**3
+
+
+def round_robin(
+    fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1, settle_s: float = 0.15
+) -> dict[str, float]:
+    """Median seconds per call of each blocking thunk, calling them in turn `reps` times.
+
+    Each turn first calls the thunk untimed for `settle_s` seconds (at least once): a library's
+    worker threads keep spinning after its call (OpenMP's for ms, OpenBLAS's up to ~0.1 s) and
+    slow down whatever runs next. Measured here without it: a jax matmul timed right after a
+    torch one read 129 GFLOP/s instead of 168, and right after the numpy decoder 87.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            while True:
+                fn()
+                if time.perf_counter() - start >= settle_s:
+                    break
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+@dataclasses.dataclass
+class Case:
+    """One implementation in a timing group."""
+
+    impl: str
+    mode: str
+    fn: Callable[[], object]  # runs once and blocks until done
+    compile_s: float | None = None
+    extra: dict = dataclasses.field(default_factory=dict)  # fields added to the record
+
+
+def time_group(
+    bench: str,
+    cases: Sequence[Case],
+    *,
+    shape: dict,
+    tokens: int,
+    flops: Callable[[str, str], float] | None,
+    reps: int,
+    peak_n: int,
+) -> list[dict]:
+    """Times `cases` round-robin with the reference matmul; one record per case. `flops(mode,
+    impl)` counts one call's matmul FLOPs (None: no FLOP rate)."""
+    peak, peak_flops = peak_fn(peak_n)
+    fns = {"__peak__": peak} | {f"{c.impl}/{c.mode}": c.fn for c in cases}
+    med = round_robin(fns, reps)
+    peak = peak_flops / med["__peak__"]
+    torch_time = {}  # per mode, torch's best time over its thread settings
+    for c in cases:
+        if c.impl.startswith("torch"):
+            t = med[f"{c.impl}/{c.mode}"]
+            torch_time[c.mode] = min(t, torch_time.get(c.mode, t))
+    records = []
+    for c in cases:
+        t = med[f"{c.impl}/{c.mode}"]
+        gflops = flops(c.mode, c.impl) / t / 1e9 if flops else None
+        ref = torch_time.get(c.mode)
+        records.append(
+            {
+                "bench": bench,
+                "impl": c.impl,
+                "mode": c.mode,
+                **shape,
+                "median_s": t,
+                "tokens_per_s": tokens / t,
+                "gflops_per_s": gflops,
+                "frac_of_peak": gflops * 1e9 / peak if gflops else None,
+                "vs_torch": ref / t if ref else None,
+                "compile_s": c.compile_s,
+                **c.extra,
+            }
+        )
+    return records

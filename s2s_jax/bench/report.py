@@ -1,0 +1,108 @@
+"""The report: records as a text table, and the goals read off them."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from collections.abc import Sequence
+
+import jax
+
+from s2s_jax.bench import peers
+
+
+def _fmt(value, digits=3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isfinite(value) and abs(value) >= 1e4:
+            return f"{value:.3g}"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def table(records: Sequence[dict]) -> str:
+    """Records as an aligned text table."""
+    cols = [
+        "bench",
+        "impl",
+        "mode",
+        "B",
+        "T",
+        "I",
+        "H",
+        "median_s",
+        "tokens_per_s",
+        "gflops_per_s",
+        "frac_of_peak",
+        "vs_torch",
+        "vs_numpy",
+        "peak_bytes",
+        "compile_s",
+    ]
+    rows = [cols] + [[_fmt(r.get(c)) for c in cols] for r in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
+    return "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in rows)
+
+
+def goals(records: Sequence[dict]) -> list[str]:
+    """The goals read off `records` (our default `s2s` against its reference), one line
+    each; groups that did not run are left out."""
+
+    def find(bench, mode=None):
+        return [
+            r
+            for r in records
+            if r["bench"] == bench and r["impl"] == "s2s" and (mode is None or r["mode"] == mode)
+        ]
+
+    pct = lambda x: "-" if x is None else f"{100 * x:.0f}%"
+    ratio = lambda x: "-" if x is None else f"{x:.2f}x"
+    lines = []
+    for bench in ("lstm_layer", "gru_layer"):
+        for r in find(bench, "fwd_bwd")[:1]:  # the first (the issue's main) shape
+            lines.append(
+                f"{bench} fwd+bwd B={r['B']} T={r['T']} I={r['I']} H={r['H']}: "
+                f"{ratio(r['vs_torch'])} torch, {pct(r['frac_of_peak'])} of peak "
+                "(goal: 1.0x, 75%)"
+            )
+    for r in find("train_step"):
+        lines.append(
+            f"train_step: {ratio(r['vs_torch'])} torch, {pct(r['frac_of_peak'])} of peak "
+            "(goal: 2x, 50%)"
+        )
+    for r in find("decode"):
+        if r["mode"].startswith("beam"):
+            lines.append(
+                f"decode {r['mode']}: {ratio(r['vs_numpy'])} the numpy greedy decoder's "
+                "sentences/s (goal: 20x)"
+            )
+    scaling = sorted(find("length_scaling"), key=lambda r: r["T"])
+    per_token = {r["T"]: r["median_s"] / (r["B"] * r["T"]) for r in scaling}
+    base = min((t for t in per_token if t >= 50), default=None)
+    if base is not None and max(per_token) > base:
+        top = max(per_token)
+        compile_s = [r["compile_s"] for r in scaling]
+        lines.append(
+            f"time per token T={base} -> T={top}: "
+            f"{100 * (per_token[top] / per_token[base] - 1):+.0f}%; compile "
+            f"{min(compile_s):.2f}-{max(compile_s):.2f} s over T={min(per_token)}..{top} "
+            "(goal: within 20%, compile independent of T)"
+        )
+    return lines
+
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    torch = peers.torch_module()
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "torch": torch.__version__ if torch else None,
+        "torch_threads": torch.get_num_threads() if torch else None,
+        "load_avg_1m": os.getloadavg()[0],
+    }
