@@ -163,16 +163,22 @@ def build_parser() -> argparse.ArgumentParser:
         return q
 
     q = inference("translate", "translate arguments, or each line of standard input", _translate)
-    q.add_argument("--beam", type=int, default=1, help="beam width (1: greedy)")
+    q.add_argument(
+        "--beam", type=int, help="beam width, 1 for greedy (default: the run's decode.beam)"
+    )
     q.add_argument("--n-best", type=int, default=1, help="hypotheses per input (tab-separated)")
-    q.add_argument("--alpha", type=float, default=0.6, help="beam length normalisation")
+    q.add_argument(
+        "--alpha", type=float, help="beam length normalisation (default: the run's decode.alpha)"
+    )
     q.add_argument("text", nargs="*")
 
     inference("score", "print log P(target | source) of each stdin line source<TAB>target", _score)
 
     q = inference("eval", "print the task metrics of a trained model as JSON", _eval)
     q.add_argument("--split", choices=("valid", "test"), default="test")
-    q.add_argument("--beam", type=int, default=1)
+    q.add_argument(
+        "--beam", type=int, help="beam width, 1 for greedy (default: the run's decode.beam)"
+    )
     q.add_argument("--limit", type=_positive_int, help="evaluate on the first N pairs only")
 
     sub.add_parser("bench", help="benchmark scan-based RNNs (s2s bench --help)")  # see main

@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import shutil
 
 import pytest
 
@@ -87,6 +88,31 @@ def test_translate_score_eval(trained, capsys, monkeypatch):
     assert code == 0 and len(scores) == 2 and all(s < 0 for s in scores)
     code, out, _ = run(capsys, "eval", "--workdir", trained, "--split", "valid", "--limit", "8")
     assert code == 0 and set(json.loads(out)) >= {"exact_match", "token_accuracy", "loss"}
+
+
+def test_the_decode_section_gives_translate_its_defaults(trained, tmp_path, capsys):
+    """`--set decode.beam=3` on a finished run is recorded and becomes `translate`'s default;
+    a workdir of an earlier version (max_len_ratio under [train], no [decode]) still loads."""
+    workdir = tmp_path / "w"
+    shutil.copytree(trained, workdir)
+    code, _, err = run(
+        capsys, "train", "--workdir", workdir, "--set", "decode.beam=3", "--no-progress"
+    )
+    assert code == 0, err
+    stored = json.loads((workdir / "config.json").read_text())
+    assert stored["decode"]["beam"] == 3 and "max_len_ratio" not in stored["train"]
+    texts = ["abc", "ba", "cabbage"]
+    _, want, _ = run(capsys, "translate", "--workdir", trained, "--beam", "3", *texts)
+    _, greedy, _ = run(capsys, "translate", "--workdir", trained, *texts)
+    _, got, _ = run(capsys, "translate", "--workdir", workdir, *texts)
+    assert got == want
+    del stored["decode"]  # the earlier layout: no decode section, the output cap under train
+    stored["train"].update(max_len_ratio=0.0, max_len_offset=2)
+    (workdir / "config.json").write_text(json.dumps(stored))
+    _, old, _ = run(capsys, "translate", "--workdir", workdir, *texts)
+    capped = old.splitlines()
+    assert len(capped) == 3 and all(len(line) <= 2 for line in capped)
+    assert greedy != old and any(len(line) > 2 for line in greedy.splitlines())
 
 
 def test_unknown_characters_map_to_unk(trained, capsys):

@@ -682,7 +682,7 @@ def test_bad_training_options_are_refused_before_anything_is_written(project, en
         ("batch_size=0", "batch_size must be >= 1"),
         ("weight_decay=nan", "weight_decay must be a number >= 0"),
         ("max_len_ratio=inf", "max_len_ratio must be a number >= 0"),
-        ("max_len_offset=-1", "max_len_offset must be >= 0"),
+        ("max_len_offset=-1", "max_len_offset must be a number >= 0"),
         ("steps=many", "invalid literal for int()"),
         ("optimizer=sgd", "optimizer must be one of"),
         ("eval_every=0", "eval_every must be >= 1"),

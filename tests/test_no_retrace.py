@@ -13,7 +13,8 @@ from s2s_jax.nn import model
 from s2s_jax.training import config, parallel, state
 from s2s_jax.training.step import train_step
 
-LIMITS = translate.Limits(max_src_len=12, max_tgt_len=12, buckets=1, batch_size=8)
+LENGTHS = config.TrainConfig(max_src_len=12, max_tgt_len=12, buckets=1)
+DECODE = config.DecodeConfig(batch_size=8)
 VOCAB = Vocab.build(["abcdef"], "char")
 CFG = model.Seq2SeqConfig(
     src_vocab=len(VOCAB),
@@ -29,7 +30,7 @@ CFG = model.Seq2SeqConfig(
 
 def translator(seed: int) -> translate.Translator:
     params = model.init(CFG, key=jax.random.key(seed))
-    return translate.Translator(params, CFG, VOCAB, VOCAB, LIMITS)
+    return translate.Translator(params, CFG, VOCAB, VOCAB, LENGTHS, DECODE)
 
 
 def compiled(*entry_points) -> list[int]:
@@ -73,7 +74,7 @@ def test_the_evaluation_loss_compiles_once_per_shape():
 
 
 def test_the_parallel_step_traces_its_body_once():
-    model_cfg, train_cfg = config.build(
+    model_cfg, train_cfg, _ = config.build(
         {
             "model": {"src_embed": 8, "tgt_embed": 8, "enc_hidden": 8, "dec_hidden": 8},
             "train": {

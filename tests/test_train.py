@@ -71,7 +71,7 @@ def test_non_finite_update_is_skipped():
     values = config.merge(
         TINY, {"model": {"src_vocab": 9, "tgt_vocab": 9}, "train": {"warmup_steps": 0}}
     )
-    model_cfg, train_cfg = config.build(values)
+    model_cfg, train_cfg, _ = config.build(values)
     step = jax.jit(lambda s, b: train_step(s, b, model_cfg=model_cfg, train_cfg=train_cfg))
     st = state.init_state(model_cfg, train_cfg)
     poisoned = st._replace(params=jax.tree.map(lambda x: x, st.params))
@@ -180,12 +180,17 @@ def test_resume_refuses_another_model_accepts_more_steps_and_reports_tunables(st
     plan = loop.configure(straight, {"train": {"learning_rate": 1e-3, "clip_norm": 0.5}})
     assert plan.resume and plan.changes == (("learning_rate", 3e-3, 1e-3), ("clip_norm", 1.0, 0.5))
     assert plan.values["train"]["learning_rate"] == 1e-3
+    # How the model decodes may change freely; a key of its earlier section still works.
+    moved = config.parse_overrides(["beam=4", "train.max_len_ratio=1.5"])
+    assert moved["decode"] == {"beam": 4, "max_len_ratio": 1.5} and moved["train"] == {}
+    plan = loop.configure(straight, moved)
+    assert plan.resume and plan.changes == () and plan.values["decode"]["beam"] == 4
 
 
 def test_a_workdir_without_a_checkpoint_starts_again_from_its_configuration(tmp_path):
     """A run killed (or failed) before its first checkpoint: nothing was trained, so any
     setting may change, and the stored ones are the base."""
-    model_cfg, train_cfg = config.build(loop.configure(tmp_path, TINY).values)
+    model_cfg, train_cfg, _ = config.build(loop.configure(tmp_path, TINY).values)
     wd.save(
         tmp_path,
         wd.Run(

@@ -10,19 +10,21 @@ SCRIPT = textwrap.dedent("""
     import json, jax
     from s2s_jax.nn import model
     from s2s_jax.data import Vocab
-    from s2s_jax.inference.translate import Limits, Translator
+    from s2s_jax.inference.translate import Translator
+    from s2s_jax.training.config import DecodeConfig, TrainConfig
     assert jax.device_count() == 4
     vocab = Vocab.build(["abcdefgh"], "char")
     cfg = model.Seq2SeqConfig(src_vocab=len(vocab), tgt_vocab=len(vocab), attention="bahdanau",
                               bidirectional=True, enc_hidden=8, dec_hidden=8, attn_dim=8)
     params = model.init(cfg, key=jax.random.key(0))
     params["output"]["w"] = params["output"]["w"] * 5
-    limits = Limits(max_src_len=16, max_tgt_len=12, buckets=2, batch_size=8)
+    lengths = TrainConfig(max_src_len=16, max_tgt_len=12, buckets=2)
     texts = ["abc", "", "hgfedcba", "a", "bb", "cab", "ddd"]
     pairs = [(t, t[::-1]) for t in texts]
     out = {}
     for name, devices in (("one", jax.devices()[:1]), ("four", None)):
-        t = Translator(params, cfg, vocab, vocab, limits, devices=devices)
+        t = Translator(params, cfg, vocab, vocab, lengths, DecodeConfig(batch_size=8),
+                       devices=devices)
         out[name] = [t.translate(texts), t.translate(texts, beam=3, n_best=2), t.score(pairs)]
     print(json.dumps(out))
 """)

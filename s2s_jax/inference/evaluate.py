@@ -23,10 +23,16 @@ _eval_loss = jax.jit(
 
 
 def evaluate(
-    translator: Translator, task: Task, split: str, *, beam: int = 1, limit: int | None = None
+    translator: Translator,
+    task: Task,
+    split: str,
+    *,
+    beam: int | None = None,
+    limit: int | None = None,
 ) -> dict[str, float]:
-    """The task's metrics on (the first `limit` pairs of) a split, plus the teacher-forced
-    per-token NLL (`loss`) on the pairs that fit the model's length limits."""
+    """The task's metrics on (the first `limit` pairs of) a split, decoded with a beam of
+    `beam` (None: the translator's `decode_cfg.beam`), plus the teacher-forced per-token NLL
+    (`loss`) on the pairs that fit the model's length limits."""
     pairs = task.splits[split][:limit]
     refs_multi = task.refs(split)[:limit]
     if not pairs:
@@ -35,7 +41,7 @@ def evaluate(
     out = metrics.compute_metrics(
         task.metrics, hyps, [t for _, t in pairs], refs_multi, tokenize=task.metric_tokenize
     )
-    lim = translator.limits
+    lim = translator.train_cfg
     examples, _ = encode_pairs(
         pairs,
         translator.src_vocab,
@@ -47,7 +53,7 @@ def evaluate(
         _eval_loss(translator.params, Batch(*map(jnp.asarray, batch)), translator.cfg)
         for batch in eval_batches(
             examples,
-            batch_size=lim.batch_size,
+            batch_size=translator.decode_cfg.batch_size,
             src_buckets=bucket_lengths(lim.max_src_len, lim.buckets),
             tgt_buckets=bucket_lengths(lim.max_tgt_len, lim.buckets),
         )
@@ -62,7 +68,7 @@ def evaluate_workdir(
     workdir: str | Path,
     *,
     split: str = "test",
-    beam: int = 1,
+    beam: int | None = None,
     which: str = "best",
     limit: int | None = None,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),

@@ -1,4 +1,5 @@
-"""Strings in, strings out: a trained model with its vocabularies and length limits.
+"""Strings in, strings out: a trained model with its vocabularies, the lengths it was trained
+for (`TrainConfig`) and how it decodes (`DecodeConfig`, the workdir's decode section).
 
 Sentences are batched into a few padded shapes (the training buckets, and batch sizes that are
 powers of two), so the jitted decoders compile once per shape and are reused across calls and
@@ -8,7 +9,6 @@ across `Translator`s. With several devices, each batch's sentences are split acr
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,26 +35,6 @@ def _to_stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-@dataclasses.dataclass(frozen=True)
-class Limits:
-    """Lengths a model accepts and produces (from its `TrainConfig`)."""
-
-    max_src_len: int = 64
-    max_tgt_len: int = 64  # counting </s>
-    buckets: int = 4
-    max_len_ratio: float = 2.0  # output cap: ratio * source length + offset
-    max_len_offset: int = 10
-    batch_size: int = 64
-
-    @classmethod
-    def of(cls, train_cfg: config.TrainConfig) -> Limits:
-        """The limits a model was trained with."""
-        t = train_cfg
-        return cls(
-            t.max_src_len, t.max_tgt_len, t.buckets, t.max_len_ratio, t.max_len_offset, t.batch_size
-        )
-
-
 class Translator:
     """Translates and scores with one model. Build with `from_workdir` or from parts."""
 
@@ -64,19 +44,22 @@ class Translator:
         cfg: model.Seq2SeqConfig,
         src_vocab: Vocab,
         tgt_vocab: Vocab,
-        limits: Limits = Limits(),
+        train_cfg: config.TrainConfig = config.TrainConfig(),
+        decode_cfg: config.DecodeConfig = config.DecodeConfig(),
         *,
         devices: Sequence[jax.Device] | None = None,
     ):
-        """`devices`: where decoding runs, sentences split across them (default: this
-        process's devices; results do not depend on the choice)."""
-        self.cfg, self.limits = cfg, limits
+        """`train_cfg`: the lengths the model was trained for (`max_src_len`, `max_tgt_len`,
+        `buckets`: longer inputs are refused, outputs capped); `decode_cfg`: the defaults of
+        `translate` and the output cap; `devices`: where decoding runs, sentences split across
+        them (default: this process's devices; results do not depend on the choice)."""
+        self.cfg, self.train_cfg, self.decode_cfg = cfg, train_cfg, decode_cfg
         devices = list(devices if devices is not None else jax.local_devices())
         self._mesh = data_mesh(devices) if len(devices) > 1 else None
         self.params = jax.device_put(params, self._sharding(P())) if self._mesh else params
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
-        self._src_buckets = bucket_lengths(limits.max_src_len, limits.buckets)
-        self._tgt_buckets = bucket_lengths(limits.max_tgt_len, limits.buckets)
+        self._src_buckets = bucket_lengths(train_cfg.max_src_len, train_cfg.buckets)
+        self._tgt_buckets = bucket_lengths(train_cfg.max_tgt_len, train_cfg.buckets)
 
     @classmethod
     def from_workdir(
@@ -94,17 +77,19 @@ class Translator:
         path = wd.resolve(path)
         run = run or wd.load(path)
         params = wd.restore_params(path, run.model_cfg, which=which, log=log)
-        return cls(params, run.model_cfg, run.src_vocab, run.tgt_vocab, Limits.of(run.train_cfg))
+        return cls(
+            params, run.model_cfg, run.src_vocab, run.tgt_vocab, run.train_cfg, run.decode_cfg
+        )
 
     # -------------------------------------------------------------------------------- helpers
 
     def _encode_sources(self, texts: Sequence[str]) -> list[list[int]]:
         ids = [self.src_vocab.encode(t) for t in texts]
         for i, s in enumerate(ids):
-            if len(s) > self.limits.max_src_len:
+            if len(s) > self.train_cfg.max_src_len:
                 raise DataError(
                     f"input {i + 1} has {len(s)} tokens; this model reads at most "
-                    f"{self.limits.max_src_len} (max_src_len): split it"
+                    f"{self.train_cfg.max_src_len} (max_src_len): split it"
                 )
         return ids
 
@@ -120,7 +105,7 @@ class Translator:
     def _chunks(self, n: int):
         """(start, stop, padded batch size) covering n items with few distinct batch sizes
         (powers of two, and multiples of the device count)."""
-        b = self.limits.batch_size
+        b = self.decode_cfg.batch_size
         n_dev = self._mesh.size if self._mesh else 1
         for start in range(0, n, b):
             rows = min(b, n - start)
@@ -133,26 +118,34 @@ class Translator:
         )
 
     def _caps(self, src_len: np.ndarray) -> np.ndarray:
-        cap = np.floor(self.limits.max_len_ratio * src_len) + self.limits.max_len_offset
-        return np.clip(cap, 1, self.limits.max_tgt_len).astype(np.int32)
+        d = self.decode_cfg
+        cap = np.floor(d.max_len_ratio * src_len) + d.max_len_offset
+        return np.clip(cap, 1, self.train_cfg.max_tgt_len).astype(np.int32)
 
     # ------------------------------------------------------------------------------ public API
 
     def translate(
-        self, texts: Sequence[str], *, beam: int = 1, n_best: int = 1, alpha: float = 0.6
+        self,
+        texts: Sequence[str],
+        *,
+        beam: int | None = None,
+        n_best: int = 1,
+        alpha: float | None = None,
     ) -> list:
         """Translates `texts`.
 
         Args:
           texts: source sentences; an empty one gives an empty translation.
-          beam: 1 for greedy search, K > 1 for beam search of width K.
+          beam: 1 for greedy search, K > 1 for beam search of width K (None: `decode_cfg.beam`).
           n_best: hypotheses per sentence (<= beam).
-          alpha: beam search length normalisation.
+          alpha: beam search length normalisation (None: `decode_cfg.alpha`).
 
         Returns:
           With n_best == 1, one string per input; otherwise, per input, a list of
           (translation, log P) pairs, best first.
         """
+        beam = self.decode_cfg.beam if beam is None else beam
+        alpha = self.decode_cfg.alpha if alpha is None else alpha
         if beam < 1 or not 1 <= n_best <= beam:
             raise DataError(
                 f"need beam >= 1 and 1 <= n_best <= beam (got beam={beam}, n_best={n_best})"
@@ -168,7 +161,7 @@ class Translator:
                     src,
                     src_len,
                     cfg=self.cfg,
-                    max_len=self.limits.max_tgt_len,
+                    max_len=self.train_cfg.max_tgt_len,
                     cap=cap,
                 )
                 toks, scores = d.tokens[:, None], d.scores[:, None]
@@ -178,7 +171,7 @@ class Translator:
                     src,
                     src_len,
                     cfg=self.cfg,
-                    max_len=self.limits.max_tgt_len,
+                    max_len=self.train_cfg.max_tgt_len,
                     beam=beam,
                     alpha=alpha,
                     cap=cap,
@@ -202,10 +195,10 @@ class Translator:
         ids = self._encode_sources([s for s, _ in pairs])
         tgts = [self.tgt_vocab.encode(t) for _, t in pairs]
         for i, t in enumerate(tgts):
-            if len(t) + 1 > self.limits.max_tgt_len:
+            if len(t) + 1 > self.train_cfg.max_tgt_len:
                 raise DataError(
                     f"target {i + 1} has {len(t)} tokens; this model writes at most "
-                    f"{self.limits.max_tgt_len - 1} (max_tgt_len - 1)"
+                    f"{self.train_cfg.max_tgt_len - 1} (max_tgt_len - 1)"
                 )
         pending = []
         for start, stop, rows in self._chunks(len(pairs)):

@@ -1,9 +1,10 @@
 """Run configuration: `TrainConfig`, experiment files and `--set key=value` overrides.
 
 An experiment is a TOML file with a `[model]` table (fields of `model.Seq2SeqConfig`), a
-`[train]` table (fields of `TrainConfig`) and optionally `[smoke.model]` / `[smoke.train]`
-overrides for a tiny variant that the tests run. Keys given with `--set` may be qualified
-(`model.cell=lstm`, `train.steps=100`) or bare when the name is unique (`cell=lstm`).
+`[train]` table (fields of `TrainConfig`), a `[decode]` table (fields of `DecodeConfig`) and
+optionally `[smoke.model]` / `[smoke.train]` / `[smoke.decode]` overrides for a tiny variant that
+the tests run. Keys given with `--set` may be qualified (`model.cell=lstm`, `train.steps=100`)
+or bare when the name is unique (`cell=lstm`).
 """
 
 from __future__ import annotations
@@ -53,8 +54,6 @@ class TrainConfig:
     eval_beam: int = 1  # 1 = greedy
     patience: int = 0  # stop after this many evaluations without improvement; 0 = never
     log_every: int = 100
-    max_len_ratio: float = 2.0  # decoding cap per sentence: ratio * source length + offset
-    max_len_offset: int = 10
     parallel: str = "auto"  # auto | shard_map | pmap | none
 
     def __post_init__(self):
@@ -82,12 +81,7 @@ class TrainConfig:
             raise ConfigError("steps, patience and warmup_steps must be >= 0")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        for name in ("learning_rate", "clip_norm", "weight_decay", "max_len_ratio"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{name} must be a number >= 0, got {value}")
-        if self.max_len_offset < 0:
-            raise ConfigError(f"max_len_offset must be >= 0, got {self.max_len_offset}")
+        _non_negative(self, "learning_rate", "clip_norm", "weight_decay")
         if bool(self.train_file) != bool(self.valid_file):
             raise ConfigError("give both --train and --valid files, or neither")
         if self.train_file and self.task != TSV_TASK:
@@ -95,9 +89,40 @@ class TrainConfig:
             object.__setattr__(self, "task", TSV_TASK)
 
 
-SECTIONS = {"model": Seq2SeqConfig, "train": TrainConfig}
+@dataclasses.dataclass(frozen=True)
+class DecodeConfig:
+    """How a trained model decodes by default (`s2s translate`, `s2s eval`; their flags override
+    it). Training's evaluations use `train.eval_beam` with the rest of this section."""
+
+    beam: int = 1  # beam width; 1 = greedy
+    alpha: float = 0.6  # beam length normalisation: scores divided by ((5 + length) / 6) ** alpha
+    max_len_ratio: float = 2.0  # output cap per sentence: ratio * source length + offset
+    max_len_offset: int = 10
+    batch_size: int = 64  # sentences decoded together
+
+    def __post_init__(self):
+        for name in ("beam", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        _non_negative(self, "alpha", "max_len_ratio", "max_len_offset")
+
+
+def _non_negative(cfg, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{name} must be a number >= 0, got {value}")
+
+
+SECTIONS = {"model": Seq2SeqConfig, "train": TrainConfig, "decode": DecodeConfig}
+# Keys that moved to another section: still read from earlier workdirs and experiment files.
+MOVED = {
+    ("train", "max_len_ratio"): ("decode", "max_len_ratio"),
+    ("train", "max_len_offset"): ("decode", "max_len_offset"),
+}
 
 # Train fields a resumed run may change: they neither shape the model nor order the data.
+# (Every decode field may change too.)
 RESUMABLE = frozenset(
     {
         "steps",
@@ -107,8 +132,6 @@ RESUMABLE = frozenset(
         "patience",
         "log_every",
         "parallel",
-        "max_len_ratio",
-        "max_len_offset",
         "test_file",
     }
 )
@@ -141,6 +164,7 @@ def _parse(value: str, kind) -> object:
 def resolve_key(key: str) -> tuple[str, str]:
     """`"cell"` or `"model.cell"` -> `("model", "cell")`; a clear error for unknown keys."""
     section, _, name = key.rpartition(".")
+    section, name = MOVED.get((section, name), (section, name))
     owners = [s for s in SECTIONS if (not section or s == section) and name in _fields(SECTIONS[s])]
     if len(owners) == 1:
         return owners[0], name
@@ -180,16 +204,28 @@ def load_file(path: str | Path, *, smoke: bool = False) -> dict[str, dict]:
         raise ConfigError(f"no such config file: {path}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
-    out = {s: dict(data.get(s, {})) for s in SECTIONS}
+    out = migrate({s: dict(data.get(s, {})) for s in SECTIONS})
     if smoke:
-        for s in SECTIONS:
-            out[s].update(data.get("smoke", {}).get(s, {}))
+        out = merge(out, migrate(data.get("smoke", {})))
     unknown = set(data) - set(SECTIONS) - {"smoke"}
     if unknown:
-        raise ConfigError(f"{path}: unknown table(s) {sorted(unknown)}; use [model] and [train]")
+        tables = ", ".join(f"[{s}]" for s in SECTIONS)
+        raise ConfigError(f"{path}: unknown table(s) {sorted(unknown)}; use {tables}")
     for s, values in out.items():
         for name in values:
             resolve_key(f"{s}.{name}")
+    return out
+
+
+def migrate(values: dict) -> dict:
+    """`values` with the keys of `MOVED` in their current sections (earlier workdirs and
+    experiment files)."""
+    out = {s: dict(values.get(s, {})) for s in SECTIONS} | {
+        k: v for k, v in values.items() if k not in SECTIONS
+    }
+    for (old_section, name), (section, new_name) in MOVED.items():
+        if name in out[old_section]:
+            out[section].setdefault(new_name, out[old_section].pop(name))
     return out
 
 
@@ -201,16 +237,17 @@ def merge(*layers: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
-def build(values: dict[str, dict]) -> tuple[Seq2SeqConfig, TrainConfig]:
+def build(values: dict[str, dict]) -> tuple[Seq2SeqConfig, TrainConfig, DecodeConfig]:
     """Config objects from plain values (validated by their constructors)."""
     try:
-        return Seq2SeqConfig(**values.get("model", {})), TrainConfig(**values.get("train", {}))
+        return tuple(cls(**values.get(s, {})) for s, cls in SECTIONS.items())
     except TypeError as e:
         raise ConfigError(f"bad config: {e}") from None
 
 
-def to_dict(model_cfg: Seq2SeqConfig, train_cfg: TrainConfig) -> dict[str, dict]:
-    return {"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg)}
+def to_dict(*configs) -> dict[str, dict]:
+    """`build`'s inverse: `to_dict(model_cfg, train_cfg, decode_cfg)`."""
+    return {s: dataclasses.asdict(c) for s, c in zip(SECTIONS, configs)}
 
 
 # The base of every `s2s train` run, under its --config file and --set values (`s2s config`
@@ -229,6 +266,7 @@ DEFAULTS: dict[str, dict] = {
         "attn_dim": 128,
     },
     "train": {},
+    "decode": {},
 }
 
 

@@ -27,7 +27,7 @@ from s2s_jax.data import Task, Vocab, bucket_lengths, encode_pairs, train_batche
 from s2s_jax.data.tasks import recommended_steps
 from s2s_jax.errors import CheckpointError, ConfigError, DataError, S2SError, TrainingError
 from s2s_jax.inference.evaluate import evaluate
-from s2s_jax.inference.translate import Limits, Translator
+from s2s_jax.inference.translate import Translator
 from s2s_jax.nn import model
 from s2s_jax.training import config, parallel
 from s2s_jax.training import workdir as wd
@@ -80,7 +80,8 @@ def configure(
     A new run takes `defaults` updated by `requested`. A workdir whose run never saved a
     checkpoint starts again from its stored configuration updated by `requested`. A workdir
     with checkpoints keeps its stored configuration: requested values may change only the
-    `config.RESUMABLE` fields, and the `config.TUNABLE` ones (reported in `Plan.changes`).
+    `config.RESUMABLE` fields, the `config.TUNABLE` ones (reported in `Plan.changes`) and the
+    decode section.
 
     Raises:
       ConfigError: an invalid configuration, or a change the stored run cannot take.
@@ -115,7 +116,7 @@ def configure(
             if section == "train" and name == "steps" and stored["train"]["schedule"] == "cosine":
                 changes.append((name, old, value))  # the cosine decay stretches: announce it
                 continue
-            if section == "train" and name in config.RESUMABLE:
+            if (section == "train" and name in config.RESUMABLE) or section == "decode":
                 continue
             if section == "train" and name in config.TUNABLE:
                 if name == "clip_norm" and (old == 0) != (value == 0):
@@ -130,7 +131,7 @@ def configure(
                 f"{workdir} holds a run with {section}.{name}={old!r}, not {value!r}: use a "
                 "new --workdir, or drop that setting to resume"
             )
-    values = config.merge(stored, {"train": requested.get("train", {})})
+    values = config.merge(stored, {s: requested.get(s, {}) for s in ("train", "decode")})
     config.build(values)  # validates
     return Plan(values, stored=wd.load(workdir), changes=tuple(changes))
 
@@ -208,6 +209,7 @@ class _Prepared:
     plan: Plan
     model_cfg: model.Seq2SeqConfig
     train_cfg: config.TrainConfig
+    decode_cfg: config.DecodeConfig
     task: Task
     src_vocab: Vocab
     tgt_vocab: Vocab
@@ -215,7 +217,7 @@ class _Prepared:
 
 
 def _prepare(workdir: Path, plan: Plan) -> _Prepared:
-    model_cfg, train_cfg = config.build(plan.values)
+    model_cfg, train_cfg, decode_cfg = config.build(plan.values)
     task = config.load_task_data(train_cfg)
     if plan.resume:
         src_vocab, tgt_vocab = plan.stored.src_vocab, plan.stored.tgt_vocab
@@ -235,7 +237,7 @@ def _prepare(workdir: Path, plan: Plan) -> _Prepared:
             f"max_src_len={train_cfg.max_src_len} / max_tgt_len="
             f"{train_cfg.max_tgt_len}: raise them (--set max_src_len=...)"
         )
-    return _Prepared(plan, model_cfg, train_cfg, task, src_vocab, tgt_vocab, examples)
+    return _Prepared(plan, model_cfg, train_cfg, decode_cfg, task, src_vocab, tgt_vocab, examples)
 
 
 @contextlib.contextmanager
@@ -289,7 +291,14 @@ def _fit(workdir: Path, prepared: _Prepared, *, progress: bool, log, stop) -> di
                 f"train.{name} changes from {old!r} to {new!r} at step {step} "
                 f"(recorded in {workdir / wd.CONFIG})"
             )
-        run = wd.Run(model_cfg, train_cfg, prepared.src_vocab, prepared.tgt_vocab, changes)
+        run = wd.Run(
+            model_cfg,
+            train_cfg,
+            prepared.src_vocab,
+            prepared.tgt_vocab,
+            changes,
+            decode_cfg=prepared.decode_cfg,
+        )
         # Everything is validated: from here on the workdir is written.
         if owner:
             wd.save(workdir, run, vocabularies=not plan.resume)  # a resumed run's are checked
@@ -325,7 +334,6 @@ def _fit(workdir: Path, prepared: _Prepared, *, progress: bool, log, stop) -> di
 
 def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, workdir) -> dict:
     train_cfg = run.train_cfg
-    limits = Limits.of(train_cfg)
     step = int(dp.fetch(state.step))
     epoch, index = (int(x) for x in dp.fetch(state.data_pos))
     next_pos = (epoch, index)  # the data position after the last step taken
@@ -396,7 +404,14 @@ def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, wo
             if step % train_cfg.eval_every == 0 or final:
                 params = dp.fetch_params(state.params)
                 last_eval = evaluate(
-                    Translator(params, run.model_cfg, run.src_vocab, run.tgt_vocab, limits),
+                    Translator(
+                        params,
+                        run.model_cfg,
+                        run.src_vocab,
+                        run.tgt_vocab,
+                        run.train_cfg,
+                        run.decode_cfg,
+                    ),
                     task,
                     "valid",
                     beam=train_cfg.eval_beam,

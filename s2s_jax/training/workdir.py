@@ -51,6 +51,7 @@ class Run:
     src_vocab: Vocab
     tgt_vocab: Vocab
     changes: tuple = ()  # {"step", "field", "old", "new"} for each field changed on resume
+    decode_cfg: config.DecodeConfig = config.DecodeConfig()
 
 
 def resolve(path: str | os.PathLike) -> Path:
@@ -71,7 +72,7 @@ def save(path: str | Path, run: Run, *, vocabularies: bool = True) -> None:
     if vocabularies:
         run.src_vocab.save(path / SRC_VOCAB)
         run.tgt_vocab.save(path / TGT_VOCAB)
-    values = config.to_dict(run.model_cfg, run.train_cfg)
+    values = config.to_dict(run.model_cfg, run.train_cfg, run.decode_cfg)
     values["vocab"] = {
         "src_sha256": run.src_vocab.fingerprint(),
         "tgt_sha256": run.tgt_vocab.fingerprint(),
@@ -81,7 +82,8 @@ def save(path: str | Path, run: Run, *, vocabularies: bool = True) -> None:
 
 
 def load_json_config(path: str | Path) -> dict:
-    return load_json(Path(path) / CONFIG)
+    """The workdir's config.json, with the keys of earlier versions where they are now."""
+    return config.migrate(load_json(Path(path) / CONFIG))
 
 
 def load(path: str | Path) -> Run:
@@ -98,7 +100,7 @@ def load(path: str | Path) -> Run:
             f"train first with `s2s train --workdir {path}`"
         )
     values = load_json_config(path)
-    model_cfg, train_cfg = config.build(values)
+    model_cfg, train_cfg, decode_cfg = config.build(values)
     fingerprints = values.get("vocab", {})  # absent in workdirs of earlier versions
     vocabs = []
     for side, name, size in (
@@ -118,7 +120,8 @@ def load(path: str | Path) -> Run:
                 f"trained with ({CONFIG} holds its checksum): restore the file"
             )
         vocabs.append(vocab)
-    return Run(model_cfg, train_cfg, *vocabs, changes=tuple(values.get("changes", ())))
+    changes = tuple(values.get("changes", ()))
+    return Run(model_cfg, train_cfg, *vocabs, changes=changes, decode_cfg=decode_cfg)
 
 
 def checkpoints(
