@@ -37,10 +37,11 @@ def test_output_recurrence_without_scan_equals_the_sequential_recurrence():
     parallel = family.output_recurrent(p, XS, Y_PREV)
     for t in range(T):
         h = np.tanh(
-            np.asarray(XS[:, t] @ p["u"]["w"] + p["u"]["b"])
+            np.asarray(XS[:, t] @ p["u"]["w"] + p["u"]["b"][None])
             + np.asarray(jax.nn.one_hot(Y_PREV[:, t], O) @ p["w"])
         )
-        np.testing.assert_allclose(parallel[:, t], h @ p["out"]["w"] + p["out"]["b"], atol=1e-5)
+        want = h @ np.asarray(p["out"]["w"]) + np.asarray(p["out"]["b"])
+        np.testing.assert_allclose(parallel[:, t], want, atol=1e-5)
     gen = family.output_recurrent_generate(p, XS)
     # generation feeds back its own argmax: teacher forcing with those outputs reproduces them
     y_prev = jnp.concatenate([jnp.zeros((B, 1), jnp.int32), gen[:, :-1]], axis=1)

@@ -80,17 +80,17 @@ def reference_step(params, enc, state, y_prev, cfg):
         x = jnp.concatenate([emb, ctx], axis=-1) if cfg.context != "init" else emb
     carries = []
     for layer, (p, carry) in enumerate(zip(params["decoder"], state.carries)):
-        carry, h = cell.step(p, carry, x @ p["w_ih"] + p["b_ih"])
+        carry, h = cell.step(p, carry, x @ p["w_ih"] + p["b_ih"][None])
         x = h + x if cfg.residual and layer > 0 else h
         carries.append(carry)
     if cfg.luong:
         ctx = attend(x)
     features = jnp.concatenate([x, ctx, emb], axis=-1)
-    readout = jnp.tanh(features @ params["readout"]["w"] + params["readout"]["b"])
+    readout = jnp.tanh(features @ params["readout"]["w"] + params["readout"]["b"][None])
     out = params["output"]
     w = out["w"] if "w" in out else params["tgt_embed"].T
     feed = readout if cfg.luong else state.feed
-    return model.DecoderState(tuple(carries), feed), readout @ w + out["b"]
+    return model.DecoderState(tuple(carries), feed), readout @ w + out["b"][None]
 
 
 @pytest.mark.parametrize("name", VARIANTS)

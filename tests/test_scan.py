@@ -109,7 +109,7 @@ def test_gradient_of_a_stacked_bidirectional_use():
 
 def step(p, data, consts, carry, x):
     """Uses `u` twice per step, plus a vector, a matrix written as `w @ u`, and an unused one."""
-    h = jnp.tanh(x @ p["w"] + jnp.dot(carry, p["u"]) + p["b"] + data["c"])
+    h = jnp.tanh(x @ p["w"] + jnp.dot(carry, p["u"]) + p["b"][None] + data["c"])
     h = jnp.where(consts, h, carry)
     side = jnp.sum(jnp.einsum("hk,bh->bk", p["v"], h), axis=-1)
     return h, jnp.sum(h * (h @ p["u"]), axis=-1) + side

@@ -10,6 +10,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from s2s_jax.nn.affine import affine
+
 Array = jax.Array
 
 KINDS = ("none", "bahdanau", "luong_dot", "luong_general")
@@ -37,7 +39,7 @@ def precompute(params: dict, kind: str, annotations: Array) -> Array:
     """Keys from `annotations: float32[B, S, E]`: `float32[B, S, A]` (A = attn_dim for
     bahdanau, the query size for luong_general, E for luong_dot)."""
     if kind == "bahdanau":
-        return annotations @ params["w_key"] + params["b"]
+        return affine(annotations, params["w_key"], params["b"])
     if kind == "luong_general":
         return annotations @ params["w"]
     return annotations

@@ -21,6 +21,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from s2s_jax.nn.affine import affine
+
 Array = jax.Array
 
 
@@ -63,7 +65,7 @@ def _init_stacked(key, in_dim: int, hidden: int, gates: int) -> dict:
 
 def project(params: dict, x: Array) -> Array:
     """Input projection `float32[..., I] -> float32[..., G*H]`, shared by all cells."""
-    return x @ params["w_ih"] + params["b_ih"]
+    return affine(x, params["w_ih"], params["b_ih"])
 
 
 def _hidden_carry(batch: int, hidden: int, dtype=jnp.float32) -> HiddenCarry:
@@ -77,13 +79,13 @@ def _lstm_carry(batch: int, hidden: int, dtype=jnp.float32) -> LSTMCarry:
 
 def rnn_step(params: dict, carry: HiddenCarry, xp: Array) -> tuple[HiddenCarry, Array]:
     """h_t = tanh(U x_t + b + W h_{t-1}) (eq. 10.8). `xp: float32[B, H]` is `U x_t + b_ih`."""
-    h = jnp.tanh(xp + carry.h @ params["w_hh"] + params["b_hh"])
+    h = jnp.tanh(xp + affine(carry.h, params["w_hh"], params["b_hh"]))
     return HiddenCarry(h), h
 
 
 def gru_step(params: dict, carry: HiddenCarry, xp: Array) -> tuple[HiddenCarry, Array]:
     """GRU as torch.nn.GRU: r, z, n gates; `xp: float32[B, 3H]`."""
-    hp = carry.h @ params["w_hh"] + params["b_hh"]
+    hp = affine(carry.h, params["w_hh"], params["b_hh"])
     x_r, x_z, x_n = jnp.split(xp, 3, axis=-1)
     h_r, h_z, h_n = jnp.split(hp, 3, axis=-1)
     r = jax.nn.sigmoid(x_r + h_r)
@@ -95,7 +97,7 @@ def gru_step(params: dict, carry: HiddenCarry, xp: Array) -> tuple[HiddenCarry, 
 
 def lstm_step(params: dict, carry: LSTMCarry, xp: Array) -> tuple[LSTMCarry, Array]:
     """LSTM as torch.nn.LSTM: i, f, g, o gates; `xp: float32[B, 4H]`."""
-    gates = xp + carry.h @ params["w_hh"] + params["b_hh"]
+    gates = xp + affine(carry.h, params["w_hh"], params["b_hh"])
     i, f, g, o = jnp.split(gates, 4, axis=-1)
     c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
     h = jax.nn.sigmoid(o) * jnp.tanh(c)

@@ -52,7 +52,7 @@ def _step_log_probs(logits: Array, t: Array, cap: Array) -> Array:
     """Log-softmax over the full vocabulary, with <pad>/<s> banned and </s> forced at the cap.
     `logits: float32[N, V]`, `cap: int32[N]`."""
     logp = jax.nn.log_softmax(logits, axis=-1)
-    vocab = jnp.arange(logp.shape[-1])
+    vocab = jnp.arange(logp.shape[-1])[None, :]  # int32[1, V]
     logp = jnp.where((vocab == PAD) | (vocab == BOS), -jnp.inf, logp)
     at_cap = (t >= cap - 1)[:, None]
     return jnp.where(at_cap & (vocab != EOS), -jnp.inf, logp)

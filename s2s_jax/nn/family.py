@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from s2s_jax.nn import rnn, scan
+from s2s_jax.nn.affine import affine
 from s2s_jax.nn.cells import Cell
 
 Array = jax.Array
@@ -28,7 +29,7 @@ def _linear(key, n_in: int, n_out: int) -> dict:
 
 
 def _apply(p: dict, x: Array) -> Array:
-    return x @ p["w"] + p["b"]
+    return affine(x, p["w"], p["b"])
 
 
 def init_tagger(

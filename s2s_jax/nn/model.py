@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from s2s_jax.errors import ConfigError
 from s2s_jax.nn import attention, rnn, scan
+from s2s_jax.nn.affine import affine
 from s2s_jax.nn.cells import LSTMCarry, get_cell
 from s2s_jax.tokens import BOS, EOS, PAD, UNK  # noqa: F401 (model.EOS etc. for users)
 
@@ -267,7 +268,9 @@ def init_decoder_state(params: dict, enc: Encoded, *, cfg: Seq2SeqConfig) -> Dec
     for layer in range(cfg.dec_layers):
         carry = cell.initial_carry(batch, cfg.dec_hidden, enc.context.dtype)
         if "bridge" in params:
-            states = [jnp.tanh(enc.context @ p["w"] + p["b"]) for p in params["bridge"][layer]]
+            states = [
+                jnp.tanh(affine(enc.context, p["w"], p["b"])) for p in params["bridge"][layer]
+            ]
             carry = LSTMCarry(*states) if cfg.cell == "lstm" else type(carry)(*states)
         carries.append(carry)
     feed_dim = cfg.readout_dim if cfg.luong else 0
@@ -282,7 +285,7 @@ def _input_projection(params: dict, enc: Encoded, emb: Array, *, cfg: Seq2SeqCon
     Teacher forcing knows every previous token in advance, so `forward` runs this once for all
     steps outside its scan: one large matmul instead of T small ones."""
     p = params["decoder"][0]
-    xp = emb @ p["w_ih"][: cfg.tgt_embed] + p["b_ih"]
+    xp = affine(emb, p["w_ih"][: cfg.tgt_embed], p["b_ih"])
     if cfg.attention == "none" and cfg.context != "init":
         c = enc.context @ p["w_ih"][cfg.tgt_embed :]  # float32[B, G*H]
         xp = xp + c.reshape(c.shape[:1] + (1,) * (emb.ndim - 2) + c.shape[1:])
@@ -293,7 +296,7 @@ def _readout(params: dict, h: Array, ctx: Array, emb: Array) -> Array:
     """The tanh readout from the top decoder state, the context and the previous token's
     embedding: `float32[..., H], [..., enc_out], [..., E] -> float32[..., R]`."""
     features = jnp.concatenate([h, ctx, emb], axis=-1)
-    return jnp.tanh(features @ params["readout"]["w"] + params["readout"]["b"])
+    return jnp.tanh(affine(features, params["readout"]["w"], params["readout"]["b"]))
 
 
 def _step_params(params: dict, cfg: Seq2SeqConfig) -> dict:
@@ -343,7 +346,7 @@ def output_logits(params: dict, readout: Array) -> Array:
     """`float32[..., R] -> float32[..., V]` (tied: through the target embedding)."""
     out = params["output"]
     w = out["w"] if "w" in out else params["tgt_embed"].T
-    return readout @ w + out["b"]
+    return affine(readout, w, out["b"])
 
 
 def decode_step(
