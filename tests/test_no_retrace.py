@@ -14,7 +14,7 @@ from s2s_jax.training import config, parallel, state
 from s2s_jax.training.step import train_step
 
 LENGTHS = config.TrainConfig(max_src_len=12, max_tgt_len=12, buckets=1)
-DECODE = config.DecodeConfig(batch_size=8)
+DECODE = config.DecodeConfig(sentences_per_batch=8)
 VOCAB = Vocab.build(["abcdef"], "char")
 CFG = model.Seq2SeqConfig(
     src_vocab=len(VOCAB),

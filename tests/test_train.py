@@ -1,5 +1,6 @@
 """Training: the loss against numpy, exact resumption after SIGKILL, non-finite losses."""
 
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -211,6 +212,13 @@ def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path)
     ckpts = wd.checkpoints(tmp_path)
     assert (ckpts.best_step(), ckpts.latest_step()) == (2, 6)
     ckpts.close()
+
+
+def test_every_bare_key_names_one_field():
+    """`--set beam=4` works for every field: no name appears in two sections."""
+    for section, cls in config.SECTIONS.items():
+        for field in dataclasses.fields(cls):
+            assert config.resolve_key(field.name) == (section, field.name)
 
 
 def test_a_config_file_builds_on_the_same_defaults_as_the_command_line(tmp_path):

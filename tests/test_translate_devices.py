@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent("""
     pairs = [(t, t[::-1]) for t in texts]
     out = {}
     for name, devices in (("one", jax.devices()[:1]), ("four", None)):
-        t = Translator(params, cfg, vocab, vocab, lengths, DecodeConfig(batch_size=8),
+        t = Translator(params, cfg, vocab, vocab, lengths, DecodeConfig(sentences_per_batch=8),
                        devices=devices)
         out[name] = [t.translate(texts), t.translate(texts, beam=3, n_best=2), t.score(pairs)]
     print(json.dumps(out))

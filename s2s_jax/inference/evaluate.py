@@ -53,7 +53,7 @@ def evaluate(
         _eval_loss(translator.params, Batch(*map(jnp.asarray, batch)), translator.cfg)
         for batch in eval_batches(
             examples,
-            batch_size=translator.decode_cfg.batch_size,
+            batch_size=translator.decode_cfg.sentences_per_batch,
             src_buckets=bucket_lengths(lim.max_src_len, lim.buckets),
             tgt_buckets=bucket_lengths(lim.max_tgt_len, lim.buckets),
         )

@@ -105,7 +105,7 @@ class Translator:
     def _chunks(self, n: int):
         """(start, stop, padded batch size) covering n items with few distinct batch sizes
         (powers of two, and multiples of the device count)."""
-        b = self.decode_cfg.batch_size
+        b = self.decode_cfg.sentences_per_batch
         n_dev = self._mesh.size if self._mesh else 1
         for start in range(0, n, b):
             rows = min(b, n - start)

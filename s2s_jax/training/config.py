@@ -98,10 +98,10 @@ class DecodeConfig:
     alpha: float = 0.6  # beam length normalisation: scores divided by ((5 + length) / 6) ** alpha
     max_len_ratio: float = 2.0  # output cap per sentence: ratio * source length + offset
     max_len_offset: int = 10
-    batch_size: int = 64  # sentences decoded together
+    sentences_per_batch: int = 64  # sentences decoded together
 
     def __post_init__(self):
-        for name in ("beam", "batch_size"):
+        for name in ("beam", "sentences_per_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         _non_negative(self, "alpha", "max_len_ratio", "max_len_offset")
