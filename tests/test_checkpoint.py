@@ -136,14 +136,17 @@ def test_best_is_tracked_across_restarts(tmp_path, mode, metrics, best):
     again = Checkpoints(tmp_path, best_mode=mode)
     assert (again.best_step(), again.best_metric()) == (2, best)
     assert_same(again.restore(make_state(0), which="best"), make_state(2))
-    # Neither a metric equal to the best, nor NaN, nor None replaces it.
+    # A metric equal to the best replaces it (ties go to the later step) without counting as
+    # an improvement; neither NaN nor None replaces it.
     again.save(4, make_state(4), metric=best)
     again.save(5, make_state(5), metric=float("nan"))
     again.save(6, make_state(6))
-    assert (again.best_step(), again.best_metric()) == (2, best)
+    assert (again.best_step(), again.best_metric(), again.improved_at()) == (4, best, 2)
+    assert_same(again.restore(make_state(0), which="best"), make_state(4))
+    assert Checkpoints(tmp_path, best_mode=mode).improved_at() == 2  # across restarts
     better = best + 1 if mode == "max" else best - 1
     again.save(7, make_state(7), metric=better)
-    assert (again.best_step(), again.best_metric()) == (7, better)
+    assert (again.best_step(), again.best_metric(), again.improved_at()) == (7, better, 7)
     assert_same(again.restore(make_state(0), which="best"), make_state(7))
     again.close()
     assert os.listdir(tmp_path / "best") == ["7"]

@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import re
 import shutil
 
 import pytest
@@ -64,9 +65,10 @@ def test_experiment_smoke_variants_train(tmp_path, capsys, name):
 
 
 def test_translate_score_eval(trained, capsys, monkeypatch):
-    code, out, _ = run(capsys, "translate", "--workdir", trained, "abc", "", "jjj")
+    code, out, err = run(capsys, "translate", "--workdir", trained, "abc", "", "jjj")
     lines = out.split("\n")
     assert code == 0 and len(lines) == 4 and lines[1] == "" and lines[3] == ""
+    assert re.fullmatch(rf"{trained}: step \d+, the best by exact_match \(\S+\)\n", err), err
     code, out2, _ = run(
         capsys, "translate", "--workdir", trained, stdin="abc\n\njjj\n", monkeypatch=monkeypatch
     )

@@ -1,6 +1,7 @@
 """Training: the loss against numpy, exact resumption after SIGKILL, non-finite losses."""
 
 import dataclasses
+import json
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 
 from s2s_jax.data import Batch
 from s2s_jax.errors import ConfigError
+from s2s_jax.inference.translate import Translator
 from s2s_jax.nn import model
 from s2s_jax.training import config, loop, state
 from s2s_jax.training import workdir as wd
@@ -139,7 +141,7 @@ KILLER = textwrap.dedent("""
 
 def final_params(workdir):
     r = wd.load(workdir)
-    return wd.restore_params(workdir, r.model_cfg, which="latest")
+    return wd.restore_params(workdir, r.model_cfg, which="latest")[0]
 
 
 @pytest.fixture(scope="module")
@@ -204,14 +206,39 @@ def test_a_workdir_without_a_checkpoint_starts_again_from_its_configuration(tmp_
 
 
 def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path):
-    """With a zero learning rate nothing improves after the first evaluation."""
+    """With a zero learning rate nothing improves after the first evaluation: the ties move
+    the best checkpoint to the later step, but do not count as improvements."""
     run = config.merge(
         TINY, {"train": {"learning_rate": 0.0, "steps": 40, "eval_every": 2, "patience": 2}}
     )
     loop.fit(tmp_path, run, progress=False)
     ckpts = wd.checkpoints(tmp_path)
-    assert (ckpts.best_step(), ckpts.latest_step()) == (2, 6)
+    assert (ckpts.improved_at(), ckpts.best_step(), ckpts.latest_step()) == (2, 6, 6)
     ckpts.close()
+
+
+def test_best_metric_chooses_the_best_checkpoint_in_its_direction(tmp_path):
+    """best_metric=loss is minimised: the best step is the validation loss's minimum (the
+    later one on a tie), and a translator loaded from the workdir says so."""
+    loop.fit(tmp_path, config.merge(TINY, {"train": {"best_metric": "loss"}}), progress=False)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    losses = [(r["loss"], -r["step"]) for r in records if r["split"] == "valid"]
+    best_loss, minus_step = min(losses)
+    ckpts = wd.checkpoints(tmp_path)
+    assert (ckpts.best_step(), ckpts.best_metric()) == (-minus_step, pytest.approx(best_loss))
+    ckpts.close()
+    said = []
+    translator = Translator.from_workdir(tmp_path, log=said.append)
+    assert translator.loaded == {
+        "checkpoint": "best",
+        "step": -minus_step,
+        "metric": "loss",
+        "value": pytest.approx(best_loss),
+    }
+    assert said == [f"{tmp_path}: step {-minus_step}, the best by loss ({best_loss:.4g})"]
+    with pytest.raises(ConfigError, match="best_metric='bleu' is not computed for task copy"):
+        loop.fit(tmp_path / "other", config.merge(TINY, {"train": {"best_metric": "bleu"}}))
+    assert not (tmp_path / "other").exists()
 
 
 def test_every_bare_key_names_one_field():

@@ -123,6 +123,14 @@ def per(
     return dist / length
 
 
+LOWER_IS_BETTER = frozenset({"wer", "per", "loss"})  # the others (and accuracy) are maximised
+
+
+def direction(name: str) -> str:
+    """ "min" if a smaller value of metric `name` is better (error rates, the loss), else "max"."""
+    return "min" if name in LOWER_IS_BETTER else "max"
+
+
 def compute_metrics(
     names: Sequence[str],
     hyps: Sequence[str],

@@ -54,6 +54,7 @@ class Translator:
         `translate` and the output cap; `devices`: where decoding runs, sentences split across
         them (default: this process's devices; results do not depend on the choice)."""
         self.cfg, self.train_cfg, self.decode_cfg = cfg, train_cfg, decode_cfg
+        self.loaded: dict = {}  # from_workdir: the checkpoint and step the parameters are
         devices = list(devices if devices is not None else jax.local_devices())
         self._mesh = data_mesh(devices) if len(devices) > 1 else None
         self.params = jax.device_put(params, self._sharding(P())) if self._mesh else params
@@ -76,10 +77,14 @@ class Translator:
         caller has read it already."""
         path = wd.resolve(path)
         run = run or wd.load(path)
-        params = wd.restore_params(path, run.model_cfg, which=which, log=log)
-        return cls(
+        params, loaded = wd.restore_params(
+            path, run.model_cfg, which=which, log=log, metric=config.best_metric(run.train_cfg)
+        )
+        translator = cls(
             params, run.model_cfg, run.src_vocab, run.tgt_vocab, run.train_cfg, run.decode_cfg
         )
+        translator.loaded = loaded
+        return translator
 
     # -------------------------------------------------------------------------------- helpers
 

@@ -46,6 +46,7 @@ from s2s_jax.training.parallel import on_any_process
 _ITEM = "default"  # orbax's name for the item of a single-item CheckpointManager
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax's mark of a step directory not yet finalised
 _METRIC = "metric"  # key of the metric in the metrics JSON orbax stores with each best step
+_IMPROVED = "improved_at"  # the step of the last strict improvement (ties do not count)
 _DIGESTS, _DAMAGED = "digests", "damaged"
 _OS_TROUBLE = re.compile(
     r"No space left on device|Disk quota exceeded|Read-only file system"
@@ -271,6 +272,7 @@ class Checkpoints:
         self._best, self._best_damage, self._best_metric = None, None, None
         self._open_best()
         self._writing = False
+        self.restored: tuple[str, int] | None = None  # (which, step) of the last restore
         if writer:
             self._start_writing()
 
@@ -293,18 +295,19 @@ class Checkpoints:
     def _open_best(self) -> None:
         """Opens best/ (reading its metric); a damaged one is noted, not fatal."""
         try:
-            # Only improvements are saved there, so keeping the best 1 keeps the newest.
+            # Only improvements and ties are saved there; orbax keeps the later of a tie.
             self._best = self._manager(
                 "best", max_to_keep=1, best_fn=lambda m: m[_METRIC], best_mode=self._mode
             )
             step = self._best.best_step()
-            metrics = self._best.metrics(step) if step is not None else None
-            self._best_metric = float(metrics[_METRIC]) if metrics and _METRIC in metrics else None
+            metrics = (self._best.metrics(step) if step is not None else None) or {}
+            self._best_metric = float(metrics[_METRIC]) if _METRIC in metrics else None
+            self._improved_at = int(metrics.get(_IMPROVED, step)) if step is not None else None
             self._best_damage = None
         except Exception as e:  # orbax raises many types on unreadable metadata
             if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EMFILE, errno.ENFILE):
                 raise CheckpointError(f"cannot read {self._dir / 'best'}: {_brief(e)}") from e
-            self._best, self._best_metric = None, None
+            self._best, self._best_metric, self._improved_at = None, None, None
             self._best_damage = (
                 f"the best checkpoint in {self._dir / 'best'} is damaged ({_brief(e)})"
             )
@@ -327,9 +330,9 @@ class Checkpoints:
             return False
         if self._best_metric is None:
             return True
-        if self._mode == "max":
-            return metric > self._best_metric
-        return metric < self._best_metric
+        if self._mode == "max":  # a tie counts: the later of two equal states is kept
+            return metric >= self._best_metric
+        return metric <= self._best_metric
 
     def save(self, step: int, state: Any, *, metric: float | None = None) -> bool:
         """Saves `state` as `step`, and also as the best state if `metric` beats the best.
@@ -351,7 +354,10 @@ class Checkpoints:
         if not self._writing:
             self._start_writing()
         latest = self._latest.latest_step()
-        better = metric is not None and self._is_better(float(metric))
+        best = self.best_step()
+        better = (
+            metric is not None and self._is_better(float(metric)) and (best is None or step > best)
+        )
         new = latest is None or step > latest
         if not (new or better):
             return False
@@ -363,9 +369,11 @@ class Checkpoints:
                 self._latest.save(step, args=ocp.args.StandardSave(state))
             if better:
                 self._write_digest("best", step, sums)
-                metrics = {_METRIC: float(metric)}
+                improved = self._best_metric is None or float(metric) != self._best_metric
+                improved_at = step if improved else self._improved_at
+                metrics = {_METRIC: float(metric), _IMPROVED: improved_at}
                 if self._best.save(step, args=ocp.args.StandardSave(state), metrics=metrics):
-                    self._best_metric = float(metric)
+                    self._best_metric, self._improved_at = float(metric), improved_at
         except Exception as e:  # orbax and tensorstore raise many types on failed writes
             raise WriteError(
                 f"saving step {step} in {self._dir} failed: {_brief(e)}; the steps saved "
@@ -439,6 +447,12 @@ class Checkpoints:
         """The best metric saved so far, by this run or earlier ones, or None."""
         return self._best_metric
 
+    def improved_at(self) -> int | None:
+        """The step at which the best metric was last strictly improved (a later step with an
+        equal metric becomes the best step, but is no improvement: early stopping counts
+        from here), or None."""
+        return self._improved_at
+
     def restore(
         self, target: Any, *, which: str = "latest", step: int | None = None, partial: bool = False
     ) -> Any:
@@ -475,7 +489,9 @@ class Checkpoints:
                     f"no {which} checkpoint of step {step} in {self._dir}: choose one of {steps}"
                 )
             try:
-                return self._restore_step(which, step, target, partial)
+                state = self._restore_step(which, step, target, partial)
+                self.restored = (which, step)
+                return state
             except _Damaged as e:
                 raise CheckpointError(str(e)) from None
         candidates = [("latest", s) for s in sorted(self._latest.all_steps(), reverse=True)]
@@ -498,6 +514,7 @@ class Checkpoints:
                 continue
             if damaged:
                 self._log(f"using {name} step {s}, the newest intact checkpoint in {self._dir}")
+            self.restored = (name, s)
             for which_, step_, _ in damaged:
                 if self._writing:  # a reader leaves the files alone (training may be writing)
                     self._move_aside(which_, step_, f"damaged {which_} step {step_}")

@@ -52,6 +52,10 @@ class TrainConfig:
     eval_every: int = 400  # validate (loss + task metric) and checkpoint every N steps
     eval_examples: int = 1000  # validation pairs decoded at each evaluation
     eval_beam: int = 1  # 1 = greedy
+    # The validation metric that chooses the best checkpoint and drives early stopping: one of
+    # the task's metrics or "loss" (error rates and the loss are minimised, the others
+    # maximised; ties go to the later step). "": exact_match for built-in tasks, loss for TSV.
+    best_metric: str = ""
     patience: int = 0  # stop after this many evaluations without improvement; 0 = never
     log_every: int = 100
     parallel: str = "auto"  # auto | shard_map | pmap | none
@@ -268,6 +272,18 @@ DEFAULTS: dict[str, dict] = {
     "train": {},
     "decode": {},
 }
+
+
+def best_metric(train_cfg: TrainConfig, task: Task | None = None) -> str:
+    """The metric that chooses the best checkpoint (see `TrainConfig.best_metric`); with
+    `task`, checked to be one the run's evaluations compute."""
+    name = train_cfg.best_metric or ("loss" if train_cfg.train_file else "exact_match")
+    if task is not None and name not in (*task.metrics, "loss"):
+        raise ConfigError(
+            f"best_metric={name!r} is not computed for task {task.name}: use one of "
+            f"{', '.join((*task.metrics, 'loss'))}"
+        )
+    return name
 
 
 def load_task_data(train_cfg: TrainConfig) -> Task:

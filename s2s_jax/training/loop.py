@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from s2s_jax.data import Task, Vocab, bucket_lengths, encode_pairs, train_batches
 from s2s_jax.data.tasks import recommended_steps
 from s2s_jax.errors import CheckpointError, ConfigError, DataError, S2SError, TrainingError
+from s2s_jax.inference import metrics
 from s2s_jax.inference.evaluate import evaluate
 from s2s_jax.inference.translate import Translator
 from s2s_jax.nn import model
@@ -36,8 +37,6 @@ from s2s_jax.training.state import init_state
 from s2s_jax.training.step import train_step
 from s2s_jax.training.stopping import Interrupted, StopSignals
 from s2s_jax.training.workdir import WorkdirBusy
-
-SELECT_METRIC = "exact_match"  # chooses the best checkpoint and drives early stopping
 
 
 def build_vocabs(task: Task, train_cfg: config.TrainConfig) -> tuple[Vocab, Vocab]:
@@ -219,6 +218,7 @@ class _Prepared:
 def _prepare(workdir: Path, plan: Plan) -> _Prepared:
     model_cfg, train_cfg, decode_cfg = config.build(plan.values)
     task = config.load_task_data(train_cfg)
+    config.best_metric(train_cfg, task)  # one the evaluations compute
     if plan.resume:
         src_vocab, tgt_vocab = plan.stored.src_vocab, plan.stored.tgt_vocab
     else:
@@ -272,7 +272,8 @@ def _fit(workdir: Path, prepared: _Prepared, *, progress: bool, log, stop) -> di
         batch_size=train_cfg.batch_size,
     )
 
-    ckpts = wd.checkpoints(workdir, writer=True, log=log)
+    best_metric = config.best_metric(train_cfg)
+    ckpts = wd.checkpoints(workdir, best_mode=metrics.direction(best_metric), writer=True, log=log)
     writer = None
     try:
         state = init_state(model_cfg, train_cfg)
@@ -334,6 +335,7 @@ def _fit(workdir: Path, prepared: _Prepared, *, progress: bool, log, stop) -> di
 
 def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, workdir) -> dict:
     train_cfg = run.train_cfg
+    best_metric = config.best_metric(train_cfg)
     step = int(dp.fetch(state.step))
     epoch, index = (int(x) for x in dp.fetch(state.data_pos))
     next_pos = (epoch, index)  # the data position after the last step taken
@@ -418,18 +420,18 @@ def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, wo
                     limit=train_cfg.eval_examples,
                 )
                 writer.write(step, "valid", last_eval)
-                saved = save(metric=last_eval[SELECT_METRIC])
+                saved = save(metric=last_eval[best_metric])
                 bar.write(
                     f"step {step} ({'saved' if saved else 'not saved: on disk already'}): "
                     + ", ".join(f"{k} {v:.4g}" for k, v in last_eval.items())
                 )
-                best = ckpts.best_step()
+                best = ckpts.improved_at()
                 if (
                     train_cfg.patience
                     and best is not None
                     and step - best >= train_cfg.patience * train_cfg.eval_every
                 ):
-                    log(f"early stop at step {step}: no better {SELECT_METRIC} since step {best}")
+                    log(f"early stop at step {step}: no better {best_metric} since step {best}")
                     stopped_early = True
                     break
         if stop.requested is not None and step < train_cfg.steps and not stopped_early:

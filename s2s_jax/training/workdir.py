@@ -24,6 +24,7 @@ import os
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import jax
 
@@ -153,14 +154,28 @@ def restore_params(
     *,
     which: str = "best",
     log: Callable[[str], None] | None = None,
-):
+    metric: str = "",
+) -> tuple[Any, dict]:
     """The parameters of the `which` ("best" or "latest") checkpoint, verified, and nothing
     else (inference needs no optimizer state); falls back to the latest when there is no
-    usable best one, and to older steps past damaged ones."""
+    usable best one, and to older steps past damaged ones.
+
+    Returns the parameters and what was loaded: `{"checkpoint": "best" | "latest", "step": N}`
+    (plus `metric` and its value for a best one); `log` gets it as one line.
+    """
     target = {"params": jax.eval_shape(lambda: model.init(model_cfg, key=jax.random.key(0)))}
     ckpts = checkpoints(path, log=log)
     try:
-        return ckpts.restore(target, which=which, partial=True)["params"]
+        params = ckpts.restore(target, which=which, partial=True)["params"]
+        name, step = ckpts.restored
+        loaded = {"checkpoint": name, "step": step}
+        why = "the latest"
+        if name == "best" and ckpts.best_metric() is not None:
+            loaded |= {"metric": metric or "validation metric", "value": ckpts.best_metric()}
+            why = f"the best by {loaded['metric']} ({loaded['value']:.4g})"
+        if log is not None:
+            log(f"{path}: step {step}, {why}")
+        return params, loaded
     finally:
         ckpts.close()
 
