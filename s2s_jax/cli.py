@@ -89,8 +89,17 @@ def _score(args, stop) -> int:
 def _eval(args, stop) -> int:
     from s2s_jax.inference import evaluate
 
+    if args.file is not None and args.split is not None:
+        raise S2SError("give either --split or --file, not both")
     result = evaluate.evaluate_workdir(
-        args.workdir, split=args.split, beam=args.beam, which=args.checkpoint, limit=args.limit
+        args.workdir,
+        split=args.split or "test",
+        file=args.file,
+        beam=args.beam,
+        alpha=args.alpha,
+        which=args.checkpoint,
+        limit=args.limit,
+        output=args.output,
     )
     print(json.dumps(result, indent=None))
     return 0
@@ -175,11 +184,22 @@ def build_parser() -> argparse.ArgumentParser:
     inference("score", "print log P(target | source) of each stdin line source<TAB>target", _score)
 
     q = inference("eval", "print the task metrics of a trained model as JSON", _eval)
-    q.add_argument("--split", choices=("valid", "test"), default="test")
+    q.add_argument(
+        "--split", choices=("valid", "test"), help="which split of the run's data (default: test)"
+    )
+    q.add_argument(
+        "--file",
+        help="evaluate on this TSV file of source<TAB>target pairs instead of a split (a source "
+        "on several lines counts as right when the output matches any of its targets)",
+    )
     q.add_argument(
         "--beam", type=int, help="beam width, 1 for greedy (default: the run's decode.beam)"
     )
+    q.add_argument(
+        "--alpha", type=float, help="beam length normalisation (default: the run's decode.alpha)"
+    )
     q.add_argument("--limit", type=_positive_int, help="evaluate on the first N pairs only")
+    q.add_argument("--output", help="write the hypotheses to this file, one per line")
 
     sub.add_parser("bench", help="benchmark scan-based RNNs (s2s bench --help)")  # see main
 

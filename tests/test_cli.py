@@ -1,6 +1,7 @@
 """The command line end to end: the experiment smoke variants, translate/score/eval, errors."""
 
 import json
+import os
 import pathlib
 import re
 import shutil
@@ -8,6 +9,7 @@ import shutil
 import pytest
 
 from s2s_jax import cli
+from s2s_jax.data import load_task
 
 EXPERIMENTS = pathlib.Path(__file__).parent.parent / "experiments"
 
@@ -90,6 +92,61 @@ def test_translate_score_eval(trained, capsys, monkeypatch):
     assert code == 0 and len(scores) == 2 and all(s < 0 for s in scores)
     code, out, _ = run(capsys, "eval", "--workdir", trained, "--split", "valid", "--limit", "8")
     assert code == 0 and set(json.loads(out)) >= {"exact_match", "token_accuracy", "loss"}
+
+
+def test_eval_cites_what_it_measured_and_takes_files_and_outputs(
+    trained, tmp_path, capsys, monkeypatch
+):
+    """From another directory with relative paths: the JSON names the split, count,
+    checkpoint, step, decoding and sacrebleu signature; --output holds what `translate` gives;
+    --file scores a TSV, a source on two lines being right when either target matches."""
+    monkeypatch.chdir(tmp_path)
+    workdir = os.path.relpath(trained)
+    argv = ("eval", "--workdir", workdir, "--split", "valid", "--limit", "5")
+    decoding = ("--beam", "2", "--alpha", "0.8")
+    code, out, err = run(capsys, *argv, *decoding, "--output", "hyps.txt")
+    assert code == 0, err
+    result = json.loads(out)
+    assert {k: result[k] for k in ("split", "examples", "checkpoint", "beam", "alpha")} == {
+        "split": "valid",
+        "examples": 5,
+        "checkpoint": "best",
+        "beam": 2,
+        "alpha": 0.8,
+    }
+    assert f"step {result['step']}, the best by exact_match" in err
+    assert "bleu" not in result and "bleu_signature" not in result  # not a metric of copy
+    hyps = pathlib.Path("hyps.txt").read_text().splitlines()
+    sources = [s for s, _ in load_task("copy", seed=0).splits["valid"][:5]]
+    _, want, _ = run(capsys, "translate", "--workdir", workdir, *decoding, *sources)
+    assert hyps == want.splitlines()
+
+    pairs = f"{sources[0]}\tnot this one\n{sources[0]}\t{hyps[0]}\n{sources[1]}\t{hyps[1]}\n"
+    pathlib.Path("pairs.tsv").write_text(pairs)
+    code, out, err = run(capsys, "eval", "--workdir", workdir, "--file", "pairs.tsv", *decoding)
+    result = json.loads(out)
+    assert code == 0 and result["file"] == str(tmp_path / "pairs.tsv"), err
+    assert result["examples"] == 2 and result["exact_match"] == 1.0
+    one_line_error(
+        capsys, "eval", "--workdir", workdir, "--file", "pairs.tsv", "--split", "test",
+        match="either --split or --file",
+    )  # fmt: skip
+
+
+def test_eval_of_a_split_the_run_does_not_have_is_refused(trained, tmp_path, capsys):
+    """A TSV run without a test file has no test split: said, not the validation set scored."""
+    workdir = tmp_path / "w"
+    shutil.copytree(trained, workdir)
+    stored = json.loads((workdir / "config.json").read_text())
+    (tmp_path / "pairs.tsv").write_text("abc\tabc\n")
+    stored["train"].update(
+        task="tsv", train_file=str(tmp_path / "pairs.tsv"), valid_file=str(tmp_path / "pairs.tsv")
+    )
+    (workdir / "config.json").write_text(json.dumps(stored))
+    one_line_error(
+        capsys, "eval", "--workdir", workdir, "--split", "test",
+        match=f"{workdir} has no test split (its data: train, valid): train with --test FILE",
+    )  # fmt: skip
 
 
 def test_the_decode_section_gives_translate_its_defaults(trained, tmp_path, capsys):

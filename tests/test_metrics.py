@@ -60,6 +60,17 @@ def test_bleu_hand_computed():
     assert metrics.bleu([ref, "a b c d"], [ref, "a b c d"]) == pytest.approx(100.0)
 
 
+def test_bleu_of_character_targets_counts_characters_and_names_its_signature():
+    """13a sees a target without spaces as one word (0 BLEU for one wrong character); "char"
+    scores the characters, and the signature says which tokeniser was used."""
+    hyps, refs = ["abcdefgh"], ["abcdefgx"]
+    assert metrics.bleu(hyps, refs) == 0.0
+    assert 70 < metrics.bleu(hyps, refs, tokenize="char") < 100
+    assert "tok:char" in metrics.signature("bleu", "char")
+    assert "tok:13a" in metrics.signature("bleu") and "nrefs:1" in metrics.signature("bleu")
+    assert "nc:6|nw:0" in metrics.signature("chrf")  # chrF: 6 character n-grams, no words
+
+
 def test_chrf_extremes():
     assert metrics.chrf(["trois cent"], ["trois cent"]) == pytest.approx(100.0)
     assert metrics.chrf(["xyz"], ["abc"]) == pytest.approx(0.0)

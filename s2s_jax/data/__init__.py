@@ -11,7 +11,7 @@ from s2s_jax.data.batching import (
     train_batches,
 )
 from s2s_jax.data.tasks import DEFAULT_TASK, SPLITS, Task, describe_tasks, load_task, task_names
-from s2s_jax.data.tsv import read_tsv, write_tsv
+from s2s_jax.data.tsv import read_tsv, with_references, write_tsv
 from s2s_jax.data.vocab import BOS, EOS, KINDS, PAD, SPECIALS, UNK, Vocab
 from s2s_jax.errors import DataError
 
@@ -39,5 +39,6 @@ __all__ = [
     "read_tsv",
     "task_names",
     "train_batches",
+    "with_references",
     "write_tsv",
 ]

@@ -60,11 +60,6 @@ class Task:
             return self.references[split]
         return [[tgt] for _, tgt in self.splits[split]]
 
-    @property
-    def metric_tokenize(self) -> Callable[[str], list]:
-        """How metrics split a target into tokens: characters for char tasks, else words."""
-        return list if self.tgt_kind == "char" else str.split
-
 
 # --------------------------------------------------------------------------------- splitting
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from s2s_jax.errors import DataError
 
@@ -54,6 +54,18 @@ def read_tsv(path: str | os.PathLike) -> list[tuple[str, str]]:
             raise DataError(f"{path}:{lineno}: empty {side}; give text on both sides of the tab")
         pairs.append((src, tgt))
     return pairs
+
+
+def with_references(pairs: Sequence[tuple[str, str]]) -> tuple[list, list[list[str]]]:
+    """One pair per distinct source (with its first target), in first-seen order, and all of
+    that source's targets as its references: a source listed on several lines (CMUdict's
+    variant pronunciations) counts as right when the output matches any of them."""
+    refs: dict[str, list[str]] = {}
+    for src, tgt in pairs:
+        refs.setdefault(src, [])
+        if tgt not in refs[src]:
+            refs[src].append(tgt)
+    return [(src, targets[0]) for src, targets in refs.items()], list(refs.values())
 
 
 def write_tsv(path: str | os.PathLike, pairs: Iterable[tuple[str, str]]) -> None:

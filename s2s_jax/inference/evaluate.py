@@ -1,7 +1,8 @@
-"""Evaluation: a trained model's task metrics and teacher-forced loss on a split."""
+"""Evaluation: a trained model's task metrics and teacher-forced loss on a split or a file."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -9,8 +10,17 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from s2s_jax.data import Batch, Task, bucket_lengths, encode_pairs, eval_batches
+from s2s_jax.data import (
+    Batch,
+    Task,
+    bucket_lengths,
+    encode_pairs,
+    eval_batches,
+    read_tsv,
+    with_references,
+)
 from s2s_jax.errors import DataError
+from s2s_jax.files import write_atomically
 from s2s_jax.inference import metrics
 from s2s_jax.inference.translate import Translator
 from s2s_jax.training import config
@@ -22,40 +32,57 @@ _eval_loss = jax.jit(
 )
 
 
+def _character_level(translator: Translator) -> bool:
+    """Targets written in characters: metrics then count characters (BLEU included; sacrebleu's
+    word tokeniser would see one word per target and read 0 at 99% exact match)."""
+    return translator.tgt_vocab.kind == "char"
+
+
 def evaluate(
     translator: Translator,
     task: Task,
     split: str,
     *,
     beam: int | None = None,
+    alpha: float | None = None,
     limit: int | None = None,
+    hyps_out: list | None = None,
 ) -> dict[str, float]:
-    """The task's metrics on (the first `limit` pairs of) a split, decoded with a beam of
-    `beam` (None: the translator's `decode_cfg.beam`), plus the teacher-forced per-token NLL
-    (`loss`) on the pairs that fit the model's length limits."""
+    """The task's metrics on (the first `limit` pairs of) a split, decoded with `beam` and
+    `alpha` (None: the translator's decode section), plus the teacher-forced per-token NLL
+    (`loss`) on the pairs that fit the model's length limits. `hyps_out`, when given, receives
+    the hypotheses."""
     pairs = task.splits[split][:limit]
     refs_multi = task.refs(split)[:limit]
     if not pairs:
         raise DataError(f"split {split!r} of task {task.name} is empty")
-    hyps = translator.translate([s for s, _ in pairs], beam=beam)
+    hyps = translator.translate([s for s, _ in pairs], beam=beam, alpha=alpha)
+    if hyps_out is not None:
+        hyps_out.extend(hyps)
+    char = _character_level(translator)
     out = metrics.compute_metrics(
-        task.metrics, hyps, [t for _, t in pairs], refs_multi, tokenize=task.metric_tokenize
+        task.metrics,
+        hyps,
+        [t for _, t in pairs],
+        refs_multi,
+        tokenize=list if char else str.split,
+        bleu_tokenize="char" if char else "13a",
     )
-    lim = translator.train_cfg
+    lengths = translator.train_cfg
     examples, _ = encode_pairs(
         pairs,
         translator.src_vocab,
         translator.tgt_vocab,
-        max_src_len=lim.max_src_len,
-        max_tgt_len=lim.max_tgt_len,
+        max_src_len=lengths.max_src_len,
+        max_tgt_len=lengths.max_tgt_len,
     )
     sums = [
         _eval_loss(translator.params, Batch(*map(jnp.asarray, batch)), translator.cfg)
         for batch in eval_batches(
             examples,
             batch_size=translator.decode_cfg.sentences_per_batch,
-            src_buckets=bucket_lengths(lim.max_src_len, lim.buckets),
-            tgt_buckets=bucket_lengths(lim.max_tgt_len, lim.buckets),
+            src_buckets=bucket_lengths(lengths.max_src_len, lengths.buckets),
+            tgt_buckets=bucket_lengths(lengths.max_tgt_len, lengths.buckets),
         )
     ]
     sums = jax.device_get(sums)  # one transfer after all batches are dispatched
@@ -64,20 +91,80 @@ def evaluate(
     return out
 
 
+def _file_task(path: Path, task: Task) -> Task:
+    """The pairs of a TSV file as the split "file" of `task`'s kind (its metrics)."""
+    pairs, refs = with_references(read_tsv(path))
+    if not pairs:
+        raise DataError(f"{path} holds no source<TAB>target pairs")
+    return Task(
+        name=task.name,
+        description=f"pairs from {path}",
+        src_kind=task.src_kind,
+        tgt_kind=task.tgt_kind,
+        metrics=task.metrics,
+        splits={"file": pairs},
+        references={"file": refs},
+    )
+
+
 def evaluate_workdir(
     workdir: str | Path,
     *,
     split: str = "test",
+    file: str | os.PathLike | None = None,
     beam: int | None = None,
+    alpha: float | None = None,
     which: str = "best",
     limit: int | None = None,
+    output: str | os.PathLike | None = None,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
-) -> dict[str, float]:
-    """`s2s eval`: the task metrics of a trained workdir on a split."""
+) -> dict:
+    """`s2s eval`: the task metrics of a trained workdir on one of its splits, or on a TSV
+    `file` of source<TAB>target pairs (a source on several lines counts as right when the
+    output matches any of its targets).
+
+    Returns the metrics with what a reader needs to cite them: the split or file, the number
+    of examples, the checkpoint and step, the decoding settings, and sacrebleu's signatures.
+    `output`: a file that receives the hypotheses, one per line, in the order of the pairs.
+    """
     if limit is not None and limit < 1:
         raise DataError(f"limit must be >= 1, got {limit}")
     workdir = wd.resolve(workdir)
     run = wd.load(workdir)  # read and checked once, for the model and for the task's data
+    if file is not None:
+        file = Path(os.path.abspath(file))
+        task, split = _file_task(file, config.load_task_data(run.train_cfg)), "file"
+    else:
+        task = config.load_task_data(run.train_cfg)
+        if split not in task.splits:
+            hint = (
+                "train with --test FILE, or evaluate a file with --file"
+                if run.train_cfg.train_file
+                else "evaluate a file with --file"
+            )
+            raise DataError(
+                f"{workdir} has no {split} split (its data: {', '.join(task.splits)}): {hint}"
+            )
     translator = Translator.from_workdir(workdir, which=which, log=log, run=run)
-    task = config.load_task_data(run.train_cfg)
-    return evaluate(translator, task, split, beam=beam, limit=limit)
+    beam = translator.decode_cfg.beam if beam is None else beam
+    alpha = translator.decode_cfg.alpha if alpha is None else alpha
+    hyps: list[str] = []
+    scores = evaluate(translator, task, split, beam=beam, alpha=alpha, limit=limit, hyps_out=hyps)
+    if output is not None:
+        write_atomically(Path(output), "".join(h + "\n" for h in hyps))
+    char = _character_level(translator)
+    signatures = {
+        f"{name}_signature": metrics.signature(name, "char" if char else "13a")
+        for name in ("bleu", "chrf")
+        if name in scores
+    }
+    return {
+        **({"file": str(file)} if file is not None else {"split": split}),
+        "examples": len(hyps),
+        "checkpoint": translator.loaded["checkpoint"],
+        "step": translator.loaded["step"],
+        "beam": beam,
+        "alpha": alpha,
+        **scores,
+        **signatures,
+    }

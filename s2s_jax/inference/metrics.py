@@ -65,20 +65,31 @@ def token_accuracy(
     return right / total if total else 1.0
 
 
-def bleu(hyps: Sequence[str], refs: Sequence[str]) -> float:
-    """sacrebleu corpus BLEU (default 13a tokenisation), 0-100."""
+def _sacrebleu(name: str, tokenize: str):
     import sacrebleu
 
+    return sacrebleu.BLEU(tokenize=tokenize) if name == "bleu" else sacrebleu.CHRF()
+
+
+def bleu(hyps: Sequence[str], refs: Sequence[str], tokenize: str = "13a") -> float:
+    """sacrebleu corpus BLEU, 0-100. `tokenize`: sacrebleu's tokeniser, "13a" (its default,
+    for words) or "char" (for character-level targets, which 13a would see as one word)."""
     _check_lengths(hyps, refs)
-    return float(sacrebleu.corpus_bleu(list(hyps), [list(refs)]).score)
+    return float(_sacrebleu("bleu", tokenize).corpus_score(list(hyps), [list(refs)]).score)
 
 
 def chrf(hyps: Sequence[str], refs: Sequence[str]) -> float:
     """sacrebleu corpus chrF (character n-gram F-score, beta=2), 0-100."""
-    import sacrebleu
-
     _check_lengths(hyps, refs)
-    return float(sacrebleu.corpus_chrf(list(hyps), [list(refs)]).score)
+    return float(_sacrebleu("chrf", "").corpus_score(list(hyps), [list(refs)]).score)
+
+
+def signature(name: str, tokenize: str = "13a") -> str:
+    """sacrebleu's signature of `bleu` or `chrf` as computed here (one reference per
+    hypothesis): what a paper cites next to the score."""
+    metric = _sacrebleu(name, tokenize)
+    metric.corpus_score([""], [[""]])  # sacrebleu fills in the reference count on scoring
+    return str(metric.get_signature())
 
 
 def wer(hyps: Sequence[str], refs_multi: Sequence[Sequence[str]]) -> float:
@@ -137,6 +148,7 @@ def compute_metrics(
     refs: Sequence[str],
     refs_multi: Sequence[Sequence[str]] | None = None,
     tokenize: Callable[[str], Sequence[Hashable]] = str.split,
+    bleu_tokenize: str = "13a",
 ) -> dict[str, float]:
     """Computes the named metrics.
 
@@ -148,6 +160,7 @@ def compute_metrics(
         None means `[[r] for r in refs]`.
       tokenize: splits a string into tokens for token_accuracy and per (`str.split` for words
         or phonemes, `list` for characters).
+      bleu_tokenize: sacrebleu's tokeniser for bleu ("char" for character-level targets).
 
     Returns:
       `{name: value}`; fractions in [0, 1] except bleu/chrf (0-100).
@@ -171,7 +184,7 @@ def compute_metrics(
                 [tokenize(h) for h in hyps], [[tokenize(r) for r in rs] for rs in multi]
             )
         elif name == "bleu":
-            out[name] = bleu(hyps, refs)
+            out[name] = bleu(hyps, refs, bleu_tokenize)
         else:
             out[name] = chrf(hyps, refs)
     return out

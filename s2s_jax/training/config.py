@@ -17,7 +17,7 @@ from pathlib import Path
 
 import tomllib
 
-from s2s_jax.data import Task, load_task, read_tsv
+from s2s_jax.data import Task, load_task, read_tsv, with_references
 from s2s_jax.errors import ConfigError, DataError
 from s2s_jax.nn.model import Seq2SeqConfig
 from s2s_jax.training import parallel
@@ -290,7 +290,7 @@ def load_task_data(train_cfg: TrainConfig) -> Task:
     """The built-in task, or a task made of the configured TSV files."""
     if not train_cfg.train_file:
         return load_task(train_cfg.task, seed=train_cfg.seed)
-    splits = {}
+    splits, references = {}, {}
     for split, path in (
         ("train", train_cfg.train_file),
         ("valid", train_cfg.valid_file),
@@ -300,13 +300,14 @@ def load_task_data(train_cfg: TrainConfig) -> Task:
             splits[split] = read_tsv(path)
             if not splits[split]:
                 raise DataError(f"{path} holds no source<TAB>target pairs (the {split} split)")
-    train, valid = splits["train"], splits["valid"]
-    test = splits.get("test", valid)
+            if split != "train":  # a source on several lines: any of its targets is right
+                splits[split], references[split] = with_references(splits[split])
     return Task(
-        name="tsv",
+        name=TSV_TASK,
         description=f"pairs from {train_cfg.train_file}",
-        src_kind="char",
-        tgt_kind="char",
+        src_kind=train_cfg.src_vocab_kind or "char",
+        tgt_kind=train_cfg.tgt_vocab_kind or "char",
         metrics=("exact_match", "token_accuracy", "bleu", "chrf"),
-        splits={"train": train, "valid": valid, "test": test},
+        splits=splits,  # no test split without a test file
+        references=references,
     )
