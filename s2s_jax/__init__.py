@@ -41,6 +41,7 @@ _API = {
     "fit": ("s2s_jax.training.loop", "fit"),
     # inference
     "Translator": ("s2s_jax.inference.translate", "Translator"),
+    "Hypothesis": ("s2s_jax.inference.translate", "Hypothesis"),
     "evaluate": ("s2s_jax.inference.evaluate", "evaluate"),
     "evaluate_workdir": ("s2s_jax.inference.evaluate", "evaluate_workdir"),
     # errors

@@ -63,12 +63,23 @@ def _translate(args, stop) -> int:
 
     translator = Translator.from_workdir(args.workdir, which=args.checkpoint)
     lines = list(args.text) if args.text else _stdin_lines()
-    out = translator.translate(lines, beam=args.beam, n_best=args.n_best, alpha=args.alpha)
-    for hyp in out:
-        if args.n_best == 1:
-            print(hyp)
-        else:
-            print("\t".join(f"{text}\t{score:.4f}" for text, score in hyp))
+    unknown = translator.unknown_tokens(lines)
+    if unknown:
+        shown = ", ".join(repr(t) for t, _ in unknown.most_common(5))
+        print(
+            f"{sum(unknown.values())} input token(s) not in the source vocabulary, read as "
+            f"<unk>: {shown}{', ...' if len(unknown) > 5 else ''}",
+            file=sys.stderr,
+        )
+    if args.n_best is None:
+        for text in translator.translate(lines, beam=args.beam, alpha=args.alpha):
+            print(text)
+        return 0
+    beam = args.beam if args.beam is not None else max(args.n_best, translator.decode_cfg.beam)
+    out = translator.translate(lines, beam=beam, n_best=args.n_best, alpha=args.alpha)
+    for number, hyps in enumerate(out, 1):  # input line, rank, score, log P, text
+        for rank, h in enumerate(hyps, 1):
+            print(f"{number}\t{rank}\t{h.score:.4f}\t{h.log_prob:.4f}\t{h.text}")
     return 0
 
 
@@ -175,7 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--beam", type=int, help="beam width, 1 for greedy (default: the run's decode.beam)"
     )
-    q.add_argument("--n-best", type=int, default=1, help="hypotheses per input (tab-separated)")
+    q.add_argument(
+        "--n-best",
+        type=_positive_int,
+        help="print the N best hypotheses of each input, one per line: input number (from 1), "
+        "rank, score (log P over GNMT's length penalty, the ranking key), log P, text; "
+        "implies a beam of at least N",
+    )
     q.add_argument(
         "--alpha", type=float, help="beam length normalisation (default: the run's decode.alpha)"
     )

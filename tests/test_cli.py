@@ -76,10 +76,13 @@ def test_translate_score_eval(trained, capsys, monkeypatch):
     )
     assert code == 0 and out2 == out  # arguments or stdin, same output
     code, out, _ = run(
-        capsys, "translate", "--workdir", trained, "--beam", "3", "--n-best", "2", "ab"
+        capsys, "translate", "--workdir", trained, "--beam", "3", "--n-best", "2", "ab", "c"
     )
-    fields = out.strip().split("\t")
-    assert code == 0 and len(fields) == 4 and float(fields[1]) >= float(fields[3])
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert code == 0 and [r[:2] for r in rows] == [["1", "1"], ["1", "2"], ["2", "1"], ["2", "2"]]
+    assert float(rows[0][2]) >= float(rows[1][2]) and all(float(r[3]) <= 0 for r in rows)
+    code, out, _ = run(capsys, "translate", "--workdir", trained, "--n-best", "3", "ab")
+    assert code == 0 and len(out.splitlines()) == 3  # --n-best alone: a beam of 3
     code, out, _ = run(
         capsys,
         "score",
@@ -175,8 +178,9 @@ def test_the_decode_section_gives_translate_its_defaults(trained, tmp_path, caps
 
 
 def test_unknown_characters_map_to_unk(trained, capsys):
-    code, out, _ = run(capsys, "translate", "--workdir", trained, "xyz€")
-    assert code == 0 and len(out.split("\n")) == 2
+    code, out, err = run(capsys, "translate", "--workdir", trained, "ab€", "€€")
+    assert code == 0 and len(out.split("\n")) == 3
+    assert "3 input token(s) not in the source vocabulary, read as <unk>: '€'" in err
 
 
 def one_line_error(capsys, *argv, stdin=None, monkeypatch=None, match):

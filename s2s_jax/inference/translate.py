@@ -10,8 +10,10 @@ across `Translator`s. With several devices, each batch's sentences are split acr
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +35,14 @@ _log_prob = jax.jit(model.log_prob, static_argnames=("cfg",))
 
 def _to_stderr(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+class Hypothesis(NamedTuple):
+    """One of a sentence's n best translations."""
+
+    text: str
+    log_prob: float  # log P(text </s> | source), natural log
+    score: float  # the ranking key: log_prob / ((5 + length) / 6) ** alpha (GNMT), length with </s>
 
 
 class Translator:
@@ -146,8 +156,8 @@ class Translator:
           alpha: beam search length normalisation (None: `decode_cfg.alpha`).
 
         Returns:
-          With n_best == 1, one string per input; otherwise, per input, a list of
-          (translation, log P) pairs, best first.
+          With n_best == 1, one string per input; otherwise, per input, a list of n_best
+          `Hypothesis(text, log_prob, score)`, best first (by `score`).
         """
         beam = self.decode_cfg.beam if beam is None else beam
         alpha = self.decode_cfg.alpha if alpha is None else alpha
@@ -169,7 +179,7 @@ class Translator:
                     max_len=self.train_cfg.max_tgt_len,
                     cap=cap,
                 )
-                toks, scores = d.tokens[:, None], d.scores[:, None]
+                toks, lengths, scores = d.tokens[:, None], d.lengths[:, None], d.scores[:, None]
             else:
                 d = _beam(
                     self.params,
@@ -181,19 +191,32 @@ class Translator:
                     alpha=alpha,
                     cap=cap,
                 )
-                toks, scores = d.tokens, d.scores
-            pending.append((start, stop, toks, scores))
+                toks, lengths, scores = d.tokens, d.lengths, d.scores
+            pending.append((start, stop, toks, lengths, scores))
         out: list = [None] * len(texts)
-        for start, stop, toks, scores in jax.device_get(pending):
+        for start, stop, toks, lengths, scores in jax.device_get(pending):
+            ranked = scores / decoding.length_penalty(lengths, alpha)
             for r in range(stop - start):
                 hyps = [
-                    (self.tgt_vocab.decode(toks[r, j]), float(scores[r, j])) for j in range(n_best)
+                    Hypothesis(
+                        self.tgt_vocab.decode(toks[r, j]),
+                        float(scores[r, j]),
+                        float(ranked[r, j]),
+                    )
+                    for j in range(n_best)
                 ]
-                out[start + r] = hyps[0][0] if n_best == 1 else hyps
+                out[start + r] = hyps[0].text if n_best == 1 else hyps
         for i, s in enumerate(ids):
             if not s:  # nothing to translate
-                out[i] = "" if n_best == 1 else [("", 0.0)]
+                out[i] = "" if n_best == 1 else [Hypothesis("", 0.0, 0.0)] * n_best
         return out
+
+    def unknown_tokens(self, texts: Sequence[str]) -> Counter:
+        """The tokens of `texts` that the source vocabulary lacks (read as `<unk>`), counted."""
+        if self.src_vocab.kind == "sentencepiece":  # sentencepiece spells any text
+            return Counter()
+        known = set(self.src_vocab.tokens)
+        return Counter(t for text in texts for t in self.src_vocab.tokenize(text) if t not in known)
 
     def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """`log P(target | source)` of each (source, target) pair (natural log, </s> included)."""
