@@ -137,6 +137,15 @@ def _config(args, stop) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("s2s-jax")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -149,14 +158,32 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="s2s", description="RNN encoder-decoder models in JAX.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train, evaluate and checkpoint into a workdir (resumes)")
-    p.add_argument("--workdir", required=True)
+    def command(name, help_, example):
+        return sub.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog=f"example: {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    p = command(
+        "train",
+        "train, evaluate and checkpoint into a workdir; run again to resume",
+        "s2s train --workdir runs/numbers --task numbers-en-fr --set dropout=0.2",
+    )
+    p.add_argument(
+        "--workdir",
+        required=True,
+        help="the run's directory (created; a relative path is taken from here)",
+    )
     p.add_argument("--task", help="a built-in task (see `s2s tasks`); default numbers-en-fr")
     p.add_argument("--train", help="training pairs, TSV source<TAB>target")
     p.add_argument("--valid", help="validation pairs, TSV")
-    p.add_argument("--test", help="test pairs, TSV (default: the validation pairs)")
+    p.add_argument("--test", help="test pairs, TSV (for `s2s eval --split test`)")
     p.add_argument("--config", help="an experiment file (TOML), e.g. experiments/cho2014.toml")
     p.add_argument("--smoke", action="store_true", help="apply the config file's [smoke] variant")
     p.add_argument(
@@ -166,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config field, e.g. --set cell=lstm --set train.steps=100",
     )
-    p.add_argument("--steps", type=int)
+    p.add_argument("--steps", type=int, help="train until this step (train.steps)")
     p.add_argument(
         "--parallel",
         help="data parallelism over the devices (train.parallel): "
@@ -175,14 +202,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_train)
 
-    def inference(name, help_, run):
-        q = sub.add_parser(name, help=help_)
-        q.add_argument("--workdir", required=True)
-        q.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    def inference(name, help_, run, example):
+        q = command(name, help_, example)
+        q.add_argument("--workdir", required=True, help="a trained run's directory")
+        q.add_argument(
+            "--checkpoint",
+            choices=("best", "latest"),
+            default="best",
+            help="which step to load: the best by train.best_metric (default) or the latest",
+        )
         q.set_defaults(run=run)
         return q
 
-    q = inference("translate", "translate arguments, or each line of standard input", _translate)
+    q = inference(
+        "translate",
+        "translate arguments, or each line of standard input",
+        _translate,
+        's2s translate --workdir runs/numbers --beam 5 "forty-two"',
+    )
     q.add_argument(
         "--beam", type=int, help="beam width, 1 for greedy (default: the run's decode.beam)"
     )
@@ -196,11 +233,22 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--alpha", type=float, help="beam length normalisation (default: the run's decode.alpha)"
     )
-    q.add_argument("text", nargs="*")
+    q.add_argument("text", nargs="*", help="sentences to translate (none: read standard input)")
 
-    inference("score", "print log P(target | source) of each stdin line source<TAB>target", _score)
+    inference(
+        "score",
+        "print log P(target | source) (natural log, </s> included) of each line of standard "
+        "input, written source<TAB>target",
+        _score,
+        "printf 'forty-two\\tquarante-deux\\n' | s2s score --workdir runs/numbers",
+    )
 
-    q = inference("eval", "print the task metrics of a trained model as JSON", _eval)
+    q = inference(
+        "eval",
+        "print the task metrics of a trained model as JSON",
+        _eval,
+        "s2s eval --workdir runs/numbers --split test --beam 5",
+    )
     q.add_argument(
         "--split", choices=("valid", "test"), help="which split of the run's data (default: test)"
     )
@@ -220,9 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("bench", help="benchmark scan-based RNNs (s2s bench --help)")  # see main
 
-    q = sub.add_parser("tasks", help="list the built-in tasks")
+    q = command("tasks", "list the built-in tasks and their recommended steps", "s2s tasks")
     q.set_defaults(run=_tasks)
-    q = sub.add_parser("config", help="list the config keys (for --set) with their defaults")
+    q = command(
+        "config",
+        "list the config keys (for --set) with their defaults",
+        "s2s config | grep decode",
+    )
     q.set_defaults(run=_config)
     return parser
 

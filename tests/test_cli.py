@@ -1,10 +1,14 @@
 """The command line end to end: the experiment smoke variants, translate/score/eval, errors."""
 
+import argparse
+import importlib.metadata
 import json
 import os
 import pathlib
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -282,3 +286,20 @@ def test_output_into_a_closed_pipe_is_not_an_error():
         executable="/bin/bash",
     )
     assert proc.stdout.count("\n") == 1 and "error" not in proc.stderr, proc.stderr
+
+
+def test_every_subcommand_and_flag_has_help_and_an_example():
+    parser = cli.build_parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subcommands.choices.items():
+        if name == "bench":  # its own parser (s2s_jax.bench.main), tested in test_bench
+            continue
+        assert sub.epilog and sub.epilog.startswith(f"example: s2s {name}") or name == "score"
+        for action in sub._actions:
+            assert action.help, f"s2s {name} {action.option_strings or action.dest}: no help"
+
+
+def test_version_through_the_installed_command():
+    s2s = shutil.which("s2s", path=str(pathlib.Path(sys.executable).parent)) or "s2s"
+    out = subprocess.run([s2s, "--version"], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == f"s2s {importlib.metadata.version('s2s-jax')}"

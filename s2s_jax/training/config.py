@@ -12,10 +12,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import tomllib
 import typing
 from pathlib import Path
-
-import tomllib
 
 from s2s_jax.data import Task, load_task, read_tsv, with_references
 from s2s_jax.errors import ConfigError, DataError
