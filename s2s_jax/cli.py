@@ -128,12 +128,16 @@ def _tasks(args, stop) -> int:
 def _config(args, stop) -> int:
     import dataclasses
 
-    from s2s_jax.training.config import DEFAULTS, SECTIONS
+    from s2s_jax.training import config
 
-    for section, cls in SECTIONS.items():
+    requested = config.load_file(args.config, smoke=args.smoke) if args.config else {}
+    values = config.merge(config.DEFAULTS, requested, config.parse_overrides(args.set))
+    configs = config.build(values)  # validates, and fills in every default
+    for (section, cls), cfg in zip(config.SECTIONS.items(), configs):
+        comments = config.field_comments(cls)
         for field in dataclasses.fields(cls):
-            default = DEFAULTS.get(section, {}).get(field.name, field.default)
-            print(f"{section}.{field.name}={default}")
+            comment = f"  # {comments[field.name]}" if field.name in comments else ""
+            print(f"{section}.{field.name}={getattr(cfg, field.name)}{comment}")
     return 0
 
 
@@ -272,8 +276,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(run=_tasks)
     q = command(
         "config",
-        "list the config keys (for --set) with their defaults",
-        "s2s config | grep decode",
+        "list every config key (for --set) with its value: the defaults, or what a run of "
+        "--config FILE and --set would get",
+        "s2s config --config experiments/bahdanau2015.toml --set dropout=0.2",
+    )
+    q.add_argument("--config", help="an experiment file (TOML), as for `s2s train`")
+    q.add_argument("--smoke", action="store_true", help="apply the config file's [smoke] variant")
+    q.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="as for `s2s train`"
     )
     q.set_defaults(run=_config)
     return parser

@@ -303,3 +303,16 @@ def test_version_through_the_installed_command():
     s2s = shutil.which("s2s", path=str(pathlib.Path(sys.executable).parent)) or "s2s"
     out = subprocess.run([s2s, "--version"], capture_output=True, text=True, check=True).stdout
     assert out.strip() == f"s2s {importlib.metadata.version('s2s-jax')}"
+
+
+def test_config_prints_what_a_run_of_a_file_and_sets_would_get(tmp_path, capsys):
+    toml = tmp_path / "run.toml"
+    toml.write_text('[train]\ntask = "copy"\nmax_len_ratio = 1.5\n[decode]\nbeam = 3\n')
+    code, out, err = run(capsys, "config", "--config", toml, "--set", "dropout=0.25")
+    assert code == 0, err
+    values = dict(line.split("  # ")[0].split("=", 1) for line in out.splitlines())
+    assert values["model.dropout"] == "0.25" and values["train.task"] == "copy"
+    assert values["decode.beam"] == "3" and values["decode.max_len_ratio"] == "1.5"  # moved key
+    assert values["model.attention"] == "bahdanau"  # the defaults under every run
+    assert "model.cell=gru  # rnn | gru | lstm" in out.splitlines()
+    one_line_error(capsys, "config", "--set", "beam=0", match="beam must be >= 1, got 0")

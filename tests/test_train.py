@@ -177,6 +177,8 @@ def test_resume_refuses_another_model_accepts_more_steps_and_reports_tunables(st
         loop.configure(straight, {"train": {"batch_size": 4}})
     with pytest.raises(ConfigError, match="clip_norm=1.0: clipping cannot be switched on or off"):
         loop.configure(straight, {"train": {"clip_norm": 0.0}})
+    with pytest.raises(ConfigError, match="has trained 12 steps already: steps=8 would undo"):
+        loop.configure(straight, {"train": {"steps": 8}})
     plan = loop.configure(straight, {"train": {"steps": 99, "eval_every": 3}})
     assert plan.resume and plan.values["train"]["steps"] == 99
     assert plan.changes == (("steps", 12, 99),)  # announced: the cosine schedule stretches
@@ -188,6 +190,17 @@ def test_resume_refuses_another_model_accepts_more_steps_and_reports_tunables(st
     assert moved["decode"] == {"beam": 4, "max_len_ratio": 1.5} and moved["train"] == {}
     plan = loop.configure(straight, moved)
     assert plan.resume and plan.changes == () and plan.values["decode"]["beam"] == 4
+
+
+def test_a_finished_run_says_so_and_returns_its_last_validation_metrics(straight):
+    logged = []
+    result = loop.fit(straight, TINY, progress=False, log=logged.append)
+    records = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in records if r["split"] == "valid"][-1]
+    assert last["step"] == 12 and result == {
+        k: v for k, v in last.items() if k not in ("step", "split")
+    }
+    assert any("has finished its 12 steps: nothing to train" in line for line in logged)
 
 
 def test_a_workdir_without_a_checkpoint_starts_again_from_its_configuration(tmp_path):
@@ -220,7 +233,10 @@ def test_early_stopping_after_patience_evaluations_without_improvement(tmp_path)
 def test_best_metric_chooses_the_best_checkpoint_in_its_direction(tmp_path):
     """best_metric=loss is minimised: the best step is the validation loss's minimum (the
     later one on a tie), and a translator loaded from the workdir says so."""
-    loop.fit(tmp_path, config.merge(TINY, {"train": {"best_metric": "loss"}}), progress=False)
+    logged = []
+    run = config.merge(TINY, {"train": {"best_metric": "loss"}})
+    loop.fit(tmp_path, run, progress=False, log=logged.append)
+    assert any("warmup_steps=200 is not below steps=12" in line for line in logged)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = [(r["loss"], -r["step"]) for r in records if r["split"] == "valid"]
     best_loss, minus_step = min(losses)

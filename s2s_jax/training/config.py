@@ -54,7 +54,7 @@ class TrainConfig:
     # The validation metric that chooses the best checkpoint and drives early stopping: one of
     # the task's metrics or "loss" (error rates and the loss are minimised, the others
     # maximised; ties go to the later step). "": exact_match for built-in tasks, loss for TSV.
-    best_metric: str = ""
+    best_metric: str = ""  # a task metric or "loss" (see above); "": the task's default
     patience: int = 0  # stop after this many evaluations without improvement; 0 = never
     log_every: int = 100
     parallel: str = "auto"  # auto | shard_map | pmap | none
@@ -144,6 +144,19 @@ RESUMABLE = frozenset(
 TUNABLE = frozenset(
     {"learning_rate", "schedule", "warmup_steps", "clip_norm", "label_smoothing", "weight_decay"}
 )
+
+
+def field_comments(cls) -> dict[str, str]:
+    """The comment on each field's line in a config class's source (`s2s config` shows it)."""
+    import inspect
+    import re
+
+    comments = {}
+    for line in inspect.getsource(cls).splitlines():
+        match = re.match(r"\s+(\w+): [^#]+?#\s*(.+)$", line)
+        if match:
+            comments[match.group(1)] = match.group(2)
+    return comments
 
 
 def _fields(cls) -> dict[str, type]:

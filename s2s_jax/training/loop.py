@@ -132,6 +132,13 @@ def configure(
             )
     values = config.merge(stored, {s: requested.get(s, {}) for s in ("train", "decode")})
     config.build(values)  # validates
+    done = _latest_step(workdir)
+    asked = requested.get("train", {}).get("steps")
+    if asked is not None and done is not None and asked < done:
+        raise ConfigError(
+            f"{workdir} has trained {done} steps already: steps={asked} would undo nothing; ask "
+            f"for more than {done} to train on, or use another --workdir"
+        )
     return Plan(values, stored=wd.load(workdir), changes=tuple(changes))
 
 
@@ -143,6 +150,14 @@ def _has_checkpoint(workdir) -> bool:
     ckpts = wd.checkpoints(workdir)
     try:
         return ckpts.latest_step() is not None or ckpts.best_step() is not None
+    finally:
+        ckpts.close()
+
+
+def _latest_step(workdir) -> int | None:
+    ckpts = wd.checkpoints(workdir)
+    try:
+        return ckpts.latest_step()
     finally:
         ckpts.close()
 
@@ -266,6 +281,12 @@ def _fit(workdir: Path, prepared: _Prepared, *, progress: bool, log, stop) -> di
             f"dropped {dropped} of {len(prepared.task.splits['train'])} training pairs longer "
             f"than max_src_len={train_cfg.max_src_len} / max_tgt_len={train_cfg.max_tgt_len}"
         )
+    if 0 < train_cfg.steps <= train_cfg.warmup_steps:
+        log(
+            f"warning: warmup_steps={train_cfg.warmup_steps} is not below steps="
+            f"{train_cfg.steps}: the learning rate never reaches {train_cfg.learning_rate:g} "
+            f"(--set warmup_steps=N with N < {train_cfg.steps})"
+        )
     dp = parallel.DataParallel(
         train_cfg.parallel,
         functools.partial(train_step, model_cfg=model_cfg, train_cfg=train_cfg),
@@ -305,6 +326,12 @@ def _fit(workdir: Path, prepared: _Prepared, *, progress: bool, log, stop) -> di
             wd.save(workdir, run, vocabularies=not plan.resume)  # a resumed run's are checked
             wd.truncate_metrics(workdir, step)
         writer = MetricsWriter(workdir / wd.METRICS, workdir / wd.TENSORBOARD, resume_step=step)
+        if plan.resume and step >= train_cfg.steps:
+            log(
+                f"{workdir} has finished its {step} steps: nothing to train (--steps N, more "
+                f"than {step}, trains on); its last validation metrics follow"
+            )
+            return wd.last_metrics(workdir, "valid")
         if plan.resume:
             log(f"resuming {workdir} at step {step}")
         else:

@@ -219,6 +219,21 @@ def lock(path: str | Path) -> Iterator[None]:
         f.close()  # releases the lock
 
 
+def last_metrics(path: str | Path, split: str) -> dict:
+    """The last record of `split` in metrics.jsonl, without its step and split ({} if none)."""
+    file = Path(path) / METRICS
+    last = {}
+    if file.exists():
+        for line in file.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a crash
+            if record.get("split") == split:
+                last = {k: v for k, v in record.items() if k not in ("step", "split")}
+    return last
+
+
 def truncate_metrics(path: str | Path, step: int) -> None:
     """Drops the metrics.jsonl records after `step`: a resumed run logs those steps again."""
     file = Path(path) / METRICS
