@@ -237,6 +237,16 @@ def test_best_metric_chooses_the_best_checkpoint_in_its_direction(tmp_path):
     run = config.merge(TINY, {"train": {"best_metric": "loss"}})
     loop.fit(tmp_path, run, progress=False, log=logged.append)
     assert any("warmup_steps=200 is not below steps=12" in line for line in logged)
+    # Without a progress bar (a batch job), a plain line every log_every steps, whose learning
+    # rate is the schedule's at that step's update (here in its linear warmup).
+    lines = [line for line in logged if line.startswith("step ") and "/12:" in line]
+    assert [line.split(":")[0] for line in lines] == [f"step {s}/12" for s in range(2, 13, 2)]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["split"] == "train"]
+    for r in train:
+        assert r["learning_rate"] == pytest.approx(3e-3 * (r["step"] - 1) / 200, rel=1e-5)
+        assert f"learning rate {r['learning_rate']:.3g}," in lines[r["step"] // 2 - 1]
+    assert all(r["tokens_per_s"] > 0 for r in train[1:])  # step 1 compiled: untimed
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = [(r["loss"], -r["step"]) for r in records if r["split"] == "valid"]
     best_loss, minus_step = min(losses)

@@ -33,7 +33,7 @@ from s2s_jax.nn import model
 from s2s_jax.training import config, parallel
 from s2s_jax.training import workdir as wd
 from s2s_jax.training.metrics_log import MetricsWriter
-from s2s_jax.training.state import init_state
+from s2s_jax.training.state import init_state, learning_rate_schedule
 from s2s_jax.training.step import train_step
 from s2s_jax.training.stopping import Interrupted, StopSignals
 from s2s_jax.training.workdir import WorkdirBusy
@@ -414,22 +414,40 @@ def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, wo
                 )
             ) from None
 
-    pending, last_eval, tick, stopped_early = [], {}, (time.perf_counter(), step), False
+    schedule, started = learning_rate_schedule(train_cfg), time.perf_counter()
+    plain = bar.disable  # no bar (not a terminal, or --no-progress): plain log lines instead
+    bar.set_description("compiling")
+    if plain:
+        log("compiling the training step (the first step waits for it)")
+    # tick: (when the current throughput window started, how many of its steps are untimed)
+    pending, last_eval, tick, stopped_early = [], {}, (time.perf_counter(), 0), False
+    compiled = False
     with stop.deferred():
         while step < train_cfg.steps and not _stop_agreed(stop, step, train_cfg.log_every):
             epoch, index, batch = next(batches)
             state, step_metrics = dp.step(state, dp.shard_batch(batch))
             step, next_pos = step + 1, (epoch, index + 1)
             pending.append(step_metrics)
+            if not compiled:  # that call compiled the step: not part of the throughput
+                compiled, tick = True, (time.perf_counter(), len(pending))
+                bar.set_description("")
             final = step == train_cfg.steps
             if step % train_cfg.log_every == 0 or final:
                 summary = check(pending)
-                pending, tick = [], (time.perf_counter(), step)
+                summary["learning_rate"] = float(schedule(step - 1))  # of this step's update
+                pending, tick = [], (time.perf_counter(), 0)
                 writer.write(step, "train", summary)
-                bar.set_postfix(
-                    loss=f"{summary['loss']:.3f}", tok_s=f"{summary['tokens_per_s']:.0f}"
-                )
+                rate = summary.get("tokens_per_s")
+                bar.set_postfix(loss=f"{summary['loss']:.3f}", tok_s=f"{rate or 0:.0f}")
                 bar.update(step - bar.n)
+                if plain:
+                    elapsed = time.strftime("%H:%M:%S", time.gmtime(time.perf_counter() - started))
+                    log(
+                        f"step {step}/{train_cfg.steps}: loss {summary['loss']:.4f}, learning "
+                        f"rate {summary['learning_rate']:.3g}"
+                        + (f", {rate:,.0f} tokens/s" if rate is not None else "")
+                        + f", {elapsed} elapsed"
+                    )
             if step % train_cfg.eval_every == 0 or final:
                 params = dp.fetch_params(state.params)
                 last_eval = evaluate(
@@ -447,11 +465,14 @@ def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, wo
                     limit=train_cfg.eval_examples,
                 )
                 writer.write(step, "valid", last_eval)
+                tick = (time.perf_counter(), len(pending))  # the evaluation is not timed
                 saved = save(metric=last_eval[best_metric])
-                bar.write(
-                    f"step {step} ({'saved' if saved else 'not saved: on disk already'}): "
-                    + ", ".join(f"{k} {v:.4g}" for k, v in last_eval.items())
-                )
+                report = f"step {step} ({'saved' if saved else 'not saved: on disk already'}): "
+                report += ", ".join(f"{k} {v:.4g}" for k, v in last_eval.items())
+                if plain:
+                    log(report)
+                else:
+                    bar.write(report, file=sys.stderr)  # stdout holds only the final result
                 best = ckpts.improved_at()
                 if (
                     train_cfg.patience
@@ -501,11 +522,11 @@ def _summarise(history: list[dict], step: int, tick: tuple[float, int]) -> dict:
     if not finite.all():
         bad = step - len(history) + int(np.argmin(finite)) + 1
         raise TrainingError(f"the loss became non-finite at step {bad} (that update was skipped)")
-    seconds = time.perf_counter() - tick[0]
-    tokens = float(np.sum([m["tokens"] for m in history]))
     keys = ("loss", "accuracy", "grad_norm", "param_norm")
     out = {k: float(np.mean([m[k] for m in history])) for k in keys}
-    out.update(
-        tokens_per_s=tokens / max(seconds, 1e-9), steps_per_s=len(history) / max(seconds, 1e-9)
-    )
+    timed = history[tick[1] :]  # not the step that compiled, nor those before an evaluation
+    if timed:
+        seconds = max(time.perf_counter() - tick[0], 1e-9)
+        tokens = float(np.sum([m["tokens"] for m in timed]))
+        out.update(tokens_per_s=tokens / seconds, steps_per_s=len(timed) / seconds)
     return out
