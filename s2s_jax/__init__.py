@@ -42,6 +42,7 @@ _API = {
     # inference
     "Translator": ("s2s_jax.inference.translate", "Translator"),
     "Hypothesis": ("s2s_jax.inference.translate", "Hypothesis"),
+    "Sampling": ("s2s_jax.inference.translate", "Sampling"),
     "evaluate": ("s2s_jax.inference.evaluate", "evaluate"),
     "evaluate_workdir": ("s2s_jax.inference.evaluate", "evaluate_workdir"),
     # errors

@@ -71,12 +71,24 @@ def _translate(args, stop) -> int:
             f"<unk>: {shown}{', ...' if len(unknown) > 5 else ''}",
             file=sys.stderr,
         )
+    sample = None
+    if args.sample:
+        if args.beam is not None or args.n_best is not None:
+            raise S2SError("--sample draws one translation per input: drop --beam and --n-best")
+        from s2s_jax.inference.translate import Sampling
+
+        sample = Sampling(args.seed, args.temperature, args.top_k, args.top_p)
     if args.n_best is None:
-        for text in translator.translate(lines, beam=args.beam, alpha=args.alpha):
+        out = translator.translate(
+            lines, beam=args.beam, alpha=args.alpha, min_len=args.min_len, sample=sample
+        )
+        for text in out:
             print(text)
         return 0
     beam = args.beam if args.beam is not None else max(args.n_best, translator.decode_cfg.beam)
-    out = translator.translate(lines, beam=beam, n_best=args.n_best, alpha=args.alpha)
+    out = translator.translate(
+        lines, beam=beam, n_best=args.n_best, alpha=args.alpha, min_len=args.min_len
+    )
     for number, hyps in enumerate(out, 1):  # input line, rank, score, log P, text
         for rank, h in enumerate(hyps, 1):
             print(f"{number}\t{rank}\t{h.score:.4f}\t{h.log_prob:.4f}\t{h.text}")
@@ -237,6 +249,25 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--alpha", type=float, help="beam length normalisation (default: the run's decode.alpha)"
     )
+    q.add_argument(
+        "--min-len", type=int, default=0, help="no translation ends before this many tokens"
+    )
+    q.add_argument(
+        "--sample",
+        action="store_true",
+        help="draw each translation from the model instead of searching for the most likely",
+    )
+    q.add_argument("--temperature", type=float, default=1.0, help="with --sample (default 1)")
+    q.add_argument(
+        "--top-k", type=int, default=0, help="with --sample: only the K most likely tokens (0: all)"
+    )
+    q.add_argument(
+        "--top-p",
+        type=float,
+        default=1.0,
+        help="with --sample: only the most likely tokens whose probability reaches P (1: all)",
+    )
+    q.add_argument("--seed", type=int, default=0, help="with --sample: the same seed, same draws")
     q.add_argument("text", nargs="*", help="sentences to translate (none: read standard input)")
 
     inference(

@@ -316,3 +316,19 @@ def test_config_prints_what_a_run_of_a_file_and_sets_would_get(tmp_path, capsys)
     assert values["model.attention"] == "bahdanau"  # the defaults under every run
     assert "model.cell=gru  # rnn | gru | lstm" in out.splitlines()
     one_line_error(capsys, "config", "--set", "beam=0", match="beam must be >= 1, got 0")
+
+
+def test_translate_samples_seeded_and_holds_back_the_end(trained, capsys):
+    texts = ["abcab", "ccbba", "abc", "bca"] * 4
+    argv = ("translate", "--workdir", trained, "--sample", "--temperature", "1.5")
+    code, first, err = run(capsys, *argv, "--seed", "1", *texts)
+    assert code == 0, err
+    _, again, _ = run(capsys, *argv, "--seed", "1", *texts)
+    _, other, _ = run(capsys, *argv, "--seed", "2", *texts)
+    assert first == again and first != other and len(set(first.splitlines())) > 1
+    _, greedy, _ = run(capsys, *argv[:3], "--sample", "--top-k", "1", *texts)
+    _, plain, _ = run(capsys, *argv[:3], *texts)
+    assert greedy == plain  # top-k 1 draws the argmax
+    _, long, _ = run(capsys, *argv[:3], "--min-len", "6", *texts)
+    assert all(len(line) >= 6 for line in long.splitlines())  # characters: one per token
+    one_line_error(capsys, *argv, "--beam", "3", "abc", match="--sample draws one translation")

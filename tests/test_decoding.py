@@ -167,3 +167,41 @@ def test_sampling_scores_are_log_prob_and_temperature_sharpens():
     g = greedy(params, src, src_len, cfg=cfg, max_len=6)
     np.testing.assert_array_equal(cold.tokens, g.tokens)
     assert len({tuple(r) for r in np.asarray(hot.tokens)}) > 1
+
+
+def test_top_k_and_top_p_keep_only_the_most_likely_tokens():
+    """top_k=1 and a tiny nucleus both leave the argmax alone: sampling is then greedy; a wider
+    top-k draws only among the k most likely tokens of each step (checked against log P)."""
+    cfg, params = make()
+    src, src_len = jnp.repeat(SRC[:2], 32, 0), jnp.repeat(SRC_LEN[:2], 32, 0)
+    run = jax.jit(decoding.sample, static_argnames=("cfg", "max_len", "top_k", "top_p"))
+    g = greedy(params, src, src_len, cfg=cfg, max_len=6)
+    for kw in ({"top_k": 1}, {"top_p": 1e-6}):
+        out = run(params, src, src_len, cfg=cfg, max_len=6, key=jax.random.key(1), **kw)
+        np.testing.assert_array_equal(out.tokens, g.tokens)
+    out = run(params, src, src_len, cfg=cfg, max_len=6, key=jax.random.key(2), top_k=2)
+    assert len({tuple(r) for r in np.asarray(out.tokens)}) > 2  # it does sample
+    logits = model.forward(params, src, src_len, out.tokens, cfg=cfg)  # teacher-forced
+    logp = jax.nn.log_softmax(logits, -1).at[..., jnp.array([model.PAD, model.BOS])].set(-jnp.inf)
+    picked = jnp.take_along_axis(logp, out.tokens[..., None], -1)
+    rank = np.asarray(jnp.sum(logp > picked, axis=-1))  # int[B, L]: 0 for the most likely
+    for b in range(src.shape[0]):  # every drawn token is among the 2 most likely (the last
+        n = int(out.lengths[b])  # step of a 6-token output is the forced </s>)
+        assert rank[b, : min(n, 5)].max() <= 1
+
+
+def test_min_len_holds_back_the_end_unless_the_cap_comes_first():
+    cfg, params = make()
+    params["output"]["b"] = params["output"]["b"].at[model.EOS].add(20.0)  # </s> at once
+    for search in (greedy, beam_search):
+        short = search(params, SRC, SRC_LEN, cfg=cfg, max_len=6)
+        lengths = short.lengths if search is greedy else short.lengths[:, 0]
+        assert (np.asarray(lengths) == 1).all()
+    run = jax.jit(decoding.greedy, static_argnames=("cfg", "max_len", "min_len"))
+    out = run(params, SRC, SRC_LEN, cfg=cfg, max_len=6, min_len=3)
+    assert (np.asarray(out.lengths) == 4).all()  # three tokens, then </s>
+    capped = run(params, SRC, SRC_LEN, cfg=cfg, max_len=6, min_len=3, cap=jnp.array([2, 6, 6]))
+    assert capped.lengths.tolist() == [2, 4, 4]
+    beams = jax.jit(decoding.beam_search, static_argnames=("cfg", "max_len", "beam", "min_len"))
+    out = beams(params, SRC, SRC_LEN, cfg=cfg, max_len=6, beam=3, min_len=2)
+    assert (np.asarray(out.lengths) >= 3).all()

@@ -28,13 +28,28 @@ from s2s_jax.training import config
 from s2s_jax.training import workdir as wd
 from s2s_jax.training.parallel import AXIS, data_mesh
 
-_greedy = jax.jit(decoding.greedy, static_argnames=("cfg", "max_len"))
-_beam = jax.jit(decoding.beam_search, static_argnames=("cfg", "max_len", "beam", "alpha"))
+_greedy = jax.jit(decoding.greedy, static_argnames=("cfg", "max_len", "min_len"))
+_beam = jax.jit(
+    decoding.beam_search, static_argnames=("cfg", "max_len", "beam", "alpha", "min_len")
+)
+_sample = jax.jit(
+    decoding.sample,
+    static_argnames=("cfg", "max_len", "temperature", "top_k", "top_p", "min_len"),
+)
 _log_prob = jax.jit(model.log_prob, static_argnames=("cfg",))
 
 
 def _to_stderr(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+class Sampling(NamedTuple):
+    """How `Translator.translate` samples (`decoding.sample`)."""
+
+    seed: int = 0
+    temperature: float = 1.0
+    top_k: int = 0  # 0: every token
+    top_p: float = 1.0  # 1: no nucleus truncation
 
 
 class Hypothesis(NamedTuple):
@@ -146,6 +161,8 @@ class Translator:
         beam: int | None = None,
         n_best: int = 1,
         alpha: float | None = None,
+        min_len: int = 0,
+        sample: Sampling | None = None,
     ) -> list:
         """Translates `texts`.
 
@@ -154,43 +171,50 @@ class Translator:
           beam: 1 for greedy search, K > 1 for beam search of width K (None: `decode_cfg.beam`).
           n_best: hypotheses per sentence (<= beam).
           alpha: beam search length normalisation (None: `decode_cfg.alpha`).
+          min_len: no translation ends before this many tokens (unless its cap comes first).
+          sample: draw each translation (`Sampling`: seed, temperature, top-k, top-p) instead
+            of searching for the most likely one; not with a beam.
 
         Returns:
           With n_best == 1, one string per input; otherwise, per input, a list of n_best
           `Hypothesis(text, log_prob, score)`, best first (by `score`).
         """
-        beam = self.decode_cfg.beam if beam is None else beam
+        beam = (1 if sample else self.decode_cfg.beam) if beam is None else beam
         alpha = self.decode_cfg.alpha if alpha is None else alpha
+        if sample is not None and (beam != 1 or n_best != 1):
+            raise DataError("sampling draws one translation per input: no beam, no n-best")
+        if min_len < 0:
+            raise DataError(f"min_len must be >= 0, got {min_len}")
         if beam < 1 or not 1 <= n_best <= beam:
             raise DataError(
                 f"need beam >= 1 and 1 <= n_best <= beam (got beam={beam}, n_best={n_best})"
             )
         ids = self._encode_sources(texts)
         pending = []  # dispatch every chunk first, then copy results back once
-        for start, stop, rows in self._chunks(len(texts)):
+        for chunk, (start, stop, rows) in enumerate(self._chunks(len(texts))):
             b = self._batch([(s, []) for s in ids[start:stop]], rows)
             src, src_len, cap = self._place(b.src, b.src_len, self._caps(b.src_len))
-            if beam == 1:
-                d = _greedy(
+            common = dict(
+                cfg=self.cfg, max_len=self.train_cfg.max_tgt_len, cap=cap, min_len=min_len
+            )
+            if sample is not None:
+                key = jax.random.fold_in(jax.random.key(sample.seed), chunk)
+                d = _sample(
                     self.params,
                     src,
                     src_len,
-                    cfg=self.cfg,
-                    max_len=self.train_cfg.max_tgt_len,
-                    cap=cap,
+                    key=key,
+                    temperature=sample.temperature,
+                    top_k=sample.top_k,
+                    top_p=sample.top_p,
+                    **common,
                 )
                 toks, lengths, scores = d.tokens[:, None], d.lengths[:, None], d.scores[:, None]
+            elif beam == 1:
+                d = _greedy(self.params, src, src_len, **common)
+                toks, lengths, scores = d.tokens[:, None], d.lengths[:, None], d.scores[:, None]
             else:
-                d = _beam(
-                    self.params,
-                    src,
-                    src_len,
-                    cfg=self.cfg,
-                    max_len=self.train_cfg.max_tgt_len,
-                    beam=beam,
-                    alpha=alpha,
-                    cap=cap,
-                )
+                d = _beam(self.params, src, src_len, beam=beam, alpha=alpha, **common)
                 toks, lengths, scores = d.tokens, d.lengths, d.scores
             pending.append((start, stop, toks, lengths, scores))
         out: list = [None] * len(texts)

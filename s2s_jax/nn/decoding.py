@@ -48,14 +48,17 @@ def length_penalty(length: Array, alpha: float) -> Array:
     return ((5.0 + length.astype(jnp.float32)) / 6.0) ** alpha
 
 
-def _step_log_probs(logits: Array, t: Array, cap: Array) -> Array:
-    """Log-softmax over the full vocabulary, with <pad>/<s> banned and </s> forced at the cap.
-    `logits: float32[N, V]`, `cap: int32[N]`."""
+def _step_log_probs(logits: Array, t: Array, cap: Array, min_len: int = 0) -> Array:
+    """Log-softmax over the full vocabulary, with <pad>/<s> banned, </s> forced at the cap and
+    banned before `min_len` tokens (unless the cap comes first). `logits: float32[N, V]`,
+    `cap: int32[N]`."""
     logp = jax.nn.log_softmax(logits, axis=-1)
     vocab = jnp.arange(logp.shape[-1])[None, :]  # int32[1, V]
     logp = jnp.where((vocab == PAD) | (vocab == BOS), -jnp.inf, logp)
     at_cap = (t >= cap - 1)[:, None]
-    return jnp.where(at_cap & (vocab != EOS), -jnp.inf, logp)
+    logp = jnp.where(at_cap & (vocab != EOS), -jnp.inf, logp)
+    too_early = (t < min_len) & ~at_cap
+    return jnp.where(too_early & (vocab == EOS), -jnp.inf, logp)
 
 
 def _caps(src_len: Array, cap: Array | None, max_len: int) -> Array:
@@ -64,7 +67,7 @@ def _caps(src_len: Array, cap: Array | None, max_len: int) -> Array:
     return jnp.clip(cap, 1, max_len).astype(jnp.int32)
 
 
-def _search(params, src, src_len, *, cfg, max_len, cap, choose) -> Decoded:
+def _search(params, src, src_len, *, cfg, max_len, cap, choose, min_len=0) -> Decoded:
     """Greedy-style decoding with `choose(t, logp) -> int32[B]` picking each token."""
     enc = model.encode(params, src, src_len, cfg=cfg)
     batch = src.shape[0]
@@ -77,7 +80,7 @@ def _search(params, src, src_len, *, cfg, max_len, cap, choose) -> Decoded:
     def body(s):
         t, tokens, y_prev, state, done, lengths, scores = s
         state, logits = model.decode_step(params, enc, state, y_prev, cfg=cfg)
-        logp = _step_log_probs(logits, t, cap)
+        logp = _step_log_probs(logits, t, cap, min_len)
         y = jnp.where(done, PAD, choose(t, logp))
         scores = scores + jnp.where(done, 0.0, jnp.take_along_axis(logp, y[:, None], -1)[:, 0])
         ended = ~done & (y == EOS)
@@ -106,6 +109,7 @@ def greedy(
     cfg: Seq2SeqConfig,
     max_len: int,
     cap: Array | None = None,
+    min_len: int = 0,
 ) -> Decoded:
     """Greedy decoding.
 
@@ -113,6 +117,7 @@ def greedy(
       src: int32[B, S]; src_len: int32[B].
       max_len: static width L of the output (counting </s>).
       cap: optional int32[B] per-sentence maximum length (<= max_len), e.g. from the source length.
+      min_len: </s> is not chosen before this many tokens (unless the cap comes first).
     """
     return _search(
         params,
@@ -121,6 +126,7 @@ def greedy(
         cfg=cfg,
         max_len=max_len,
         cap=cap,
+        min_len=min_len,
         choose=lambda t, logp: jnp.argmax(logp, axis=-1).astype(jnp.int32),
     )
 
@@ -134,16 +140,45 @@ def sample(
     max_len: int,
     key,
     temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
     cap: Array | None = None,
+    min_len: int = 0,
 ) -> Decoded:
-    """Ancestral sampling at `temperature`; `scores` are the model's log P (temperature 1)."""
-
-    def choose(t, logp):
-        return jax.random.categorical(jax.random.fold_in(key, t), logp / temperature).astype(
-            jnp.int32
+    """Ancestral sampling: each token drawn from the model's distribution at `temperature`,
+    restricted to its `top_k` most likely tokens (0: all) and to the smallest set of most
+    likely tokens whose probability reaches `top_p` (nucleus sampling; 1: all). `scores` are
+    the model's log P (temperature 1). Seeded by `key`: the same inputs in the same batch give
+    the same samples."""
+    if temperature <= 0 or top_k < 0 or not 0 < top_p <= 1:
+        raise ValueError(
+            f"need temperature > 0, top_k >= 0 and 0 < top_p <= 1 (got {temperature}, "
+            f"{top_k}, {top_p})"
         )
 
-    return _search(params, src, src_len, cfg=cfg, max_len=max_len, cap=cap, choose=choose)
+    def choose(t, logp):
+        logits = _truncate(logp / temperature, top_k, top_p)
+        return jax.random.categorical(jax.random.fold_in(key, t), logits).astype(jnp.int32)
+
+    return _search(
+        params, src, src_len, cfg=cfg, max_len=max_len, cap=cap, choose=choose, min_len=min_len
+    )
+
+
+def _truncate(logits: Array, top_k: int, top_p: float) -> Array:
+    """`logits: float32[N, V]` with every token outside the top-k / the top-p nucleus at -inf."""
+    neg_inf = jnp.float32(-jnp.inf)
+    if top_k:
+        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]  # float32[N, 1]
+        logits = jnp.where(logits < kth, neg_inf, logits)
+    if top_p < 1.0:
+        ordered = -jnp.sort(-logits, axis=-1)  # descending
+        probs = jax.nn.softmax(ordered, axis=-1)
+        before = jnp.cumsum(probs, axis=-1) - probs  # the mass of the more likely tokens
+        kept = jnp.where(before < top_p, ordered, jnp.inf)
+        threshold = jnp.min(kept, axis=-1, keepdims=True)  # the least likely token kept
+        logits = jnp.where(logits < threshold, neg_inf, logits)
+    return logits
 
 
 class _BeamState(NamedTuple):
@@ -172,6 +207,7 @@ def beam_search(
     beam: int = 5,
     alpha: float = 0.6,
     cap: Array | None = None,
+    min_len: int = 0,
 ) -> Beams:
     """Batched beam search returning `beam` hypotheses per sentence, best first.
 
@@ -181,6 +217,7 @@ def beam_search(
       beam: K, the beam width and the n-best size.
       alpha: length normalisation exponent (0: rank by raw log-probability).
       cap: optional int32[B] per-sentence maximum length.
+      min_len: </s> is not chosen before this many tokens (unless the cap comes first).
 
     A sentence is finished when its K-th best finished hypothesis already beats the best score
     any live prefix could still reach; the loop exits when every sentence is finished.
@@ -207,7 +244,7 @@ def beam_search(
         frozen = done(s)
         y_prev = jnp.where(s.t == 0, BOS, s.live_tokens[:, :, jnp.maximum(s.t - 1, 0)])
         dec, logits = model.decode_step(params, enc_k, s.dec, y_prev.reshape(-1), cfg=cfg)
-        logp = _step_log_probs(logits, s.t, cap_k)
+        logp = _step_log_probs(logits, s.t, cap_k, min_len)
         vocab = logp.shape[-1]
         cand = (s.live_scores[:, :, None] + logp.reshape(batch, k, vocab)).reshape(batch, -1)
         cand_scores, cand_idx = jax.lax.top_k(cand, 2 * k)
