@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import jax
 
 from s2s_jax.bench import peers
+from s2s_jax.bench.harness import FIELDS
 
 
 def _fmt(value, digits=3) -> str:
@@ -24,23 +25,8 @@ def _fmt(value, digits=3) -> str:
 
 def table(records: Sequence[dict]) -> str:
     """Records as an aligned text table."""
-    cols = [
-        "bench",
-        "impl",
-        "mode",
-        "B",
-        "T",
-        "I",
-        "H",
-        "median_s",
-        "tokens_per_s",
-        "gflops_per_s",
-        "frac_of_peak",
-        "vs_torch",
-        "vs_numpy",
-        "peak_bytes",
-        "compile_s",
-    ]
+    # Every record's fields, with the extra ones some groups add before the compile time.
+    cols = [*FIELDS[:-1], "vs_numpy", "peak_bytes", FIELDS[-1]]
     rows = [cols] + [[_fmt(r.get(c)) for c in cols] for r in records]
     widths = [max(len(row[i]) for row in rows) for i in range(len(cols))]
     return "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in rows)
