@@ -220,7 +220,8 @@ def lock(path: str | Path) -> Iterator[None]:
 
 
 def last_metrics(path: str | Path, split: str) -> dict:
-    """The last record of `split` in metrics.jsonl, without its step and split ({} if none)."""
+    """The metrics of the last record of `split` in metrics.jsonl ({} if none): without its
+    step, split and time, as the evaluation returned them."""
     file = Path(path) / METRICS
     last = {}
     if file.exists():
@@ -230,7 +231,7 @@ def last_metrics(path: str | Path, split: str) -> dict:
             except ValueError:
                 continue  # a line cut short by a crash
             if record.get("split") == split:
-                last = {k: v for k, v in record.items() if k not in ("step", "split")}
+                last = {k: v for k, v in record.items() if k not in ("step", "split", "time")}
     return last
 
 
