@@ -80,14 +80,24 @@ def _translate(args, stop) -> int:
         sample = Sampling(args.seed, args.temperature, args.top_k, args.top_p)
     if args.n_best is None:
         out = translator.translate(
-            lines, beam=args.beam, alpha=args.alpha, min_len=args.min_len, sample=sample
+            lines,
+            beam=args.beam,
+            alpha=args.alpha,
+            min_len=args.min_len,
+            no_repeat_ngram=args.no_repeat_ngram,
+            sample=sample,
         )
         for text in out:
             print(text)
         return 0
     beam = args.beam if args.beam is not None else max(args.n_best, translator.decode_cfg.beam)
     out = translator.translate(
-        lines, beam=beam, n_best=args.n_best, alpha=args.alpha, min_len=args.min_len
+        lines,
+        beam=beam,
+        n_best=args.n_best,
+        alpha=args.alpha,
+        min_len=args.min_len,
+        no_repeat_ngram=args.no_repeat_ngram,
     )
     for number, hyps in enumerate(out, 1):  # input line, rank, score, log P, text
         for rank, h in enumerate(hyps, 1):
@@ -251,6 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument(
         "--min-len", type=int, default=0, help="no translation ends before this many tokens"
+    )
+    q.add_argument(
+        "--no-repeat-ngram",
+        type=int,
+        default=0,
+        metavar="N",
+        help="no translation holds the same N tokens twice (0: off)",
     )
     q.add_argument(
         "--sample",

@@ -332,3 +332,5 @@ def test_translate_samples_seeded_and_holds_back_the_end(trained, capsys):
     _, long, _ = run(capsys, *argv[:3], "--min-len", "6", *texts)
     assert all(len(line) >= 6 for line in long.splitlines())  # characters: one per token
     one_line_error(capsys, *argv, "--beam", "3", "abc", match="--sample draws one translation")
+    _, distinct, _ = run(capsys, *argv[:3], "--no-repeat-ngram", "1", "--beam", "2", *texts)
+    assert all(len(set(line)) == len(line) for line in distinct.splitlines())  # no char twice

@@ -205,3 +205,32 @@ def test_min_len_holds_back_the_end_unless_the_cap_comes_first():
     beams = jax.jit(decoding.beam_search, static_argnames=("cfg", "max_len", "beam", "min_len"))
     out = beams(params, SRC, SRC_LEN, cfg=cfg, max_len=6, beam=3, min_len=2)
     assert (np.asarray(out.lengths) >= 3).all()
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_no_repeat_ngram_writes_no_n_gram_twice(n):
+    """A model that prefers one token at every step repeats it; with `no_repeat_ngram=n` no
+    output (greedy, every beam hypothesis, samples) holds the same n tokens twice."""
+    cfg, params = make()
+    params["output"]["b"] = params["output"]["b"].at[5].add(8.0)  # token 5, again and again
+    params["output"]["b"] = params["output"]["b"].at[model.EOS].add(-30.0)  # no early end
+
+    def ngrams_distinct(tokens, length):
+        out = list(np.asarray(tokens)[: int(length) - 1])  # before </s>
+        grams = [tuple(out[i : i + n]) for i in range(len(out) - n + 1)]
+        return len(grams) == len(set(grams))
+
+    plain = greedy(params, SRC, SRC_LEN, cfg=cfg, max_len=7)
+    assert not ngrams_distinct(plain.tokens[0], plain.lengths[0])
+    static = ("cfg", "max_len", "no_repeat_ngram", "beam")
+    for search, kw in (
+        (decoding.greedy, {}),
+        (decoding.beam_search, {"beam": 3}),
+        (decoding.sample, {"key": jax.random.key(0)}),
+    ):
+        run = jax.jit(search, static_argnames=static if "beam" in kw else static[:3])
+        out = run(params, SRC, SRC_LEN, cfg=cfg, max_len=7, no_repeat_ngram=n, **kw)
+        tokens = np.asarray(out.tokens).reshape(-1, 7)
+        lengths = np.asarray(out.lengths).reshape(-1)
+        for row, length in zip(tokens, lengths):
+            assert ngrams_distinct(row, length), (search.__name__, row)

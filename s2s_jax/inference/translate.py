@@ -28,14 +28,10 @@ from s2s_jax.training import config
 from s2s_jax.training import workdir as wd
 from s2s_jax.training.parallel import AXIS, data_mesh
 
-_greedy = jax.jit(decoding.greedy, static_argnames=("cfg", "max_len", "min_len"))
-_beam = jax.jit(
-    decoding.beam_search, static_argnames=("cfg", "max_len", "beam", "alpha", "min_len")
-)
-_sample = jax.jit(
-    decoding.sample,
-    static_argnames=("cfg", "max_len", "temperature", "top_k", "top_p", "min_len"),
-)
+_LIMITS = ("cfg", "max_len", "min_len", "no_repeat_ngram")  # static in every search
+_greedy = jax.jit(decoding.greedy, static_argnames=_LIMITS)
+_beam = jax.jit(decoding.beam_search, static_argnames=(*_LIMITS, "beam", "alpha"))
+_sample = jax.jit(decoding.sample, static_argnames=(*_LIMITS, "temperature", "top_k", "top_p"))
 _log_prob = jax.jit(model.log_prob, static_argnames=("cfg",))
 
 
@@ -162,6 +158,7 @@ class Translator:
         n_best: int = 1,
         alpha: float | None = None,
         min_len: int = 0,
+        no_repeat_ngram: int = 0,
         sample: Sampling | None = None,
     ) -> list:
         """Translates `texts`.
@@ -172,6 +169,7 @@ class Translator:
           n_best: hypotheses per sentence (<= beam).
           alpha: beam search length normalisation (None: `decode_cfg.alpha`).
           min_len: no translation ends before this many tokens (unless its cap comes first).
+          no_repeat_ngram: N > 0: no translation holds the same N tokens twice.
           sample: draw each translation (`Sampling`: seed, temperature, top-k, top-p) instead
             of searching for the most likely one; not with a beam.
 
@@ -183,8 +181,10 @@ class Translator:
         alpha = self.decode_cfg.alpha if alpha is None else alpha
         if sample is not None and (beam != 1 or n_best != 1):
             raise DataError("sampling draws one translation per input: no beam, no n-best")
-        if min_len < 0:
-            raise DataError(f"min_len must be >= 0, got {min_len}")
+        if min_len < 0 or no_repeat_ngram < 0:
+            raise DataError(
+                f"min_len and no_repeat_ngram must be >= 0, got {min_len}, {no_repeat_ngram}"
+            )
         if beam < 1 or not 1 <= n_best <= beam:
             raise DataError(
                 f"need beam >= 1 and 1 <= n_best <= beam (got beam={beam}, n_best={n_best})"
@@ -195,7 +195,11 @@ class Translator:
             b = self._batch([(s, []) for s in ids[start:stop]], rows)
             src, src_len, cap = self._place(b.src, b.src_len, self._caps(b.src_len))
             common = dict(
-                cfg=self.cfg, max_len=self.train_cfg.max_tgt_len, cap=cap, min_len=min_len
+                cfg=self.cfg,
+                max_len=self.train_cfg.max_tgt_len,
+                cap=cap,
+                min_len=min_len,
+                no_repeat_ngram=no_repeat_ngram,
             )
             if sample is not None:
                 key = jax.random.fold_in(jax.random.key(sample.seed), chunk)

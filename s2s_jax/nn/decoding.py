@@ -48,17 +48,47 @@ def length_penalty(length: Array, alpha: float) -> Array:
     return ((5.0 + length.astype(jnp.float32)) / 6.0) ** alpha
 
 
-def _step_log_probs(logits: Array, t: Array, cap: Array, min_len: int = 0) -> Array:
+def _step_log_probs(
+    logits: Array,
+    t: Array,
+    cap: Array,
+    min_len: int = 0,
+    tokens: Array | None = None,
+    no_repeat_ngram: int = 0,
+) -> Array:
     """Log-softmax over the full vocabulary, with <pad>/<s> banned, </s> forced at the cap and
-    banned before `min_len` tokens (unless the cap comes first). `logits: float32[N, V]`,
-    `cap: int32[N]`."""
+    banned before `min_len` tokens (unless the cap comes first), and with `no_repeat_ngram`
+    > 0 every token banned that would repeat an n-gram of `tokens` (the output so far,
+    int32[N, L], written up to t). `logits: float32[N, V]`, `cap: int32[N]`."""
     logp = jax.nn.log_softmax(logits, axis=-1)
     vocab = jnp.arange(logp.shape[-1])[None, :]  # int32[1, V]
     logp = jnp.where((vocab == PAD) | (vocab == BOS), -jnp.inf, logp)
     at_cap = (t >= cap - 1)[:, None]
     logp = jnp.where(at_cap & (vocab != EOS), -jnp.inf, logp)
     too_early = (t < min_len) & ~at_cap
-    return jnp.where(too_early & (vocab == EOS), -jnp.inf, logp)
+    logp = jnp.where(too_early & (vocab == EOS), -jnp.inf, logp)
+    if no_repeat_ngram:
+        ban = _repeats(tokens, t, no_repeat_ngram, logp.shape[-1])
+        # A row the ban would leave without any token keeps its repeats instead.
+        ban = ban & jnp.any((logp > -jnp.inf) & ~ban, axis=-1, keepdims=True)
+        logp = jnp.where(ban, -jnp.inf, logp)
+    return logp
+
+
+def _repeats(tokens: Array, t: Array, n: int, vocab: int) -> Array:
+    """`bool[N, V]`: the tokens that, written at position t after `tokens[:, :t]`, would
+    repeat an n-gram already there (fairseq's and Hugging Face's `no_repeat_ngram_size`)."""
+    rows, length = tokens.shape
+    width = length - n + 1  # windows i covering positions i .. i + n - 1
+    if width < 1:
+        return jnp.zeros((rows, vocab), bool)
+    last = jax.lax.dynamic_slice_in_dim(tokens, jnp.maximum(t - (n - 1), 0), n - 1, axis=1)
+    match = (jnp.arange(width) + n - 1 < t)[None, :] & (t >= n - 1)  # windows written already
+    for j in range(n - 1):  # whose first n - 1 tokens are the last n - 1 written
+        match = match & (tokens[:, j : j + width] == last[:, j : j + 1])
+    completes = tokens[:, n - 1 :]  # int32[N, W]: the token each window ends with
+    row = jnp.broadcast_to(jnp.arange(rows)[:, None], completes.shape)
+    return jnp.zeros((rows, vocab), jnp.int32).at[row, completes].max(match.astype(jnp.int32)) > 0
 
 
 def _caps(src_len: Array, cap: Array | None, max_len: int) -> Array:
@@ -67,7 +97,9 @@ def _caps(src_len: Array, cap: Array | None, max_len: int) -> Array:
     return jnp.clip(cap, 1, max_len).astype(jnp.int32)
 
 
-def _search(params, src, src_len, *, cfg, max_len, cap, choose, min_len=0) -> Decoded:
+def _search(
+    params, src, src_len, *, cfg, max_len, cap, choose, min_len=0, no_repeat_ngram=0
+) -> Decoded:
     """Greedy-style decoding with `choose(t, logp) -> int32[B]` picking each token."""
     enc = model.encode(params, src, src_len, cfg=cfg)
     batch = src.shape[0]
@@ -80,7 +112,7 @@ def _search(params, src, src_len, *, cfg, max_len, cap, choose, min_len=0) -> De
     def body(s):
         t, tokens, y_prev, state, done, lengths, scores = s
         state, logits = model.decode_step(params, enc, state, y_prev, cfg=cfg)
-        logp = _step_log_probs(logits, t, cap, min_len)
+        logp = _step_log_probs(logits, t, cap, min_len, tokens, no_repeat_ngram)
         y = jnp.where(done, PAD, choose(t, logp))
         scores = scores + jnp.where(done, 0.0, jnp.take_along_axis(logp, y[:, None], -1)[:, 0])
         ended = ~done & (y == EOS)
@@ -110,6 +142,7 @@ def greedy(
     max_len: int,
     cap: Array | None = None,
     min_len: int = 0,
+    no_repeat_ngram: int = 0,
 ) -> Decoded:
     """Greedy decoding.
 
@@ -118,6 +151,8 @@ def greedy(
       max_len: static width L of the output (counting </s>).
       cap: optional int32[B] per-sentence maximum length (<= max_len), e.g. from the source length.
       min_len: </s> is not chosen before this many tokens (unless the cap comes first).
+      no_repeat_ngram: N > 0 never writes an n-gram of N tokens twice in an output (unless
+        every other token is banned too).
     """
     return _search(
         params,
@@ -127,6 +162,7 @@ def greedy(
         max_len=max_len,
         cap=cap,
         min_len=min_len,
+        no_repeat_ngram=no_repeat_ngram,
         choose=lambda t, logp: jnp.argmax(logp, axis=-1).astype(jnp.int32),
     )
 
@@ -144,6 +180,7 @@ def sample(
     top_p: float = 1.0,
     cap: Array | None = None,
     min_len: int = 0,
+    no_repeat_ngram: int = 0,
 ) -> Decoded:
     """Ancestral sampling: each token drawn from the model's distribution at `temperature`,
     restricted to its `top_k` most likely tokens (0: all) and to the smallest set of most
@@ -161,7 +198,15 @@ def sample(
         return jax.random.categorical(jax.random.fold_in(key, t), logits).astype(jnp.int32)
 
     return _search(
-        params, src, src_len, cfg=cfg, max_len=max_len, cap=cap, choose=choose, min_len=min_len
+        params,
+        src,
+        src_len,
+        cfg=cfg,
+        max_len=max_len,
+        cap=cap,
+        choose=choose,
+        min_len=min_len,
+        no_repeat_ngram=no_repeat_ngram,
     )
 
 
@@ -208,6 +253,7 @@ def beam_search(
     alpha: float = 0.6,
     cap: Array | None = None,
     min_len: int = 0,
+    no_repeat_ngram: int = 0,
 ) -> Beams:
     """Batched beam search returning `beam` hypotheses per sentence, best first.
 
@@ -218,6 +264,7 @@ def beam_search(
       alpha: length normalisation exponent (0: rank by raw log-probability).
       cap: optional int32[B] per-sentence maximum length.
       min_len: </s> is not chosen before this many tokens (unless the cap comes first).
+      no_repeat_ngram: N > 0 never writes an n-gram of N tokens twice in a hypothesis.
 
     A sentence is finished when its K-th best finished hypothesis already beats the best score
     any live prefix could still reach; the loop exits when every sentence is finished.
@@ -244,7 +291,8 @@ def beam_search(
         frozen = done(s)
         y_prev = jnp.where(s.t == 0, BOS, s.live_tokens[:, :, jnp.maximum(s.t - 1, 0)])
         dec, logits = model.decode_step(params, enc_k, s.dec, y_prev.reshape(-1), cfg=cfg)
-        logp = _step_log_probs(logits, s.t, cap_k, min_len)
+        history = s.live_tokens.reshape(batch * k, -1)
+        logp = _step_log_probs(logits, s.t, cap_k, min_len, history, no_repeat_ngram)
         vocab = logp.shape[-1]
         cand = (s.live_scores[:, :, None] + logp.reshape(batch, k, vocab)).reshape(batch, -1)
         cand_scores, cand_idx = jax.lax.top_k(cand, 2 * k)
