@@ -78,27 +78,13 @@ def _translate(args, stop) -> int:
         from s2s_jax.inference.translate import Sampling
 
         sample = Sampling(args.seed, args.temperature, args.top_k, args.top_p)
+    limits = dict(alpha=args.alpha, min_len=args.min_len, no_repeat_ngram=args.no_repeat_ngram)
     if args.n_best is None:
-        out = translator.translate(
-            lines,
-            beam=args.beam,
-            alpha=args.alpha,
-            min_len=args.min_len,
-            no_repeat_ngram=args.no_repeat_ngram,
-            sample=sample,
-        )
-        for text in out:
+        for text in translator.translate(lines, beam=args.beam, sample=sample, **limits):
             print(text)
         return 0
     beam = args.beam if args.beam is not None else max(args.n_best, translator.decode_cfg.beam)
-    out = translator.translate(
-        lines,
-        beam=beam,
-        n_best=args.n_best,
-        alpha=args.alpha,
-        min_len=args.min_len,
-        no_repeat_ngram=args.no_repeat_ngram,
-    )
+    out = translator.translate(lines, beam=beam, n_best=args.n_best, **limits)
     for number, hyps in enumerate(out, 1):  # input line, rank, score, log P, text
         for rank, h in enumerate(hyps, 1):
             print(f"{number}\t{rank}\t{h.score:.4f}\t{h.log_prob:.4f}\t{h.text}")

@@ -223,7 +223,7 @@ class Translator:
             pending.append((start, stop, toks, lengths, scores))
         out: list = [None] * len(texts)
         for start, stop, toks, lengths, scores in jax.device_get(pending):
-            ranked = scores / decoding.length_penalty(lengths, alpha)
+            ranked = np.asarray(scores / decoding.length_penalty(lengths, alpha))  # on the host
             for r in range(stop - start):
                 hyps = [
                     Hypothesis(

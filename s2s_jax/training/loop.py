@@ -86,12 +86,14 @@ def configure(
       ConfigError: an invalid configuration, or a change the stored run cannot take.
       CheckpointError: a workdir whose files do not belong together.
     """
-    if not wd.exists(workdir) and _has_checkpoint(workdir):
+    latest, best = _checkpoint_steps(workdir)
+    has_checkpoint = latest is not None or best is not None
+    if not wd.exists(workdir) and has_checkpoint:
         raise CheckpointError(
             f"{workdir} holds checkpoints but no {wd.CONFIG}: restore that "
             "file, or use another --workdir"
         )
-    if not (wd.exists(workdir) and _has_checkpoint(workdir)):
+    if not (wd.exists(workdir) and has_checkpoint):
         base = defaults
         if wd.exists(workdir):  # started, but killed or failed before its first checkpoint
             try:
@@ -132,8 +134,7 @@ def configure(
             )
     values = config.merge(stored, {s: requested.get(s, {}) for s in ("train", "decode")})
     config.build(values)  # validates
-    done = _latest_step(workdir)
-    asked = requested.get("train", {}).get("steps")
+    done, asked = latest, requested.get("train", {}).get("steps")
     if asked is not None and done is not None and asked < done:
         raise ConfigError(
             f"{workdir} has trained {done} steps already: steps={asked} would undo nothing; ask "
@@ -146,18 +147,11 @@ def _stored_values(workdir) -> dict:
     return config.to_dict(*config.build(wd.load_json_config(workdir)))
 
 
-def _has_checkpoint(workdir) -> bool:
+def _checkpoint_steps(workdir) -> tuple[int | None, int | None]:
+    """The latest and the best saved steps (None: none), read once."""
     ckpts = wd.checkpoints(workdir)
     try:
-        return ckpts.latest_step() is not None or ckpts.best_step() is not None
-    finally:
-        ckpts.close()
-
-
-def _latest_step(workdir) -> int | None:
-    ckpts = wd.checkpoints(workdir)
-    try:
-        return ckpts.latest_step()
+        return ckpts.latest_step(), ckpts.best_step()
     finally:
         ckpts.close()
 
