@@ -1,10 +1,26 @@
 """Test settings: float32 everywhere; strict dtype and rank promotion in the tests of the maths
-layer; fake CPU devices only where a test asks (subprocesses)."""
+layer; fake CPU devices only where a test asks (subprocesses); one compilation cache for the
+session."""
+
+import atexit
+import os
+import shutil
+import tempfile
 
 import jax
 import pytest
 
+from s2s_jax import compile_cache
+
 jax.config.update("jax_default_matmul_precision", "highest")
+
+# What a user gets from the `s2s` command, in a folder of this session's own (never the user's
+# cache): the tests and the commands they launch load what an earlier one compiled.
+_CACHE = tempfile.mkdtemp(prefix="s2s-test-xla-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ.pop(compile_cache.JAX_ENV, None)
+os.environ[compile_cache.ENV] = _CACHE
+compile_cache.enable()
 
 # The maths layer (s2s_jax/nn) runs under strict dtype promotion and rank promotion "raise" in
 # its tests: no silent int/float or float32/float64 mixing, no accidental broadcast between

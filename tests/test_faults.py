@@ -7,7 +7,7 @@ run ends bit-identical to an uninterrupted one, from the last verified step), no
 overwritten by a refused command, and one clear `s2s:` line with a non-zero exit (2 for user
 errors), never a traceback.
 
-The commands share a persistent XLA compilation cache, so that each one costs its start-up.
+The commands share the session's compilation cache (conftest), as a user's commands share theirs.
 """
 
 from __future__ import annotations
@@ -75,16 +75,8 @@ TRAIN = [
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("xla-cache")
-    return dict(
-        os.environ,
-        JAX_PLATFORMS="cpu",
-        JAX_COMPILATION_CACHE_DIR=str(cache),
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-        PYTHONUNBUFFERED="1",
-    )
+def env():
+    return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import functools
 import hashlib
 import io
 import json
@@ -37,13 +38,14 @@ _WORD_RE = re.compile(r"\w+|[^\w\s]")
 _FORMAT = "s2s-jax-vocab"
 
 
+@functools.lru_cache(maxsize=1 << 17)  # a corpus repeats its words: split each one once
+def _word_pieces(word: str) -> tuple[str, ...]:
+    first, *rest = _WORD_RE.findall(word)
+    return (WORD_PREFIX + first, *rest)
+
+
 def _word_tokens(text: str) -> list[str]:
-    tokens = []
-    for word in text.split():
-        pieces = _WORD_RE.findall(word)
-        tokens.append(WORD_PREFIX + pieces[0])
-        tokens.extend(pieces[1:])
-    return tokens
+    return [piece for word in text.split() for piece in _word_pieces(word)]
 
 
 def _check_kind(kind: str) -> None:

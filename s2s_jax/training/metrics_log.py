@@ -9,12 +9,27 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 from pathlib import Path
 
 import jax
 
 from s2s_jax.errors import WriteError
+
+
+def _import_tensorboardx() -> None:
+    """Imports tensorboardX without torch: its writer module imports torch, when installed, only
+    to accept torch tensors (we log floats); that import alone costs a second of start-up."""
+    if "tensorboardX" in sys.modules or "torch" in sys.modules:
+        import tensorboardX  # noqa: F401
+
+        return
+    sys.modules["torch"] = None  # `import torch` raises ImportError, which tensorboardX expects
+    try:
+        import tensorboardX  # noqa: F401
+    finally:
+        del sys.modules["torch"]
 
 
 class MetricsWriter:
@@ -28,7 +43,8 @@ class MetricsWriter:
         self._jsonl, self._file, self._tb = Path(jsonl), None, None
         if not self._enabled:
             return
-        from tensorboardX.event_file_writer import EventsWriter  # heavy: only where it writes
+        _import_tensorboardx()
+        from tensorboardX.event_file_writer import EventsWriter
         from tensorboardX.proto.event_pb2 import Event, SessionLog
 
         with self._reporting(tensorboard_dir):

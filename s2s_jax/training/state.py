@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -48,6 +49,7 @@ def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), opt) if cfg.clip_norm else opt
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))  # one compilation, not one per operation
 def init_state(model_cfg: model.Seq2SeqConfig, train_cfg: TrainConfig) -> TrainState:
     """A fresh state: parameters from the seed, data at its start."""
     # Two independent streams from the seed: the initial parameters, and dropout.
