@@ -352,6 +352,36 @@ def tensorboard_events(workdir: Path) -> list:
     return events
 
 
+def test_tensorboard_shows_decoded_validation_samples(project, straight, env):
+    """At each evaluation, the first validation pairs with the model's output as a text table;
+    the last one equals what `s2s translate` writes with the same checkpoint and beam."""
+    tables = {
+        e.step: e.summary.value[0].tensor.string_val[0].decode()
+        for e in tensorboard_events(straight)
+        if e.summary.value and e.summary.value[0].tag == "valid/samples/text_summary"
+    }
+    assert sorted(tables) == [4, 8, 12]  # eval_every = 4
+    header, rule, *lines = tables[12].splitlines()
+    assert (header, rule) == ("| source | reference | hypothesis |", "|---|---|---|")
+    rows = [[c.strip().strip("`") for c in line.strip("|").split("|")] for line in lines]
+    pairs = [ln.split("\t") for ln in (project / "data" / "valid.tsv").read_text().splitlines()]
+    assert [row[:2] for row in rows] == pairs[:5]
+    rc, out, err = s2s(
+        "translate",
+        "--workdir",
+        "runs/straight",
+        "--checkpoint",
+        "latest",
+        "--beam",
+        "1",  # eval_beam's default
+        *(source for source, _ in pairs[:5]),
+        cwd=project,
+        env=env,
+    )
+    assert rc == 0, err
+    assert [row[2] for row in rows] == out.splitlines()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("when", ["compile", "steps"])
 def test_sigint_and_sigterm_save_the_current_step(project, straight, env, sig, when):
@@ -561,6 +591,7 @@ def test_a_failed_first_run_leaves_nothing_to_poison_the_next(project, env):
     shutil.copy(project / "data" / "train.tsv", data / "train.tsv")
     rc, out, err = s2s(*args, cwd=project, env=env)
     assert rc == 0, err
+    assert f"pairs from {data / 'train.tsv'}; workdir" in err  # the run named after its file
     assert len(wd.load(project / "runs" / "poison").src_vocab) == 4 + len("abcdef")
 
 

@@ -19,9 +19,11 @@ from s2s_jax.inference import metrics
         ("ab", "ba", 2),
     ],
 )
-def test_levenshtein(a, b, d):
-    assert metrics.levenshtein(a, b) == d
-    assert metrics.levenshtein(list(b), list(a)) == d
+def test_per_counts_edits_per_reference_token(a, b, d):
+    """Edit distances computed by hand (insertions, deletions, substitutions cost 1 each)."""
+    for hyp, ref in ((a, b), (b, a)):
+        expected = d / len(ref) if ref else (math.inf if d else 0.0)
+        assert metrics.per([list(hyp)], [[list(ref)]]) == expected
 
 
 def test_exact_match_single_and_multi_reference():

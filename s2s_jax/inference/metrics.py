@@ -1,4 +1,5 @@
-"""Evaluation metrics over decoded strings (host side, pure Python).
+"""Evaluation metrics over decoded strings (host side: BLEU and chrF by sacrebleu, edit
+distances by rapidfuzz).
 
 Scales: `exact_match`, `token_accuracy`, `wer` and `per` are fractions in [0, 1];
 `bleu` and `chrf` are sacrebleu's corpus scores on its 0-100 scale.
@@ -8,17 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 
+from rapidfuzz.distance import Levenshtein
+
 from s2s_jax.errors import DataError
 
 METRICS = ("exact_match", "token_accuracy", "bleu", "chrf", "wer", "per")
-HIGHER_IS_BETTER = {
-    "exact_match": True,
-    "token_accuracy": True,
-    "bleu": True,
-    "chrf": True,
-    "wer": False,
-    "per": False,
-}
 
 
 def _check_lengths(hyps: Sequence, refs: Sequence) -> None:
@@ -98,19 +93,6 @@ def wer(hyps: Sequence[str], refs_multi: Sequence[Sequence[str]]) -> float:
     return 1.0 - exact_match(hyps, refs_multi)
 
 
-def levenshtein(a: Sequence[Hashable], b: Sequence[Hashable]) -> int:
-    """Edit distance (insertions, deletions, substitutions, each cost 1)."""
-    if len(a) < len(b):
-        a, b = b, a
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, start=1):
-        cur = [i]
-        for j, y in enumerate(b, start=1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-        prev = cur
-    return prev[-1]
-
-
 def per(
     hyp_tokens: Sequence[Sequence[Hashable]],
     refs_multi_tokens: Sequence[Sequence[Sequence[Hashable]]],
@@ -127,7 +109,7 @@ def per(
     for h, refs in zip(hyp_tokens, refs_multi_tokens):
         if not refs:
             raise DataError("a hypothesis has no reference; give at least one per hypothesis")
-        d, n = min((levenshtein(h, r), len(r)) for r in refs)
+        d, n = min((Levenshtein.distance(h, r), len(r)) for r in refs)
         dist, length = dist + d, length + n
     if length == 0:
         return 0.0 if dist == 0 else float("inf")

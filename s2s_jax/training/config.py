@@ -315,7 +315,7 @@ def load_task_data(train_cfg: TrainConfig) -> Task:
             if split != "train":  # a source on several lines: any of its targets is right
                 splits[split], references[split] = with_references(splits[split])
     return Task(
-        name=TSV_TASK,
+        name=Path(train_cfg.train_file).name,  # the run is named after its data
         description=f"pairs from {train_cfg.train_file}",
         src_kind=train_cfg.src_vocab_kind or "char",
         tgt_kind=train_cfg.tgt_vocab_kind or "char",

@@ -38,6 +38,8 @@ from s2s_jax.training.step import train_step
 from s2s_jax.training.stopping import Interrupted, StopSignals
 from s2s_jax.training.workdir import WorkdirBusy
 
+TENSORBOARD_SAMPLES = 5  # decoded validation pairs shown in TensorBoard at each evaluation
+
 
 def build_vocabs(task: Task, train_cfg: config.TrainConfig) -> tuple[Vocab, Vocab]:
     """Vocabularies from the training split only."""
@@ -331,7 +333,7 @@ def _fit(workdir: Path, prepared: _Prepared, *, progress: bool, log, stop) -> di
         else:
             log(
                 f"training {model.param_count(state.params):,} parameters on "
-                f"{len(prepared.examples):,} pairs of task {prepared.task.name}; "
+                f"{len(prepared.examples):,} pairs {_data_source(train_cfg)}; "
                 f"workdir {workdir}"
             )
         state = dp.replicate(state)
@@ -444,6 +446,7 @@ def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, wo
                     )
             if step % train_cfg.eval_every == 0 or final:
                 params = dp.fetch_params(state.params)
+                hyps: list[str] = []
                 last_eval = evaluate(
                     Translator(
                         params,
@@ -457,8 +460,12 @@ def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, wo
                     "valid",
                     beam=train_cfg.eval_beam,
                     limit=train_cfg.eval_examples,
+                    hyps_out=hyps,
                 )
                 writer.write(step, "valid", last_eval)
+                # The same first pairs each time, so that TensorBoard shows them improve.
+                pairs = task.splits["valid"][:TENSORBOARD_SAMPLES]
+                writer.write_samples(step, "valid", [(*p, h) for p, h in zip(pairs, hyps)])
                 tick = (time.perf_counter(), len(pending))  # the evaluation is not timed
                 saved = save(metric=last_eval[best_metric])
                 report = f"step {step} ({'saved' if saved else 'not saved: on disk already'}): "
@@ -493,6 +500,11 @@ def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, wo
             )
     bar.close()
     return last_eval
+
+
+def _data_source(train_cfg: config.TrainConfig) -> str:
+    """Where a run's pairs come from, as its log says: a built-in task or a file."""
+    return f"from {train_cfg.train_file}" if train_cfg.train_file else f"of task {train_cfg.task}"
 
 
 def _stop_agreed(stop: StopSignals, step: int, every: int) -> bool:

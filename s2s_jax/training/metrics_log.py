@@ -1,4 +1,5 @@
-"""Where training metrics go: JSON lines and TensorBoard events, written as they come.
+"""Where training metrics go: JSON lines and TensorBoard events (scalars, and a few decoded
+validation examples as text), written as they come.
 
 TensorBoard events are written synchronously through tensorboardX's `EventsWriter` (not its
 `SummaryWriter`, whose background thread reports a full disk as tracebacks at exit): a failed
@@ -86,6 +87,28 @@ class MetricsWriter:
                 self._tb.write_event(
                     Event(wall_time=now, step=int(step), summary=scalar(f"{split}/{name}", value))
                 )
+            self._tb.flush()
+
+    def write_samples(self, step: int, split: str, rows: list[tuple[str, str, str]]) -> None:
+        """A few decoded examples as a TensorBoard text summary (`{split}/samples`, a markdown
+        table of source, reference and hypothesis), so a run can be watched as it learns."""
+        if not self._enabled or not rows:
+            return
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import text
+
+        def cell(value: str) -> str:  # markdown: a "|" would split the cell, code keeps spaces
+            return "`" + value.replace("|", "\\|").replace("`", "'") + "`" if value else " "
+
+        table = ["| source | reference | hypothesis |", "|---|---|---|"]
+        table += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
+        with self._reporting(self._jsonl.parent):
+            event = Event(
+                wall_time=time.time(),
+                step=int(step),
+                summary=text(f"{split}/samples", "\n".join(table)),
+            )
+            self._tb.write_event(event)
             self._tb.flush()
 
     def close(self) -> None:

@@ -26,13 +26,16 @@ class TrainState(NamedTuple):
 
 
 def learning_rate_schedule(cfg: TrainConfig) -> optax.Schedule:
-    """Linear warmup to `learning_rate`, then constant, cosine decay or inverse square root."""
+    """Linear warmup to `learning_rate`, then constant, cosine decay (to 2% at the last step)
+    or inverse square root."""
     lr, warm = cfg.learning_rate, cfg.warmup_steps
+    if cfg.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(
+            0.0, lr, warm, max(cfg.steps, warm + 1), end_value=0.02 * lr
+        )
     if cfg.schedule == "constant":
         after = optax.constant_schedule(lr)
-    elif cfg.schedule == "cosine":
-        after = optax.cosine_decay_schedule(lr, max(cfg.steps - warm, 1), alpha=0.02)
-    else:  # rsqrt
+    else:  # rsqrt, which optax does not have
         after = lambda t: lr * jnp.sqrt(max(warm, 1) / (t + max(warm, 1)))
     if not warm:
         return after

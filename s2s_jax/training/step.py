@@ -31,7 +31,8 @@ def loss_terms(
     mask = jnp.arange(batch.tgt.shape[1])[None, :] < batch.tgt_len[:, None]
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch.tgt)
     if label_smoothing:
-        # (1 - eps) * NLL + eps * mean over the vocabulary of -log p
+        # (1 - eps) * NLL + eps * mean over the vocabulary of -log p: what optax.smooth_labels
+        # gives, without its one-hot targets (f32[B, T, V], 1.6 GB at B=256, T=50, V=32k).
         uniform = -jnp.mean(jax.nn.log_softmax(logits, axis=-1), axis=-1)
         loss = (1.0 - label_smoothing) * nll + label_smoothing * uniform
     else:
