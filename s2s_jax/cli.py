@@ -125,6 +125,22 @@ def _eval(args, stop) -> int:
     return 0
 
 
+def _export(args, stop) -> int:
+    from s2s_jax.inference import export
+
+    platforms = tuple(p.strip() for p in args.platforms.split(",") if p.strip())
+    result = export.export_workdir(
+        args.workdir,
+        args.out,
+        which=args.checkpoint,
+        beam=args.beam,
+        alpha=args.alpha,
+        platforms=platforms,
+    )
+    print(json.dumps(result))
+    return 0
+
+
 def _tasks(args, stop) -> int:
     from s2s_jax.data import describe_tasks
     from s2s_jax.data.tasks import recommended_steps
@@ -167,6 +183,9 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+PLATFORMS = ("cpu", "cuda", "tpu")  # s2s export's default (inference.export.PLATFORMS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -304,6 +323,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--limit", type=_positive_int, help="evaluate on the first N pairs only")
     q.add_argument("--output", help="write the hypotheses to this file, one per line")
+
+    q = inference(
+        "export",
+        "write the model's translate function (jax.export), parameters and vocabularies to one "
+        "file, which s2s_jax/inference/standalone.py runs with jax and numpy alone",
+        _export,
+        "s2s export --workdir runs/numbers --out numbers.s2s && python standalone.py "
+        'numbers.s2s "forty-two"',
+    )
+    q.add_argument("--out", required=True, help="the file to write, e.g. model.s2s")
+    q.add_argument(
+        "--beam", type=int, help="beam width, 1 for greedy (default: the run's decode.beam)"
+    )
+    q.add_argument(
+        "--alpha", type=float, help="beam length normalisation (default: the run's decode.alpha)"
+    )
+    q.add_argument(
+        "--platforms",
+        default=",".join(PLATFORMS),
+        help="where the file may run, comma-separated (default: %(default)s)",
+    )
 
     sub.add_parser("bench", help="benchmark scan-based RNNs (s2s bench --help)")  # see main
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from s2s_jax.errors import WriteError
 
 
-def write_atomically(path: str | os.PathLike, text: str) -> None:
-    """Writes `text` (UTF-8) to a temporary file beside `path`, syncs it, and renames it over
-    `path`: a reader sees the old file or the new one, never a part.
+def write_atomically(path: str | os.PathLike, data: str | bytes) -> None:
+    """Writes `data` (text as UTF-8, or bytes) to a temporary file beside `path`, syncs it, and
+    renames it over `path`: a reader sees the old file or the new one, never a part.
 
     Raises:
       WriteError: the file cannot be written (e.g. the disk is full); `path` is unchanged and
@@ -20,8 +20,8 @@ def write_atomically(path: str | os.PathLike, text: str) -> None:
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
