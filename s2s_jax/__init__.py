@@ -43,6 +43,7 @@ _API = {
     "Translator": ("s2s_jax.inference.translate", "Translator"),
     "Hypothesis": ("s2s_jax.inference.translate", "Hypothesis"),
     "Sampling": ("s2s_jax.inference.translate", "Sampling"),
+    "Alignment": ("s2s_jax.inference.translate", "Alignment"),
     "evaluate": ("s2s_jax.inference.evaluate", "evaluate"),
     "evaluate_workdir": ("s2s_jax.inference.evaluate", "evaluate_workdir"),
     # errors

@@ -80,6 +80,21 @@ def _translate(args, stop) -> int:
 
         sample = Sampling(args.seed, args.temperature, args.top_k, args.top_p)
     limits = dict(alpha=args.alpha, min_len=args.min_len, no_repeat_ngram=args.no_repeat_ngram)
+    if args.align or args.heatmap:
+        if args.sample or args.n_best is not None:
+            raise S2SError(
+                "--align and --heatmap show the best translation: drop --sample, --n-best"
+            )
+        alignments = translator.align(lines, beam=args.beam, **limits)
+        if args.heatmap:
+            from s2s_jax.inference.heatmap import save_heatmap
+
+            for number, a in enumerate(alignments, 1):
+                save_heatmap(a, os.path.join(args.heatmap, f"{number:04d}.png"))
+        for a in alignments:  # source-target token index pairs, as fairseq's A- lines
+            pairs = " ".join(f"{i}-{j}" for i, j in a.pairs())
+            print(f"{a.text}\t{pairs}" if args.align else a.text)
+        return 0
     if args.n_best is None:
         for text in translator.translate(lines, beam=args.beam, sample=sample, **limits):
             print(text)
@@ -291,6 +306,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --sample: only the most likely tokens whose probability reaches P (1: all)",
     )
     q.add_argument("--seed", type=int, default=0, help="with --sample: the same seed, same draws")
+    q.add_argument(
+        "--align",
+        action="store_true",
+        help="print each translation, a tab, and its hard alignment: source-target token "
+        "index pairs from 0 (`0-0 2-1`), each output token with the source token it attended "
+        "to most (models with attention)",
+    )
+    q.add_argument(
+        "--heatmap",
+        metavar="DIR",
+        help="write each translation's attention weights as DIR/0001.png, ... (matplotlib)",
+    )
     q.add_argument("text", nargs="*", help="sentences to translate (none: read standard input)")
 
     inference(

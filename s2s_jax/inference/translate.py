@@ -28,7 +28,7 @@ from s2s_jax.training import config
 from s2s_jax.training import workdir as wd
 from s2s_jax.training.parallel import AXIS, data_mesh
 
-_LIMITS = ("cfg", "max_len", "min_len", "no_repeat_ngram")  # static in every search
+_LIMITS = ("cfg", "max_len", "min_len", "no_repeat_ngram", "with_attention")  # static
 _greedy = jax.jit(decoding.greedy, static_argnames=_LIMITS)
 _beam = jax.jit(decoding.beam_search, static_argnames=(*_LIMITS, "beam", "alpha"))
 _sample = jax.jit(decoding.sample, static_argnames=(*_LIMITS, "temperature", "top_k", "top_p"))
@@ -54,6 +54,22 @@ class Hypothesis(NamedTuple):
     text: str
     log_prob: float  # log P(text </s> | source), natural log
     score: float  # the ranking key: log_prob / ((5 + length) / 6) ** alpha (GNMT), length with </s>
+
+
+class Alignment(NamedTuple):
+    """A translation with what it attended to (`Translator.align`)."""
+
+    text: str
+    source: list[str]  # the source's tokens, as the model read them
+    target: list[str]  # the tokens written, </s> included
+    weights: np.ndarray  # float32[len(target), len(source)]: each row sums to 1
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """Hard alignment, as fairseq's `--print-alignment`: for each written token j (not
+        </s>), (i, j) with i the source token it attended to most. 0-based."""
+        if not self.source:
+            return []
+        return [(int(np.argmax(row)), j) for j, row in enumerate(self.weights[:-1])]
 
 
 class Translator:
@@ -190,39 +206,10 @@ class Translator:
                 f"need beam >= 1 and 1 <= n_best <= beam (got beam={beam}, n_best={n_best})"
             )
         ids = self._encode_sources(texts)
-        pending = []  # dispatch every chunk first, then copy results back once
-        for chunk, (start, stop, rows) in enumerate(self._chunks(len(texts))):
-            b = self._batch([(s, []) for s in ids[start:stop]], rows)
-            src, src_len, cap = self._place(b.src, b.src_len, self._caps(b.src_len))
-            common = dict(
-                cfg=self.cfg,
-                max_len=self.train_cfg.max_tgt_len,
-                cap=cap,
-                min_len=min_len,
-                no_repeat_ngram=no_repeat_ngram,
-            )
-            if sample is not None:
-                key = jax.random.fold_in(jax.random.key(sample.seed), chunk)
-                d = _sample(
-                    self.params,
-                    src,
-                    src_len,
-                    key=key,
-                    temperature=sample.temperature,
-                    top_k=sample.top_k,
-                    top_p=sample.top_p,
-                    **common,
-                )
-                toks, lengths, scores = d.tokens[:, None], d.lengths[:, None], d.scores[:, None]
-            elif beam == 1:
-                d = _greedy(self.params, src, src_len, **common)
-                toks, lengths, scores = d.tokens[:, None], d.lengths[:, None], d.scores[:, None]
-            else:
-                d = _beam(self.params, src, src_len, beam=beam, alpha=alpha, **common)
-                toks, lengths, scores = d.tokens, d.lengths, d.scores
-            pending.append((start, stop, toks, lengths, scores))
+        limits = dict(min_len=min_len, no_repeat_ngram=no_repeat_ngram)
+        pending = self._search(ids, beam=beam, alpha=alpha, sample=sample, **limits)
         out: list = [None] * len(texts)
-        for start, stop, toks, lengths, scores in jax.device_get(pending):
+        for start, stop, toks, lengths, scores, _ in jax.device_get(pending):
             ranked = np.asarray(scores / decoding.length_penalty(lengths, alpha))  # on the host
             for r in range(stop - start):
                 hyps = [
@@ -237,6 +224,86 @@ class Translator:
         for i, s in enumerate(ids):
             if not s:  # nothing to translate
                 out[i] = "" if n_best == 1 else [Hypothesis("", 0.0, 0.0)] * n_best
+        return out
+
+    def _search(self, ids, *, beam, alpha, sample, min_len, no_repeat_ngram, attention=False):
+        """Dispatches the search over every chunk of `ids` and returns, per chunk, (start,
+        stop, tokens [R, K, L], lengths [R, K], scores [R, K], attention [R, K, L, S] or None)
+        still on the device: the caller copies them back once."""
+        pending = []
+        for chunk, (start, stop, rows) in enumerate(self._chunks(len(ids))):
+            b = self._batch([(s, []) for s in ids[start:stop]], rows)
+            src, src_len, cap = self._place(b.src, b.src_len, self._caps(b.src_len))
+            common = dict(
+                cfg=self.cfg,
+                max_len=self.train_cfg.max_tgt_len,
+                cap=cap,
+                min_len=min_len,
+                no_repeat_ngram=no_repeat_ngram,
+                with_attention=attention,
+            )
+            if sample is not None:
+                key = jax.random.fold_in(jax.random.key(sample.seed), chunk)
+                d = _sample(
+                    self.params,
+                    src,
+                    src_len,
+                    key=key,
+                    temperature=sample.temperature,
+                    top_k=sample.top_k,
+                    top_p=sample.top_p,
+                    **common,
+                )
+            elif beam == 1:
+                d = _greedy(self.params, src, src_len, **common)
+            else:
+                d = _beam(self.params, src, src_len, beam=beam, alpha=alpha, **common)
+            if sample is not None or beam == 1:  # one hypothesis: give it a beam axis
+                d = jax.tree.map(lambda x: x[:, None], d)
+            pending.append((start, stop, d.tokens, d.lengths, d.scores, d.attention))
+        return pending
+
+    def align(
+        self,
+        texts: Sequence[str],
+        *,
+        beam: int | None = None,
+        alpha: float | None = None,
+        min_len: int = 0,
+        no_repeat_ngram: int = 0,
+    ) -> list[Alignment]:
+        """Translates `texts` as `translate` does (the best hypothesis) and returns, for each,
+        the attention weights of every token written over the source's tokens. The model must
+        have attention."""
+        if self.cfg.attention == "none":
+            raise DataError("this model has no attention (attention='none'): nothing to align")
+        beam = self.decode_cfg.beam if beam is None else beam
+        alpha = self.decode_cfg.alpha if alpha is None else alpha
+        if beam < 1:
+            raise DataError(f"need beam >= 1, got {beam}")
+        ids = self._encode_sources(texts)
+        pending = self._search(
+            ids,
+            beam=beam,
+            alpha=alpha,
+            sample=None,
+            min_len=min_len,
+            no_repeat_ngram=no_repeat_ngram,
+            attention=True,
+        )
+        out: list = [None] * len(texts)
+        for start, stop, toks, lengths, _, attn in jax.device_get(pending):
+            for r in range(stop - start):
+                n, m = len(ids[start + r]), int(lengths[r, 0]) if ids[start + r] else 0
+                weights = np.asarray(attn[r, 0, :m, :n], np.float32)
+                if self.cfg.reverse_source:  # the encoder read the source backwards
+                    weights = weights[:, ::-1]
+                out[start + r] = Alignment(
+                    self.tgt_vocab.decode(toks[r, 0]) if n else "",
+                    self.src_vocab.tokenize(texts[start + r]),
+                    [self.tgt_vocab.tokens[int(i)] for i in toks[r, 0, :m]],
+                    weights,
+                )
         return out
 
     def unknown_tokens(self, texts: Sequence[str]) -> Counter:

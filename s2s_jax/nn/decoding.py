@@ -32,6 +32,7 @@ class Decoded(NamedTuple):
     tokens: Array  # int32[B, L]: y_1 .. y_n </s> <pad> ...
     lengths: Array  # int32[B]: n + 1 (the </s> included)
     scores: Array  # float32[B]: log P(tokens | src)
+    attention: Array | None = None  # float32[B, L, S] with with_attention (zero after lengths)
 
 
 class Beams(NamedTuple):
@@ -41,6 +42,7 @@ class Beams(NamedTuple):
     lengths: Array  # int32[B, K]
     scores: Array  # float32[B, K]: log P(tokens | src); -inf for an empty slot
     normalized: Array  # float32[B, K]: scores / length_penalty(lengths), the ranking key
+    attention: Array | None = None  # float32[B, K, L, S] with with_attention
 
 
 def length_penalty(length: Array, alpha: float) -> Array:
@@ -97,8 +99,25 @@ def _caps(src_len: Array, cap: Array | None, max_len: int) -> Array:
     return jnp.clip(cap, 1, max_len).astype(jnp.int32)
 
 
+def _step(params, enc, state, y_prev, cfg, with_attention):
+    """`model.decode_step`, always as (state, logits, weights or None)."""
+    if with_attention:
+        return model.decode_step(params, enc, state, y_prev, cfg=cfg, with_attention=True)
+    return (*model.decode_step(params, enc, state, y_prev, cfg=cfg), None)
+
+
 def _search(
-    params, src, src_len, *, cfg, max_len, cap, choose, min_len=0, no_repeat_ngram=0
+    params,
+    src,
+    src_len,
+    *,
+    cfg,
+    max_len,
+    cap,
+    choose,
+    min_len=0,
+    no_repeat_ngram=0,
+    with_attention=False,
 ) -> Decoded:
     """Greedy-style decoding with `choose(t, logp) -> int32[B]` picking each token."""
     enc = model.encode(params, src, src_len, cfg=cfg)
@@ -106,19 +125,21 @@ def _search(
     cap = _caps(src_len, cap, max_len)
 
     def cond(s):
-        t, _, _, _, done, _, _ = s
+        t, _, _, _, done, _, _, _ = s
         return (t < max_len) & ~jnp.all(done)
 
     def body(s):
-        t, tokens, y_prev, state, done, lengths, scores = s
-        state, logits = model.decode_step(params, enc, state, y_prev, cfg=cfg)
+        t, tokens, y_prev, state, done, lengths, scores, attn = s
+        state, logits, weights = _step(params, enc, state, y_prev, cfg, with_attention)
         logp = _step_log_probs(logits, t, cap, min_len, tokens, no_repeat_ngram)
         y = jnp.where(done, PAD, choose(t, logp))
         scores = scores + jnp.where(done, 0.0, jnp.take_along_axis(logp, y[:, None], -1)[:, 0])
         ended = ~done & (y == EOS)
         lengths = jnp.where(ended, t + 1, lengths)
         tokens = tokens.at[:, t].set(y)
-        return t + 1, tokens, y, state, done | ended, lengths, scores
+        if with_attention:
+            attn = attn.at[:, t].set(jnp.where(done[:, None], 0.0, weights))
+        return t + 1, tokens, y, state, done | ended, lengths, scores, attn
 
     init = (
         jnp.int32(0),
@@ -128,9 +149,10 @@ def _search(
         src_len < 0,  # all False
         jnp.zeros((batch,), jnp.int32),
         jnp.zeros((batch,), jnp.float32),
+        jnp.zeros((batch, max_len, src.shape[1]), jnp.float32) if with_attention else None,
     )
-    _, tokens, _, _, _, lengths, scores = jax.lax.while_loop(cond, body, init)
-    return Decoded(tokens, lengths, scores)
+    _, tokens, _, _, _, lengths, scores, attn = jax.lax.while_loop(cond, body, init)
+    return Decoded(tokens, lengths, scores, attn)
 
 
 def greedy(
@@ -143,6 +165,7 @@ def greedy(
     cap: Array | None = None,
     min_len: int = 0,
     no_repeat_ngram: int = 0,
+    with_attention: bool = False,
 ) -> Decoded:
     """Greedy decoding.
 
@@ -153,6 +176,8 @@ def greedy(
       min_len: </s> is not chosen before this many tokens (unless the cap comes first).
       no_repeat_ngram: N > 0 never writes an n-gram of N tokens twice in an output (unless
         every other token is banned too).
+      with_attention: also return the attention weights of each written token (`attention`);
+        off, the loop carries no such buffer.
     """
     return _search(
         params,
@@ -163,6 +188,7 @@ def greedy(
         cap=cap,
         min_len=min_len,
         no_repeat_ngram=no_repeat_ngram,
+        with_attention=with_attention,
         choose=lambda t, logp: jnp.argmax(logp, axis=-1).astype(jnp.int32),
     )
 
@@ -181,6 +207,7 @@ def sample(
     cap: Array | None = None,
     min_len: int = 0,
     no_repeat_ngram: int = 0,
+    with_attention: bool = False,
 ) -> Decoded:
     """Ancestral sampling: each token drawn from the model's distribution at `temperature`,
     restricted to its `top_k` most likely tokens (0: all) and to the smallest set of most
@@ -207,6 +234,7 @@ def sample(
         choose=choose,
         min_len=min_len,
         no_repeat_ngram=no_repeat_ngram,
+        with_attention=with_attention,
     )
 
 
@@ -229,6 +257,8 @@ def _truncate(logits: Array, top_k: int, top_p: float) -> Array:
 class _BeamState(NamedTuple):
     t: Array  # int32[]
     live_tokens: Array  # int32[B, K, L]
+    live_attn: Array | None  # float32[B, K, L, S] (with_attention only)
+    fin_attn: Array | None  # float32[B, K, L, S]
     live_scores: Array  # float32[B, K]: log P of each live prefix (-inf: empty slot)
     dec: model.DecoderState  # leaves [B*K, ...]
     fin_tokens: Array  # int32[B, K, L]
@@ -254,6 +284,7 @@ def beam_search(
     cap: Array | None = None,
     min_len: int = 0,
     no_repeat_ngram: int = 0,
+    with_attention: bool = False,
 ) -> Beams:
     """Batched beam search returning `beam` hypotheses per sentence, best first.
 
@@ -265,6 +296,8 @@ def beam_search(
       cap: optional int32[B] per-sentence maximum length.
       min_len: </s> is not chosen before this many tokens (unless the cap comes first).
       no_repeat_ngram: N > 0 never writes an n-gram of N tokens twice in a hypothesis.
+      with_attention: also return each hypothesis's attention weights (`attention`), carried
+        with its tokens; off, the loop carries no such buffer.
 
     A sentence is finished when its K-th best finished hypothesis already beats the best score
     any live prefix could still reach; the loop exits when every sentence is finished.
@@ -290,7 +323,7 @@ def beam_search(
     def body(s: _BeamState) -> _BeamState:
         frozen = done(s)
         y_prev = jnp.where(s.t == 0, BOS, s.live_tokens[:, :, jnp.maximum(s.t - 1, 0)])
-        dec, logits = model.decode_step(params, enc_k, s.dec, y_prev.reshape(-1), cfg=cfg)
+        dec, logits, weights = _step(params, enc_k, s.dec, y_prev.reshape(-1), cfg, with_attention)
         history = s.live_tokens.reshape(batch * k, -1)
         logp = _step_log_probs(logits, s.t, cap_k, min_len, history, no_repeat_ngram)
         vocab = logp.shape[-1]
@@ -298,6 +331,10 @@ def beam_search(
         cand_scores, cand_idx = jax.lax.top_k(cand, 2 * k)
         origin, token = cand_idx // vocab, cand_idx % vocab
         cand_tokens = _gather_beams(s.live_tokens, origin).at[:, :, s.t].set(token)
+        cand_attn = None
+        if with_attention:  # each candidate: its origin's weights so far, then this step's
+            step_weights = _gather_beams(weights.reshape(batch, k, -1), origin)
+            cand_attn = _gather_beams(s.live_attn, origin).at[:, :, s.t].set(step_weights)
         is_eos = token == EOS
 
         # Finished: merge hypotheses ending here with those already finished, keep the K best.
@@ -308,10 +345,12 @@ def beam_search(
         fin_tokens = merge(s.fin_tokens, cand_tokens)
         fin_scores = merge(s.fin_scores, jnp.where(is_eos, cand_scores, neg_inf))
         fin_lengths = merge(s.fin_lengths, jnp.full(is_eos.shape, s.t + 1, jnp.int32))
+        fin_attn = merge(s.fin_attn, cand_attn) if with_attention else None
 
         # Live: the K best candidates that did not end.
         live_scores, pick = jax.lax.top_k(jnp.where(is_eos, neg_inf, cand_scores), k)
         live_tokens = _gather_beams(cand_tokens, pick)
+        live_attn = _gather_beams(cand_attn, pick) if with_attention else None
         flat_origin = (_gather_beams(origin, pick) + jnp.arange(batch)[:, None] * k).reshape(-1)
         dec = jax.tree.map(lambda x: x[flat_origin], dec)
 
@@ -321,6 +360,8 @@ def beam_search(
         return _BeamState(
             s.t + 1,
             keep(s.live_tokens, live_tokens),
+            keep(s.live_attn, live_attn) if with_attention else None,
+            keep(s.fin_attn, fin_attn) if with_attention else None,
             keep(s.live_scores, live_scores),
             dec,  # a frozen sentence's decoder state is never read again
             keep(s.fin_tokens, fin_tokens),
@@ -330,9 +371,12 @@ def beam_search(
         )
 
     first_only = jnp.where(jnp.arange(k) == 0, 0.0, neg_inf)  # all beams start identical
+    no_attn = jnp.zeros((batch, k, max_len, src.shape[1]), jnp.float32) if with_attention else None
     init = _BeamState(
         t=jnp.int32(0),
         live_tokens=jnp.full((batch, k, max_len), PAD, jnp.int32),
+        live_attn=no_attn,
+        fin_attn=no_attn,
         live_scores=jnp.tile(first_only, (batch, 1)),
         dec=model.init_decoder_state(params, enc_k, cfg=cfg),
         fin_tokens=jnp.full((batch, k, max_len), PAD, jnp.int32),
@@ -341,4 +385,4 @@ def beam_search(
         fin_norm=jnp.full((batch, k), neg_inf),
     )
     s = jax.lax.while_loop(cond, body, init)
-    return Beams(s.fin_tokens, s.fin_lengths, s.fin_scores, s.fin_norm)
+    return Beams(s.fin_tokens, s.fin_lengths, s.fin_scores, s.fin_norm, s.fin_attn)

@@ -316,15 +316,18 @@ def _recurrent_step(
 ) -> tuple[DecoderState, tuple[Array, Array]]:
     """One decoder step given `sp = _step_params(params)` and `xp = _input_projection(emb)`
     (float32[B, G*H]): the attention, every decoder layer and (Luong's input feeding only) the
-    readout. Returns the new state and `(h, ctx)`, the top layer's output and the context.
+    readout. Returns the new state and `(h, ctx, weights)`: the top layer's output, the context
+    and the attention weights float32[B, S] (None without attention; callers that drop them
+    cost nothing under jit).
 
     Every weight appears only in matrix products, so a hoisted scan hoists all of them."""
     cell = get_cell(cfg.cell)
     attend = lambda query: attention.attend(
         sp["attention"], cfg.attention, query, enc.keys, enc.annotations, enc.mask
-    )[0]
+    )
+    weights = None
     if cfg.attention == "bahdanau":  # context from the previous state s_{i-1}
-        ctx = attend(state.carries[-1].h)
+        ctx, weights = attend(state.carries[-1].h)
         xp = xp + ctx @ sp["decoder"][0]["w_ih"]
     elif cfg.luong:
         xp = xp + state.feed @ sp["decoder"][0]["w_ih"]
@@ -337,9 +340,9 @@ def _recurrent_step(
         carries.append(carry)
     feed = state.feed
     if cfg.luong:  # context from the new state h_t; its readout feeds the next step
-        ctx = attend(x)
+        ctx, weights = attend(x)
         feed = _readout(sp, x, ctx, emb)
-    return DecoderState(tuple(carries), feed), (x, ctx)
+    return DecoderState(tuple(carries), feed), (x, ctx, weights)
 
 
 def output_logits(params: dict, readout: Array) -> Array:
@@ -350,14 +353,43 @@ def output_logits(params: dict, readout: Array) -> Array:
 
 
 def decode_step(
-    params: dict, enc: Encoded, state: DecoderState, y_prev: Array, *, cfg: Seq2SeqConfig
-) -> tuple[DecoderState, Array]:
-    """One inference step: `y_prev: int32[B]` -> (new state, logits float32[B, V])."""
+    params: dict,
+    enc: Encoded,
+    state: DecoderState,
+    y_prev: Array,
+    *,
+    cfg: Seq2SeqConfig,
+    with_attention: bool = False,
+) -> tuple:
+    """One inference step: `y_prev: int32[B]` -> (new state, logits float32[B, V]), and with
+    `with_attention` the attention weights float32[B, S] as a third element (the model must
+    have attention)."""
     emb = params["tgt_embed"][y_prev]
     xp = _input_projection(params, enc, emb, cfg=cfg)
-    state, (h, ctx) = _recurrent_step(_step_params(params, cfg), enc, state, xp, emb, cfg=cfg)
+    sp = _step_params(params, cfg)
+    state, (h, ctx, weights) = _recurrent_step(sp, enc, state, xp, emb, cfg=cfg)
     readout = state.feed if cfg.luong else _readout(params, h, ctx, emb)
+    if with_attention:
+        if weights is None:
+            raise ValueError("this model has no attention (attention='none'): nothing to align")
+        return state, output_logits(params, readout), weights
     return state, output_logits(params, readout)
+
+
+def teacher_forced_attention(
+    params: dict, src: Array, src_len: Array, tgt: Array, *, cfg: Seq2SeqConfig
+) -> Array:
+    """The attention weights float32[B, T, S] of reading `tgt: int32[B, T]` (`y_1 .. </s>`)
+    behind `<s>`, step by step with `decode_step`: what a search that wrote `tgt` attended to."""
+    enc = encode(params, src, src_len, cfg=cfg)
+
+    def step(state, y_prev):
+        state, _, weights = decode_step(params, enc, state, y_prev, cfg=cfg, with_attention=True)
+        return state, weights
+
+    state = init_decoder_state(params, enc, cfg=cfg)
+    _, weights = jax.lax.scan(step, state, shift_right(tgt).T)
+    return jnp.swapaxes(weights, 0, 1)
 
 
 def shift_right(tgt: Array) -> Array:
@@ -395,7 +427,8 @@ def forward(
 
     def step(sp, enc_data, mask, state, inputs):
         xp_t, emb_t = inputs
-        state, (h, ctx) = _recurrent_step(sp, Encoded(*enc_data, mask), state, xp_t, emb_t, cfg=cfg)
+        enc_t = Encoded(*enc_data, mask)
+        state, (h, ctx, _) = _recurrent_step(sp, enc_t, state, xp_t, emb_t, cfg=cfg)
         if cfg.luong:
             return state, state.feed
         return state, (h, ctx) if cfg.attention == "bahdanau" else h
