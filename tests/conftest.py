@@ -16,8 +16,13 @@ jax.config.update("jax_default_matmul_precision", "highest")
 
 # What a user gets from the `s2s` command, in a folder of this session's own (never the user's
 # cache): the tests and the commands they launch load what an earlier one compiled.
-_CACHE = tempfile.mkdtemp(prefix="s2s-test-xla-")
-atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+# Under pytest-xdist the workers share the controller's folder (inherited through the
+# environment), and the controller removes it.
+_PREFIX = "s2s-test-xla-"
+_CACHE = os.environ.get(compile_cache.ENV, "")
+if not (os.environ.get("PYTEST_XDIST_WORKER") and os.path.basename(_CACHE).startswith(_PREFIX)):
+    _CACHE = tempfile.mkdtemp(prefix=_PREFIX)
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 os.environ.pop(compile_cache.JAX_ENV, None)
 os.environ[compile_cache.ENV] = _CACHE
 compile_cache.enable()

@@ -210,6 +210,9 @@ def fit_main(root: str) -> None:
 
 
 if __name__ == "__main__":
+    from s2s_jax import compile_cache
+
+    compile_cache.enable()  # the session's cache (conftest): workers share their compilations
     command, *args = sys.argv[1:]
     if command == "devices":
         devices_main(*args)

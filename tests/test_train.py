@@ -118,7 +118,9 @@ def test_diverging_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpoi
 KILLER = textwrap.dedent("""
     import os, signal, sys
     import orbax.checkpoint as ocp
+    from s2s_jax import compile_cache
     from s2s_jax.training import checkpoint, loop
+    compile_cache.enable()  # the session's cache (conftest), as the s2s command would
     kill_step, when = int(sys.argv[2]), sys.argv[3]
     def die():
         os.kill(os.getpid(), signal.SIGKILL)  # no cleanup at all

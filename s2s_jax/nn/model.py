@@ -226,13 +226,28 @@ def scan_implementations(cfg: Seq2SeqConfig) -> tuple[str, str]:
 
 
 def encode(params: dict, src: Array, src_len: Array, *, cfg: Seq2SeqConfig, key=None) -> Encoded:
-    """Reads the source.
+    """Reads the source: `read_source`, then the attention's keys (`with_keys`).
 
     Args:
       src: int32[B, S] token ids, right-padded with 0.
       src_len: int32[B] lengths.
       key: PRNG key for dropout (training); None at inference.
     """
+    return with_keys(params, read_source(params, src, src_len, cfg=cfg, key=key), cfg=cfg)
+
+
+def with_keys(params: dict, enc: Encoded, *, cfg: Seq2SeqConfig) -> Encoded:
+    """`enc` with the attention's keys of its annotations (the decoder's parameters: the
+    encoder alone does not know the attention)."""
+    keys = attention.precompute(params["attention"], cfg.attention, enc.annotations)
+    return enc._replace(keys=keys)
+
+
+def read_source(
+    params: dict, src: Array, src_len: Array, *, cfg: Seq2SeqConfig, key=None
+) -> Encoded:
+    """The encoder alone (`src_embed`, `encoder`): annotations float32[B, S, enc_out], C
+    float32[B, enc_out] and the mask; `keys` is None (see `with_keys`)."""
     cell = get_cell(cfg.cell)
     if cfg.reverse_source:
         src = reverse_within_length(src, src_len)
@@ -254,9 +269,7 @@ def encode(params: dict, src: Array, src_len: Array, *, cfg: Seq2SeqConfig, key=
         impl=scan_implementations(cfg)[0],
     )
     context = jnp.concatenate([carry.h for carry in finals[-1]], axis=-1)
-    keys = attention.precompute(params["attention"], cfg.attention, annotations)
-    mask = scan.length_mask(src_len, src.shape[1])
-    return Encoded(annotations, keys, context, mask)
+    return Encoded(annotations, None, context, scan.length_mask(src_len, src.shape[1]))
 
 
 def init_decoder_state(params: dict, enc: Encoded, *, cfg: Seq2SeqConfig) -> DecoderState:
@@ -416,12 +429,22 @@ def forward(
     Returns:
       logits float32[B, T, V]: logits[:, t] predicts tgt[:, t].
     """
-    enc_key = out_key = None
+    enc_key = dec_keys = None
     if key is not None:
-        enc_key, emb_key, out_key = jax.random.split(key, 3)
+        enc_key, *dec_keys = jax.random.split(key, 3)
     enc = encode(params, src, src_len, cfg=cfg, key=enc_key)
+    return teacher_forced_logits(params, enc, tgt, cfg=cfg, dropout_keys=dec_keys)
+
+
+def teacher_forced_logits(
+    params: dict, enc: Encoded, tgt: Array, *, cfg: Seq2SeqConfig, dropout_keys=None
+) -> Array:
+    """The decoder half of `forward`: logits float32[B, T, V] of reading `tgt: int32[B, T]`
+    behind `<s>`, given the encoded source. `dropout_keys`: (embedding key, readout key), or
+    None at inference."""
+    emb_key, out_key = dropout_keys if dropout_keys is not None else (None, None)
     emb = params["tgt_embed"][shift_right(tgt)]
-    if key is not None:
+    if emb_key is not None:
         emb = rnn.dropout(emb, cfg.dropout, emb_key)
     xp = _input_projection(params, enc, emb, cfg=cfg)
 
@@ -456,7 +479,7 @@ def forward(
                 jnp.broadcast_to(enc.context[:, None], out.shape[:2] + enc.context.shape[1:]),
             )
         readouts = _readout(params, h, ctx, emb)
-    if key is not None:
+    if out_key is not None:
         readouts = rnn.dropout(readouts, cfg.dropout, out_key)
     return output_logits(params, readouts)
 
