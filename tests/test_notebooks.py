@@ -1,4 +1,5 @@
-"""The notebooks run top to bottom (their own asserts check what they show)."""
+"""The notebooks run top to bottom on tiny settings (`S2S_NOTEBOOK_QUICK=1`: a few training
+steps), their own asserts checking what they show; and each is saved with its outputs."""
 
 import pathlib
 
@@ -10,9 +11,14 @@ NOTEBOOKS = sorted((pathlib.Path(__file__).parent.parent / "notebooks").glob("*.
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_executes(path):
+def test_notebook_executes(path, monkeypatch, tmp_path):
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3").execute()
+    saved = [c for c in nb.cells if c.cell_type == "code" and c.get("outputs")]
+    assert saved, f"{path.name} is saved without its outputs: run it and save it"
+    monkeypatch.setenv("S2S_NOTEBOOK_QUICK", "1")
+    NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     errors = [
         o
         for c in nb.cells
