@@ -382,6 +382,30 @@ def test_tensorboard_shows_decoded_validation_samples(project, straight, env):
     assert [row[2] for row in rows] == out.splitlines()
 
 
+def test_the_metrics_of_a_tsv_run_are_a_setting(project, env):
+    """Character error rates for TSV data (`--set metrics=wer,per`), the best checkpoint by
+    one of them, and `s2s eval` reporting them."""
+    workdir = "runs/error-rates"
+    args = [*TRAIN, "--workdir", workdir, "--steps", "8", "--set", "metrics=wer,per"]
+    rc, out, err = s2s(*args, "--set", "best_metric=per", cwd=project, env=env)
+    assert rc == 0, err
+    valid = [json.loads(line) for line in (project / workdir / wd.METRICS).read_text().splitlines()]
+    valid = [r for r in valid if r["split"] == "valid"]
+    assert [r["step"] for r in valid] == [4, 8] and all(
+        {"wer", "per", "loss"} <= set(r) for r in valid
+    )
+    assert not any("bleu" in r for r in valid)
+    # eval on the 8 pairs that training evaluated (eval_examples), greedy as training was: the
+    # best step's figures again
+    eval_args = ["eval", "--workdir", workdir, "--split", "valid", "--limit", "8", "--beam", "1"]
+    rc, out, err = s2s(*eval_args, cwd=project, env=env)
+    result = json.loads(out)
+    assert rc == 0 and "exact_match" not in result, err
+    best = min(valid, key=lambda r: (r["per"], -r["step"]))  # minimised; a tie: the later step
+    assert f"step {best['step']}, the best by per" in err
+    assert (result["wer"], result["per"]) == pytest.approx((best["wer"], best["per"]))
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("when", ["compile", "steps"])
 def test_sigint_and_sigterm_save_the_current_step(project, straight, env, sig, when):
@@ -687,6 +711,8 @@ def test_the_advice_after_a_non_finite_loss_can_be_followed(project, env):
         (["--set", "clip_norm=-1"], "clip_norm must be a number >= 0"),
         (["--steps", "-5"], "steps, patience and warmup_steps must be >= 0"),
         (["--valid", "poison-empty.tsv"], "holds no source<TAB>target pairs"),
+        (["--set", "metrics=wer,meteor"], "metrics='wer,meteor': give distinct names"),
+        (["--set", "best_metric=wer"], "best_metric='wer' is not computed for task train.tsv"),
     ],
 )
 def test_bad_training_options_are_refused_before_anything_is_written(project, env, args, match):

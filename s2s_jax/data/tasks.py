@@ -21,6 +21,8 @@ from collections.abc import Callable, Hashable, Sequence
 from s2s_jax.errors import DataError
 
 SPLITS = ("train", "valid", "test")
+# The metrics an evaluation can compute (s2s_jax.inference.metrics), a task's `metrics` among them.
+METRICS = ("exact_match", "token_accuracy", "bleu", "chrf", "wer", "per")
 DEFAULT_TASK = "numbers-en-fr"
 
 Pairs = list[tuple[str, str]]

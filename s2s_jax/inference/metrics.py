@@ -11,9 +11,8 @@ from collections.abc import Callable, Hashable, Sequence
 
 from rapidfuzz.distance import Levenshtein
 
+from s2s_jax.data.tasks import METRICS  # noqa: E402 (the names live with the tasks)
 from s2s_jax.errors import DataError
-
-METRICS = ("exact_match", "token_accuracy", "bleu", "chrf", "wer", "per")
 
 
 def _check_lengths(hyps: Sequence, refs: Sequence) -> None:

@@ -17,6 +17,7 @@ import typing
 from pathlib import Path
 
 from s2s_jax.data import Task, load_task, read_tsv, with_references
+from s2s_jax.data.tasks import METRICS
 from s2s_jax.errors import ConfigError, DataError
 from s2s_jax.nn.model import Seq2SeqConfig
 from s2s_jax.training import parallel
@@ -51,6 +52,9 @@ class TrainConfig:
     eval_every: int = 400  # validate (loss + task metric) and checkpoint every N steps
     eval_examples: int = 1000  # validation pairs decoded at each evaluation
     eval_beam: int = 1  # 1 = greedy
+    # The validation and test metrics, comma-separated, among exact_match, token_accuracy, bleu,
+    # chrf, wer and per. "": the task's (exact_match, token_accuracy, bleu, chrf for TSV data).
+    metrics: str = ""  # e.g. "wer,per" (see above); "": the task's
     # The validation metric that chooses the best checkpoint and drives early stopping: one of
     # the task's metrics or "loss" (error rates and the loss are minimised, the others
     # maximised; ties go to the later step). "": exact_match for built-in tasks, loss for TSV.
@@ -85,11 +89,21 @@ class TrainConfig:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         _non_negative(self, "learning_rate", "clip_norm", "weight_decay")
+        unknown = [m for m in self.metric_names() if m not in METRICS]
+        if unknown or len(set(self.metric_names())) != len(self.metric_names()):
+            raise ConfigError(
+                f"metrics={self.metrics!r}: give distinct names, comma-separated, among "
+                f"{', '.join(METRICS)}"
+            )
         if bool(self.train_file) != bool(self.valid_file):
             raise ConfigError("give both --train and --valid files, or neither")
         if self.train_file and self.task != TSV_TASK:
             # The data are the files: recorded as such, so another task is refused on resume.
             object.__setattr__(self, "task", TSV_TASK)
+
+    def metric_names(self) -> tuple[str, ...]:
+        """`metrics` as a tuple of names (empty: the task's)."""
+        return tuple(m.strip() for m in self.metrics.split(",") if m.strip())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +146,7 @@ RESUMABLE = frozenset(
         "eval_every",
         "eval_examples",
         "eval_beam",
+        "metrics",
         "patience",
         "log_every",
         "parallel",
@@ -299,7 +314,15 @@ def best_metric(train_cfg: TrainConfig, task: Task | None = None) -> str:
 
 
 def load_task_data(train_cfg: TrainConfig) -> Task:
-    """The built-in task, or a task made of the configured TSV files."""
+    """The built-in task, or a task made of the configured TSV files; evaluated with
+    `train_cfg.metrics` when given."""
+    task = _task_data(train_cfg)
+    if train_cfg.metric_names():
+        task = dataclasses.replace(task, metrics=train_cfg.metric_names())
+    return task
+
+
+def _task_data(train_cfg: TrainConfig) -> Task:
     if not train_cfg.train_file:
         return load_task(train_cfg.task, seed=train_cfg.seed)
     splits, references = {}, {}
