@@ -25,7 +25,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# The installed command, or the package run from this tree (a machine without the install)
 S2S = shutil.which("s2s", path=str(Path(sys.executable).parent)) or shutil.which("s2s")
+S2S_ARGV = [S2S] if S2S else [sys.executable, "-m", "s2s_jax.cli"]
 
 
 def launch(args: list[str], until: str, stream: str, *, cache: str, cwd: Path) -> float:
@@ -36,7 +38,7 @@ def launch(args: list[str], until: str, stream: str, *, cache: str, cwd: Path) -
     with tempfile.TemporaryFile("w+") as other:
         pipes = {"stdout": other, "stderr": other, stream: subprocess.PIPE}
         start = time.perf_counter()
-        proc = subprocess.Popen([S2S, *args], cwd=cwd, env=env, text=True, **pipes)
+        proc = subprocess.Popen([*S2S_ARGV, *args], cwd=cwd, env=env, text=True, **pipes)
         watched = proc.stdout if stream == "stdout" else proc.stderr
         seen, lines = None, []
         for line in watched:
