@@ -14,6 +14,7 @@ Each is the median of `--rounds` launches. Results: experiments/startup.md.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -72,7 +73,7 @@ def main() -> None:
         train = ["train", "--task", args.task, "--steps", "1", "--no-progress"]
         train += ["--set", "train.log_every=1", "--set", "warmup_steps=0"]
         cache = str(work / "cache")
-        runs = iter(range(10**6))
+        runs = itertools.count()
 
         def train_once(cache_setting):
             argv = [*train, "--workdir", f"w{next(runs)}"]

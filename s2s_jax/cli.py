@@ -143,7 +143,9 @@ def _eval(args, stop) -> int:
 def _export(args, stop) -> int:
     from s2s_jax.inference import export
 
-    platforms = tuple(p.strip() for p in args.platforms.split(",") if p.strip())
+    platforms = export.PLATFORMS
+    if args.platforms is not None:
+        platforms = tuple(p.strip() for p in args.platforms.split(",") if p.strip())
     result = export.export_workdir(
         args.workdir,
         args.out,
@@ -200,9 +202,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-PLATFORMS = ("cpu", "cuda", "tpu")  # s2s export's default (inference.export.PLATFORMS)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="s2s", description="RNN encoder-decoder models in JAX.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -249,6 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_train)
 
+    def search_flags(q):  # translate, eval and export search alike
+        q.add_argument(
+            "--beam", type=int, help="beam width, 1 for greedy (default: the run's decode.beam)"
+        )
+        q.add_argument(
+            "--alpha",
+            type=float,
+            help="beam length normalisation (default: the run's decode.alpha)",
+        )
+
     def inference(name, help_, run, example):
         q = command(name, help_, example)
         q.add_argument("--workdir", required=True, help="a trained run's directory")
@@ -267,18 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
         _translate,
         's2s translate --workdir runs/numbers --beam 5 "forty-two"',
     )
-    q.add_argument(
-        "--beam", type=int, help="beam width, 1 for greedy (default: the run's decode.beam)"
-    )
+    search_flags(q)
     q.add_argument(
         "--n-best",
         type=_positive_int,
         help="print the N best hypotheses of each input, one per line: input number (from 1), "
         "rank, score (log P over GNMT's length penalty, the ranking key), log P, text; "
         "implies a beam of at least N",
-    )
-    q.add_argument(
-        "--alpha", type=float, help="beam length normalisation (default: the run's decode.alpha)"
     )
     q.add_argument(
         "--min-len", type=int, default=0, help="no translation ends before this many tokens"
@@ -342,12 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate on this TSV file of source<TAB>target pairs instead of a split (a source "
         "on several lines counts as right when the output matches any of its targets)",
     )
-    q.add_argument(
-        "--beam", type=int, help="beam width, 1 for greedy (default: the run's decode.beam)"
-    )
-    q.add_argument(
-        "--alpha", type=float, help="beam length normalisation (default: the run's decode.alpha)"
-    )
+    search_flags(q)
     q.add_argument("--limit", type=_positive_int, help="evaluate on the first N pairs only")
     q.add_argument("--output", help="write the hypotheses to this file, one per line")
 
@@ -360,16 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
         'numbers.s2s "forty-two"',
     )
     q.add_argument("--out", required=True, help="the file to write, e.g. model.s2s")
-    q.add_argument(
-        "--beam", type=int, help="beam width, 1 for greedy (default: the run's decode.beam)"
-    )
-    q.add_argument(
-        "--alpha", type=float, help="beam length normalisation (default: the run's decode.alpha)"
-    )
+    search_flags(q)
     q.add_argument(
         "--platforms",
-        default=",".join(PLATFORMS),
-        help="where the file may run, comma-separated (default: %(default)s)",
+        help="where the file may run, comma-separated (default: cpu,cuda,tpu, "
+        "inference.export.PLATFORMS)",
     )
 
     sub.add_parser("bench", help="benchmark scan-based RNNs (s2s bench --help)")  # see main

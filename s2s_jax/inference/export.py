@@ -87,6 +87,11 @@ def export(
 ) -> bytes:
     """The exported file's bytes (see the module docstring) for `translator`'s model, searching
     with `beam` and `alpha` (None: the model's decode section)."""
+    return _export(translator, beam=beam, alpha=alpha, platforms=platforms)[0]
+
+
+def _export(translator, *, beam, alpha, platforms) -> tuple[bytes, dict]:
+    """`export`'s bytes, and the manifest they hold."""
     beam = translator.decode_cfg.beam if beam is None else beam
     alpha = translator.decode_cfg.alpha if alpha is None else alpha
     if beam < 1:
@@ -125,7 +130,7 @@ def export(
         z.writestr(MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=1))
         z.writestr(FUNCTION, bytes(exported.serialize()))
         z.writestr(PARAMS, params.getvalue())
-    return out.getvalue()
+    return out.getvalue(), manifest
 
 
 def export_workdir(
@@ -141,11 +146,9 @@ def export_workdir(
     what was written (path, bytes, checkpoint, step, beam, alpha, platforms)."""
     _check_platforms(platforms)  # before loading anything
     translator = Translator.from_workdir(workdir, which=which)
-    blob = export(translator, beam=beam, alpha=alpha, platforms=platforms)
+    blob, manifest = _export(translator, beam=beam, alpha=alpha, platforms=platforms)
     out = Path(os.path.abspath(out))
     write_atomically(out, blob)
-    with zipfile.ZipFile(io.BytesIO(blob)) as z:
-        manifest = json.loads(z.read(MANIFEST))
     keys = ("checkpoint", "step", "beam", "alpha", "platforms")
     loader = Path(__file__).with_name("standalone.py")  # the file to copy beside a program
     return {
