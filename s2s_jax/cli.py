@@ -59,10 +59,24 @@ def _stdin_lines() -> list[str]:
     return lines
 
 
-def _translate(args, stop) -> int:
+def _load(args):
+    """The `Translator` of `--workdir` (several: their ensemble), `--checkpoint`, `--average`."""
     from s2s_jax.inference.translate import Translator
 
-    translator = Translator.from_workdir(args.workdir, which=args.checkpoint)
+    return Translator.from_workdirs(args.workdir, **_which(args))
+
+
+def _which(args) -> dict:
+    """`--checkpoint` and `--average` as `which` and `average`; both at once are refused."""
+    if args.average and args.checkpoint is not None:
+        raise S2SError(
+            "--average N takes the N latest checkpoints: drop --checkpoint, or --average"
+        )
+    return {"which": args.checkpoint or "best", "average": args.average or 0}
+
+
+def _translate(args, stop) -> int:
+    translator = _load(args)
     lines = list(args.text) if args.text else _stdin_lines()
     unknown = translator.unknown_tokens(lines)
     if unknown:
@@ -108,14 +122,12 @@ def _translate(args, stop) -> int:
 
 
 def _score(args, stop) -> int:
-    from s2s_jax.inference.translate import Translator
-
     pairs = []
     for number, line in enumerate(_stdin_lines(), 1):
         if line.count("\t") != 1:
             raise DataError(f"stdin:{number}: write one source<TAB>target pair per line")
         pairs.append(tuple(line.split("\t")))
-    translator = Translator.from_workdir(args.workdir, which=args.checkpoint)
+    translator = _load(args)
     for score in translator.score(pairs):
         print(f"{score:.6f}")
     return 0
@@ -132,8 +144,8 @@ def _eval(args, stop) -> int:
         file=args.file,
         beam=args.beam,
         alpha=args.alpha,
-        which=args.checkpoint,
         limit=args.limit,
+        **_which(args),
         output=args.output,
     )
     print(json.dumps(result, indent=None))
@@ -149,7 +161,7 @@ def _export(args, stop) -> int:
     result = export.export_workdir(
         args.workdir,
         args.out,
-        which=args.checkpoint,
+        **_which(args),
         beam=args.beam,
         alpha=args.alpha,
         platforms=platforms,
@@ -258,14 +270,29 @@ def build_parser() -> argparse.ArgumentParser:
             help="beam length normalisation (default: the run's decode.alpha)",
         )
 
-    def inference(name, help_, run, example):
+    def inference(name, help_, run, example, *, ensemble=True):
         q = command(name, help_, example)
-        q.add_argument("--workdir", required=True, help="a trained run's directory")
+        if ensemble:
+            q.add_argument(
+                "--workdir",
+                required=True,
+                action="append",
+                help="a trained run's directory; repeat it for an ensemble of runs trained on "
+                "the same vocabularies (their probabilities averaged at every step)",
+            )
+        else:
+            q.add_argument("--workdir", required=True, help="a trained run's directory")
         q.add_argument(
             "--checkpoint",
             choices=("best", "latest"),
-            default="best",
             help="which step to load: the best by train.best_metric (default) or the latest",
+        )
+        q.add_argument(
+            "--average",
+            type=_positive_int,
+            metavar="N",
+            help="the mean of the parameters of the run's N latest checkpoints (it must keep "
+            "them: train.keep_checkpoints)",
         )
         q.set_defaults(run=run)
         return q
@@ -357,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
         _export,
         "s2s export --workdir runs/numbers --out numbers.s2s && python standalone.py "
         'numbers.s2s "forty-two"',
+        ensemble=False,
     )
     q.add_argument("--out", required=True, help="the file to write, e.g. model.s2s")
     search_flags(q)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
@@ -23,13 +24,22 @@ from s2s_jax.errors import DataError
 from s2s_jax.files import write_atomically
 from s2s_jax.inference import metrics
 from s2s_jax.inference.translate import Translator
+from s2s_jax.nn import ensemble
 from s2s_jax.training import config
 from s2s_jax.training import workdir as wd
 from s2s_jax.training.step import loss_terms
 
-_eval_loss = jax.jit(
-    lambda params, batch, cfg: loss_terms(params, batch, None, model_cfg=cfg)[1], static_argnums=2
-)
+_CITED = ("checkpoint", "step", "steps", "members")  # what `s2s eval` says was loaded
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _eval_loss(params, batch: Batch, cfg) -> dict:
+    """Sums of the teacher-forced NLL and of the target tokens of one batch; an ensemble's NLL
+    is that of its averaged probabilities."""
+    if isinstance(cfg, tuple):
+        nll = -jnp.sum(ensemble.log_prob(params, *batch, cfg=cfg))
+        return {"nll": nll, "tokens": jnp.sum(batch.tgt_len).astype(jnp.float32)}
+    return loss_terms(params, batch, None, model_cfg=cfg)[1]
 
 
 def _character_level(translator: Translator) -> bool:
@@ -50,13 +60,21 @@ def evaluate(
 ) -> dict[str, float]:
     """The task's metrics on (the first `limit` pairs of) a split, decoded with `beam` and
     `alpha` (None: the translator's decode section), plus the teacher-forced per-token NLL
-    (`loss`) on the pairs that fit the model's length limits. `hyps_out`, when given, receives
-    the hypotheses."""
+    (`loss`) on the pairs that fit the model's length limits. A source longer than
+    `max_src_len` is not translated (an empty hypothesis, counted in `too_long`). `hyps_out`,
+    when given, receives the hypotheses."""
     pairs = task.splits[split][:limit]
     refs_multi = task.refs(split)[:limit]
     if not pairs:
         raise DataError(f"split {split!r} of task {task.name} is empty")
-    hyps = translator.translate([s for s, _ in pairs], beam=beam, alpha=alpha)
+    # A source longer than the model reads (max_src_len) gets no translation: it counts as
+    # wrong, and is counted, rather than stopping a training run at its first evaluation.
+    most = translator.train_cfg.max_src_len
+    fits = [i for i, (s, _) in enumerate(pairs) if len(translator.src_vocab.encode(s)) <= most]
+    hyps = [""] * len(pairs)
+    translated = translator.translate([pairs[i][0] for i in fits], beam=beam, alpha=alpha)
+    for i, text in zip(fits, translated):
+        hyps[i] = text
     if hyps_out is not None:
         hyps_out.extend(hyps)
     char = _character_level(translator)
@@ -88,6 +106,8 @@ def evaluate(
     sums = jax.device_get(sums)  # one transfer after all batches are dispatched
     tokens = sum(float(s["tokens"]) for s in sums)
     out["loss"] = sum(float(s["nll"]) for s in sums) / max(tokens, 1.0)
+    if len(fits) < len(pairs):
+        out["too_long"] = len(pairs) - len(fits)
     return out
 
 
@@ -108,28 +128,32 @@ def _file_task(path: Path, task: Task) -> Task:
 
 
 def evaluate_workdir(
-    workdir: str | Path,
+    workdir: str | Path | Sequence[str | Path],
     *,
     split: str = "test",
     file: str | os.PathLike | None = None,
     beam: int | None = None,
     alpha: float | None = None,
     which: str = "best",
+    average: int = 0,
     limit: int | None = None,
     output: str | os.PathLike | None = None,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
 ) -> dict:
     """`s2s eval`: the task metrics of a trained workdir on one of its splits, or on a TSV
     `file` of source<TAB>target pairs (a source on several lines counts as right when the
-    output matches any of its targets).
+    output matches any of its targets). Several workdirs: their ensemble, on the first one's
+    data (`Translator.from_workdirs`); `which` and `average` as for `Translator.from_workdir`.
 
     Returns the metrics with what a reader needs to cite them: the split or file, the number
-    of examples, the checkpoint and step, the decoding settings, and sacrebleu's signatures.
+    of examples, the checkpoint and step (for an ensemble, `members`: each run's workdir,
+    checkpoint and step), the decoding settings, and sacrebleu's signatures.
     `output`: a file that receives the hypotheses, one per line, in the order of the pairs.
     """
     if limit is not None and limit < 1:
         raise DataError(f"limit must be >= 1, got {limit}")
-    workdir = wd.resolve(workdir)
+    workdirs = [workdir] if isinstance(workdir, (str, os.PathLike)) else list(workdir)
+    workdir = wd.resolve(workdirs[0])
     run = wd.load(workdir)  # read and checked once, for the model and for the task's data
     if file is not None:
         file = Path(os.path.abspath(file))
@@ -145,7 +169,12 @@ def evaluate_workdir(
             raise DataError(
                 f"{workdir} has no {split} split (its data: {', '.join(task.splits)}): {hint}"
             )
-    translator = Translator.from_workdir(workdir, which=which, log=log, run=run)
+    if len(workdirs) == 1:
+        translator = Translator.from_workdir(
+            workdir, which=which, average=average, log=log, run=run
+        )
+    else:
+        translator = Translator.from_workdirs(workdirs, which=which, average=average, log=log)
     beam = translator.decode_cfg.beam if beam is None else beam
     alpha = translator.decode_cfg.alpha if alpha is None else alpha
     hyps: list[str] = []
@@ -161,8 +190,7 @@ def evaluate_workdir(
     return {
         **({"file": str(file)} if file is not None else {"split": split}),
         "examples": len(hyps),
-        "checkpoint": translator.loaded["checkpoint"],
-        "step": translator.loaded["step"],
+        **{k: v for k, v in translator.loaded.items() if k in _CITED},
         "beam": beam,
         "alpha": alpha,
         **scores,

@@ -121,6 +121,7 @@ def _export(translator, *, beam, alpha, platforms) -> tuple[bytes, dict]:
         "model": dataclasses.asdict(translator.cfg),
         "checkpoint": translator.loaded.get("checkpoint"),
         "step": translator.loaded.get("step"),
+        **({"steps": translator.loaded["steps"]} if "steps" in translator.loaded else {}),
         "jax": jax.__version__,
     }
     params = io.BytesIO()
@@ -138,14 +139,16 @@ def export_workdir(
     out: str | os.PathLike,
     *,
     which: str = "best",
+    average: int = 0,
     beam: int | None = None,
     alpha: float | None = None,
     platforms: Sequence[str] = PLATFORMS,
 ) -> dict:
-    """`s2s export`: writes the `which` checkpoint of `workdir` to `out` (atomically); returns
-    what was written (path, bytes, checkpoint, step, beam, alpha, platforms)."""
+    """`s2s export`: writes the `which` checkpoint of `workdir` (`average` N > 0: the mean of
+    its N latest) to `out` (atomically); returns what was written (path, bytes, checkpoint,
+    step, beam, alpha, platforms)."""
     _check_platforms(platforms)  # before loading anything
-    translator = Translator.from_workdir(workdir, which=which)
+    translator = Translator.from_workdir(workdir, which=which, average=average)
     blob, manifest = _export(translator, beam=beam, alpha=alpha, platforms=platforms)
     out = Path(os.path.abspath(out))
     write_atomically(out, blob)

@@ -1,7 +1,9 @@
 """Strings in, strings out: a trained model with its vocabularies, the lengths it was trained
 for (`TrainConfig`) and how it decodes (`DecodeConfig`, the workdir's decode section).
 
-Sentences are batched into a few padded shapes (the training buckets, and batch sizes that are
+A `Translator` holds one model or an ensemble (`from_workdirs`: several runs on the same
+vocabularies, their probabilities averaged at every step, `nn.ensemble`). Sentences are batched
+into a few padded shapes (the training buckets, and batch sizes that are
 powers of two), so the jitted decoders compile once per shape and are reused across calls and
 across `Translator`s. With several devices, each batch's sentences are split across them
 (sentences are decoded independently, so the results are the same as on one device).
@@ -23,7 +25,7 @@ from jax.sharding import PartitionSpec as P
 
 from s2s_jax.data import Vocab, bucket_lengths, pad_batch
 from s2s_jax.errors import DataError
-from s2s_jax.nn import decoding, model
+from s2s_jax.nn import decoding, ensemble, model
 from s2s_jax.training import config
 from s2s_jax.training import workdir as wd
 from s2s_jax.training.parallel import AXIS, data_mesh
@@ -33,6 +35,7 @@ _greedy = jax.jit(decoding.greedy, static_argnames=_LIMITS)
 _beam = jax.jit(decoding.beam_search, static_argnames=(*_LIMITS, "beam", "alpha"))
 _sample = jax.jit(decoding.sample, static_argnames=(*_LIMITS, "temperature", "top_k", "top_p"))
 _log_prob = jax.jit(model.log_prob, static_argnames=("cfg",))
+_ensemble_log_prob = jax.jit(ensemble.log_prob, static_argnames=("cfg",))
 
 
 def _to_stderr(message: str) -> None:
@@ -72,13 +75,41 @@ class Alignment(NamedTuple):
         return [(int(np.argmax(row)), j) for j, row in enumerate(self.weights[:-1])]
 
 
+def _on_vocabularies(member: Translator, first: Translator, path, first_path) -> dict:
+    """`member`'s parameters re-indexed to `first`'s vocabularies (`model.reindex_vocab`), which
+    must hold the same tokens, of the same kind (a sentencepiece model: the same one)."""
+    orders = {}
+    for side, name in (("src", "source"), ("tgt", "target")):
+        mine, theirs = getattr(first, f"{side}_vocab"), getattr(member, f"{side}_vocab")
+        if mine.fingerprint() == theirs.fingerprint():
+            continue
+        if mine.kind != theirs.kind or mine.kind == "sentencepiece":
+            raise DataError(
+                f"{path} has another {name} vocabulary than {first_path} ({theirs.kind} vs "
+                f"{mine.kind}{', another model' if mine.kind == theirs.kind else ''}): an "
+                "ensemble averages the probabilities of the same tokens"
+            )
+        differ = sorted(set(mine.tokens) ^ set(theirs.tokens))
+        if differ:
+            raise DataError(
+                f"{path} has another {name} vocabulary than {first_path}: {len(differ)} "
+                f"token(s) in only one of them ({', '.join(map(repr, differ[:5]))}): an ensemble "
+                "averages the probabilities of the same tokens, so train its runs on the same "
+                "data with the same vocabulary settings"
+            )
+        index = {t: i for i, t in enumerate(theirs.tokens)}
+        orders[f"{side}_order"] = jnp.asarray([index[t] for t in mine.tokens], jnp.int32)
+    return model.reindex_vocab(member.params, **orders)
+
+
 class Translator:
-    """Translates and scores with one model. Build with `from_workdir` or from parts."""
+    """Translates and scores with one model or an ensemble. Build with `from_workdir`,
+    `from_workdirs` or from parts."""
 
     def __init__(
         self,
         params,
-        cfg: model.Seq2SeqConfig,
+        cfg: decoding.Config,
         src_vocab: Vocab,
         tgt_vocab: Vocab,
         train_cfg: config.TrainConfig = config.TrainConfig(),
@@ -86,7 +117,9 @@ class Translator:
         *,
         devices: Sequence[jax.Device] | None = None,
     ):
-        """`train_cfg`: the lengths the model was trained for (`max_src_len`, `max_tgt_len`,
+        """`params`, `cfg`: a model's parameter pytree and config, or an ensemble's (a tuple of
+        each, the members sharing `src_vocab` and `tgt_vocab`).
+        `train_cfg`: the lengths the model was trained for (`max_src_len`, `max_tgt_len`,
         `buckets`: longer inputs are refused, outputs capped); `decode_cfg`: the defaults of
         `translate` and the output cap; `devices`: where decoding runs, sentences split across
         them (default: this process's devices; results do not depend on the choice)."""
@@ -105,23 +138,68 @@ class Translator:
         path: str | Path,
         *,
         which: str = "best",
+        average: int = 0,
         log: Callable[[str], None] = _to_stderr,
         run: wd.Run | None = None,
     ) -> Translator:
         """Loads the `which` ("best" or "latest") checkpoint of a training workdir (a relative
         path is taken from the current directory), verified: a damaged step is skipped for
-        the newest intact one, and `log` says so. `run`: the workdir's `wd.load`, when the
-        caller has read it already."""
+        the newest intact one, and `log` says so. `average` N > 0: the mean of the parameters
+        of the run's N latest checkpoints instead (`workdir.restore_params`). `run`: the
+        workdir's `wd.load`, when the caller has read it already."""
         path = wd.resolve(path)
         run = run or wd.load(path)
         params, loaded = wd.restore_params(
-            path, run.model_cfg, which=which, log=log, metric=config.best_metric(run.train_cfg)
+            path,
+            run.model_cfg,
+            which=which,
+            average=average,
+            log=log,
+            metric=config.best_metric(run.train_cfg),
         )
         translator = cls(
             params, run.model_cfg, run.src_vocab, run.tgt_vocab, run.train_cfg, run.decode_cfg
         )
         translator.loaded = loaded
         return translator
+
+    @classmethod
+    def from_workdirs(
+        cls,
+        paths: Sequence[str | Path],
+        *,
+        which: str = "best",
+        average: int = 0,
+        log: Callable[[str], None] = _to_stderr,
+    ) -> Translator:
+        """An ensemble of the runs in `paths` (one path: that model alone), each loaded as
+        `from_workdir` does. The runs must share both vocabularies' tokens (numbered alike or
+        not: each member is re-indexed to the first's); the lengths and the decode section are
+        the first run's. `loaded` then holds `members`, each run's own `loaded`
+        with its `workdir`."""
+        if not paths:
+            raise DataError("give at least one workdir")
+        if len(paths) == 1:
+            return cls.from_workdir(paths[0], which=which, average=average, log=log)
+        members = [cls.from_workdir(p, which=which, average=average, log=log) for p in paths]
+        first = members[0]
+        translator = cls(
+            tuple(_on_vocabularies(m, first, p, paths[0]) for p, m in zip(paths, members)),
+            tuple(m.cfg for m in members),
+            first.src_vocab,
+            first.tgt_vocab,
+            first.train_cfg,
+            first.decode_cfg,
+        )
+        translator.loaded = {
+            "members": [{"workdir": str(wd.resolve(p)), **m.loaded} for p, m in zip(paths, members)]
+        }
+        return translator
+
+    @property
+    def members(self) -> tuple[model.Seq2SeqConfig, ...]:
+        """The configs of the models that vote: one, or the ensemble's."""
+        return self.cfg if isinstance(self.cfg, tuple) else (self.cfg,)
 
     # -------------------------------------------------------------------------------- helpers
 
@@ -275,8 +353,14 @@ class Translator:
         """Translates `texts` as `translate` does (the best hypothesis) and returns, for each,
         the attention weights of every token written over the source's tokens. The model must
         have attention."""
-        if self.cfg.attention == "none":
+        if any(c.attention == "none" for c in self.members):
             raise DataError("this model has no attention (attention='none'): nothing to align")
+        reverse = {c.reverse_source for c in self.members}
+        if len(reverse) > 1:  # their weights would not be over the same positions
+            raise DataError(
+                "the ensemble's members read the source in different orders (reverse_source): "
+                "their attention weights cannot be averaged"
+            )
         beam = self.decode_cfg.beam if beam is None else beam
         alpha = self.decode_cfg.alpha if alpha is None else alpha
         if beam < 1:
@@ -296,7 +380,7 @@ class Translator:
             for r in range(stop - start):
                 n, m = len(ids[start + r]), int(lengths[r, 0]) if ids[start + r] else 0
                 weights = np.asarray(attn[r, 0, :m, :n], np.float32)
-                if self.cfg.reverse_source:  # the encoder read the source backwards
+                if reverse == {True}:  # the encoder read the source backwards
                     weights = weights[:, ::-1]
                 out[start + r] = Alignment(
                     self.tgt_vocab.decode(toks[r, 0]) if n else "",
@@ -326,5 +410,6 @@ class Translator:
         pending = []
         for start, stop, rows in self._chunks(len(pairs)):
             b = self._batch(list(zip(ids[start:stop], tgts[start:stop])), rows)
-            pending.append((stop - start, _log_prob(self.params, *self._place(*b), cfg=self.cfg)))
+            score = _ensemble_log_prob if isinstance(self.cfg, tuple) else _log_prob
+            pending.append((stop - start, score(self.params, *self._place(*b), cfg=self.cfg)))
         return [float(x) for n, lp in jax.device_get(pending) for x in lp[:n]]

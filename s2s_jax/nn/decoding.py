@@ -10,6 +10,10 @@ Every sentence is decoded independently of the others in its batch: a per-senten
 frozen, so results do not change with batch size or padding. A sentence reaching its cap is
 made to end there: its last token is forced to `</s>` (scored with the model's own `</s>`
 probability, so scores stay true log-probabilities). `<pad>` and `<s>` are never emitted.
+
+Each search takes one model (`params`, `cfg: Seq2SeqConfig`) or an ensemble (`params` a tuple
+of pytrees, `cfg` a tuple of configs: `nn.ensemble`, the members' probabilities averaged at
+every step); the scores are then the ensemble's log-probabilities.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from s2s_jax.nn import model
+from s2s_jax.nn import ensemble, model
 from s2s_jax.nn.model import Seq2SeqConfig
 from s2s_jax.tokens import BOS, EOS, PAD
 
@@ -99,11 +103,20 @@ def _caps(src_len: Array, cap: Array | None, max_len: int) -> Array:
     return jnp.clip(cap, 1, max_len).astype(jnp.int32)
 
 
+Config = Seq2SeqConfig | tuple[Seq2SeqConfig, ...]  # one model, or an ensemble's members
+
+
+def _functions(cfg: Config):
+    """The module that runs `cfg`: `model`, or `ensemble` for a tuple of configs."""
+    return ensemble if isinstance(cfg, tuple) else model
+
+
 def _step(params, enc, state, y_prev, cfg, with_attention):
-    """`model.decode_step`, always as (state, logits, weights or None)."""
+    """`decode_step`, always as (state, logits, weights or None)."""
+    step = _functions(cfg).decode_step
     if with_attention:
-        return model.decode_step(params, enc, state, y_prev, cfg=cfg, with_attention=True)
-    return (*model.decode_step(params, enc, state, y_prev, cfg=cfg), None)
+        return step(params, enc, state, y_prev, cfg=cfg, with_attention=True)
+    return (*step(params, enc, state, y_prev, cfg=cfg), None)
 
 
 def _search(
@@ -120,7 +133,7 @@ def _search(
     with_attention=False,
 ) -> Decoded:
     """Greedy-style decoding with `choose(t, logp) -> int32[B]` picking each token."""
-    enc = model.encode(params, src, src_len, cfg=cfg)
+    enc = _functions(cfg).encode(params, src, src_len, cfg=cfg)
     batch = src.shape[0]
     cap = _caps(src_len, cap, max_len)
 
@@ -145,7 +158,7 @@ def _search(
         jnp.int32(0),
         jnp.full((batch, max_len), PAD, jnp.int32),
         jnp.full((batch,), BOS, jnp.int32),
-        model.init_decoder_state(params, enc, cfg=cfg),
+        _functions(cfg).init_decoder_state(params, enc, cfg=cfg),
         src_len < 0,  # all False
         jnp.zeros((batch,), jnp.int32),
         jnp.zeros((batch,), jnp.float32),
@@ -156,11 +169,11 @@ def _search(
 
 
 def greedy(
-    params: dict,
+    params: dict | tuple,
     src: Array,
     src_len: Array,
     *,
-    cfg: Seq2SeqConfig,
+    cfg: Config,
     max_len: int,
     cap: Array | None = None,
     min_len: int = 0,
@@ -194,11 +207,11 @@ def greedy(
 
 
 def sample(
-    params: dict,
+    params: dict | tuple,
     src: Array,
     src_len: Array,
     *,
-    cfg: Seq2SeqConfig,
+    cfg: Config,
     max_len: int,
     key,
     temperature: float = 1.0,
@@ -260,7 +273,7 @@ class _BeamState(NamedTuple):
     live_attn: Array | None  # float32[B, K, L, S] (with_attention only)
     fin_attn: Array | None  # float32[B, K, L, S]
     live_scores: Array  # float32[B, K]: log P of each live prefix (-inf: empty slot)
-    dec: model.DecoderState  # leaves [B*K, ...]
+    dec: model.DecoderState | tuple  # leaves [B*K, ...] (a tuple of them for an ensemble)
     fin_tokens: Array  # int32[B, K, L]
     fin_lengths: Array  # int32[B, K]
     fin_scores: Array  # float32[B, K]
@@ -273,11 +286,11 @@ def _gather_beams(x: Array, idx: Array) -> Array:
 
 
 def beam_search(
-    params: dict,
+    params: dict | tuple,
     src: Array,
     src_len: Array,
     *,
-    cfg: Seq2SeqConfig,
+    cfg: Config,
     max_len: int,
     beam: int = 5,
     alpha: float = 0.6,
@@ -304,7 +317,7 @@ def beam_search(
     """
     batch, k = src.shape[0], beam
     cap = _caps(src_len, cap, max_len)
-    enc = model.encode(params, src, src_len, cfg=cfg)
+    enc = _functions(cfg).encode(params, src, src_len, cfg=cfg)
     tile = lambda x: jnp.repeat(x, k, axis=0)
     enc_k = jax.tree.map(tile, enc)
     cap_k = tile(cap)
@@ -378,7 +391,7 @@ def beam_search(
         live_attn=no_attn,
         fin_attn=no_attn,
         live_scores=jnp.tile(first_only, (batch, 1)),
-        dec=model.init_decoder_state(params, enc_k, cfg=cfg),
+        dec=_functions(cfg).init_decoder_state(params, enc_k, cfg=cfg),
         fin_tokens=jnp.full((batch, k, max_len), PAD, jnp.int32),
         fin_lengths=jnp.zeros((batch, k), jnp.int32),
         fin_scores=jnp.full((batch, k), neg_inf),

@@ -208,6 +208,22 @@ def init(cfg: Seq2SeqConfig, *, key) -> dict:
     return params
 
 
+def reindex_vocab(params: dict, *, src_order: Array | None = None, tgt_order=None) -> dict:
+    """The same model reading and writing tokens numbered otherwise: new id i is old id
+    `order[i]` (`int32[V]`, a permutation) on the source and/or target side. Exact: only the
+    rows of the embeddings and the columns of the output layer move."""
+    params = dict(params)
+    if src_order is not None:
+        params["src_embed"] = params["src_embed"][src_order]
+    if tgt_order is not None:
+        params["tgt_embed"] = params["tgt_embed"][tgt_order]
+        out = dict(params["output"], b=params["output"]["b"][tgt_order])
+        if "w" in out:  # untied
+            out["w"] = out["w"][:, tgt_order]
+        params["output"] = out
+    return params
+
+
 def reverse_within_length(x: Array, lengths: Array) -> Array:
     """Reverses each row's first `lengths[b]` entries, leaving the padding in place.
     `x: [B, S, ...]`, `lengths: int32[B]`."""

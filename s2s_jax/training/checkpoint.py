@@ -439,6 +439,10 @@ class Checkpoints:
         """The step of the newest saved state, or None."""
         return self._latest.latest_step()
 
+    def latest_steps(self) -> list[int]:
+        """The steps of the saved latest states, oldest first."""
+        return sorted(self._latest.all_steps())
+
     def best_step(self) -> int | None:
         """The step of the state with the best metric, or None."""
         return self._best.best_step() if self._best is not None else None

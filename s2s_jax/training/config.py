@@ -50,6 +50,7 @@ class TrainConfig:
     clip_norm: float = 1.0  # clip gradients by global norm; 0 = off
     label_smoothing: float = 0.0
     eval_every: int = 400  # validate (loss + task metric) and checkpoint every N steps
+    keep_checkpoints: int = 2  # the latest checkpoints kept (s2s translate --average N needs N)
     eval_examples: int = 1000  # validation pairs decoded at each evaluation
     eval_beam: int = 1  # 1 = greedy
     # The validation and test metrics, comma-separated, among exact_match, token_accuracy, bleu,
@@ -78,6 +79,7 @@ class TrainConfig:
             "buckets",
             "batch_size",
             "eval_every",
+            "keep_checkpoints",
             "eval_examples",
             "eval_beam",
             "log_every",
@@ -144,6 +146,7 @@ RESUMABLE = frozenset(
     {
         "steps",
         "eval_every",
+        "keep_checkpoints",
         "eval_examples",
         "eval_beam",
         "metrics",

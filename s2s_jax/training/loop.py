@@ -290,7 +290,13 @@ def _fit(workdir: Path, prepared: _Prepared, *, progress: bool, log, stop) -> di
     )
 
     best_metric = config.best_metric(train_cfg)
-    ckpts = wd.checkpoints(workdir, best_mode=metrics.direction(best_metric), writer=True, log=log)
+    ckpts = wd.checkpoints(
+        workdir,
+        best_mode=metrics.direction(best_metric),
+        writer=True,
+        max_to_keep=train_cfg.keep_checkpoints,
+        log=log,
+    )
     writer = None
     try:
         state = init_state(model_cfg, train_cfg)

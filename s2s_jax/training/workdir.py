@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from s2s_jax.data import Vocab
 from s2s_jax.errors import CheckpointError, WorkdirError, WriteError
@@ -130,6 +131,7 @@ def checkpoints(
     *,
     best_mode: str = "max",
     writer: bool = False,
+    max_to_keep: int = 2,
     log: Callable[[str], None] | None = None,
 ) -> Checkpoints:
     """The workdir's checkpoints; `writer` only for the process holding the lock. A workdir
@@ -143,6 +145,7 @@ def checkpoints(
         Path(path) / CHECKPOINTS,
         best_mode=best_mode,
         writer=writer,
+        max_to_keep=max_to_keep,
         require_digests=current,
         log=log,
     )
@@ -153,6 +156,7 @@ def restore_params(
     model_cfg: model.Seq2SeqConfig,
     *,
     which: str = "best",
+    average: int = 0,
     log: Callable[[str], None] | None = None,
     metric: str = "",
 ) -> tuple[Any, dict]:
@@ -160,12 +164,18 @@ def restore_params(
     else (inference needs no optimizer state); falls back to the latest when there is no
     usable best one, and to older steps past damaged ones.
 
+    `average` N > 0: instead, the mean of the parameters of the N latest checkpoints (the run
+    keeps `train.keep_checkpoints` of them), each verified; a damaged one is an error here.
+
     Returns the parameters and what was loaded: `{"checkpoint": "best" | "latest", "step": N}`
-    (plus `metric` and its value for a best one); `log` gets it as one line.
+    (plus `metric` and its value for a best one; `{"checkpoint": "average", "step": newest,
+    "steps": [...]}` for an average); `log` gets it as one line.
     """
     target = {"params": jax.eval_shape(lambda: model.init(model_cfg, key=jax.random.key(0)))}
     ckpts = checkpoints(path, log=log)
     try:
+        if average:
+            return _average(path, ckpts, target, average, log)
         params = ckpts.restore(target, which=which, partial=True)["params"]
         name, step = ckpts.restored
         loaded = {"checkpoint": name, "step": step}
@@ -178,6 +188,27 @@ def restore_params(
         return params, loaded
     finally:
         ckpts.close()
+
+
+def _average(path, ckpts: Checkpoints, target, n: int, log) -> tuple[Any, dict]:
+    """The mean of the last `n` latest checkpoints' parameters (`restore_params`)."""
+    if n < 1:
+        raise CheckpointError(f"average must be >= 1 checkpoints, got {n}")
+    steps = ckpts.latest_steps()[-n:]
+    if len(steps) < n:
+        raise CheckpointError(
+            f"{path} keeps {len(steps)} checkpoint(s) ({', '.join(map(str, steps)) or 'none'}), "
+            f"not the {n} to average: train with --set train.keep_checkpoints={n} (a resumed "
+            "run may change it), or average fewer"
+        )
+    total = None
+    for step in steps:
+        params = ckpts.restore(target, which="latest", step=step, partial=True)["params"]
+        total = params if total is None else jax.tree.map(jnp.add, total, params)
+    if log is not None:
+        log(f"{path}: the mean of steps {', '.join(map(str, steps))}")
+    mean = jax.tree.map(lambda x: x / n, total)
+    return mean, {"checkpoint": "average", "step": steps[-1], "steps": steps}
 
 
 @contextlib.contextmanager
