@@ -1,0 +1,132 @@
+"""The figures of experiments/g2p.md from trained workdirs: each model (or ensemble) decoded on
+the test words, WER and PER overall and by word length, and the training curves, as JSON and
+PNG plots in experiments/results/g2p/.
+
+    python experiments/g2p_report.py --test data/g2p/test.tsv \
+        sutskever=runs/g2p-sutskever cho=runs/g2p-cho attention=runs/g2p-attention \
+        ensemble=runs/g2p-attention,runs/g2p-attention-s1,runs/g2p-attention-s2
+
+A NAME=WORKDIR[,WORKDIR...] with several workdirs is their ensemble; `--average N` averages
+each run's N latest checkpoints. Selection was done on the validation words: this script only
+reads the test file, and reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+from s2s_jax.data import read_tsv, with_references
+from s2s_jax.inference import metrics
+from s2s_jax.inference.translate import Translator
+
+RESULTS = Path(__file__).parent / "results" / "g2p"
+LENGTHS = ((1, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 99))  # letters, inclusive
+
+
+def by_length(words, hyps, refs) -> list[dict]:
+    """WER and PER of the words of each length band."""
+    rows = []
+    for lo, hi in LENGTHS:
+        idx = [i for i, w in enumerate(words) if lo <= len(w) <= hi]
+        if not idx:
+            continue
+        h, r = [hyps[i] for i in idx], [refs[i] for i in idx]
+        rows.append({
+            "letters": f"{lo}-{hi}" if hi < 99 else f"{lo}+",
+            "words": len(idx),
+            "wer": metrics.wer(h, r),
+            "per": metrics.per([x.split() for x in h], [[y.split() for y in ys] for ys in r]),
+        })  # fmt: skip
+    return rows
+
+
+def curves(workdirs, out: Path) -> None:
+    """Validation WER against the step of each run (metrics.jsonl)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, path in workdirs.items():
+        records = [json.loads(x) for x in (Path(path) / "metrics.jsonl").read_text().splitlines()]
+        valid = [r for r in records if r.get("split") == "valid" and "wer" in r]
+        ax.plot([r["step"] for r in valid], [100 * r["wer"] for r in valid], label=name)
+    ax.set(xlabel="step", ylabel="validation WER (%)", title="CMUdict G2P: validation WER")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
+def length_plot(results: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name, r in results.items():
+        bands = [b["letters"] for b in r["by_length"]]
+        for ax, key in zip(axes, ("wer", "per")):
+            ax.plot(bands, [100 * b[key] for b in r["by_length"]], marker="o", label=name)
+    for ax, key in zip(axes, ("WER", "PER")):
+        ax.set(xlabel="word length (letters)", ylabel=f"test {key} (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("CMUdict G2P test words by length")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--test", required=True, help="test.tsv from g2p_cmudict.py")
+    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--average", type=int, default=0)
+    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("models", nargs="+", metavar="NAME=WORKDIR[,WORKDIR...]")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pairs, refs = with_references(read_tsv(args.test))
+    words = [w for w, _ in pairs]
+    machine = f"{jax.devices()[0].device_kind} ({jax.default_backend()}), {platform.node()}"
+    results, singles = {}, {}
+    for spec in args.models:
+        name, _, paths = spec.partition("=")
+        paths = paths.split(",")
+        if len(paths) == 1:
+            singles[name] = paths[0]
+        translator = Translator.from_workdirs(paths, average=args.average)
+        start = time.perf_counter()
+        hyps = translator.translate(words, beam=args.beam)
+        seconds = time.perf_counter() - start
+        overall = metrics.compute_metrics(["wer", "per"], hyps, [t for _, t in pairs], refs)
+        results[name] = {
+            "workdirs": paths,
+            "loaded": translator.loaded,
+            "beam": args.beam,
+            "test_words": len(words),
+            **overall,
+            "by_length": by_length(words, hyps, refs),
+            "decode_seconds": round(seconds, 1),
+            "machine": machine,
+        }
+        (out / f"{name}.json").write_text(json.dumps(results[name], indent=1) + "\n")
+        print(f"{name}: WER {100 * overall['wer']:.2f}%  PER {100 * overall['per']:.2f}%")
+    if singles:
+        curves(singles, out / "curves.png")
+    length_plot(results, out / "by_length.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
