@@ -164,3 +164,20 @@ def test_only_the_training_step_times_the_library_step(capsys):
     assert {"s2s", "s2s_plain"} <= impls
     assert ("torch" in impls) == (peers.torch_module() is not None)
     assert all(math.isfinite(r["median_s"]) and r["median_s"] > 0 for r in records)
+
+
+def test_bfloat16_cases_run_beside_float32_and_meet_torch_autocast(capsys):
+    """`--dtype bfloat16`: our mixed-precision layer and step timed in the same rounds as
+    float32, each record naming its dtype, and bfloat16 compared with torch's autocast only."""
+    argv = ["--quick", "--toy", "--json", "--reps", "1", "--dtype", "bfloat16"]
+    assert bench.main(argv) == 0
+    records = [r for r in json.loads(capsys.readouterr().out) if r["bench"] == "lstm_layer"]
+    by_impl = {(r["impl"], r["mode"]): r for r in records}
+    for mode in ("fwd", "fwd_bwd"):
+        assert by_impl[("s2s_bf16", mode)]["dtype"] == "bfloat16"
+        assert by_impl[("s2s", mode)]["dtype"] == "float32"
+        if peers.torch_module() is not None:
+            ours, theirs = by_impl[("s2s_bf16", mode)], by_impl[("torch_autocast", mode)]
+            assert theirs["dtype"] == "bfloat16"
+            want = theirs["median_s"] / ours["median_s"]
+            assert ours["vs_torch"] == pytest.approx(want)

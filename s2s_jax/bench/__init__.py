@@ -38,6 +38,7 @@ def run(
     sizes: Sizes | None = None,
     reps: int = 7,
     torch_threads: int | None = None,
+    dtype: str = "float32",
     log: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Runs the benchmarks and returns one record per measurement (see `FIELDS`).
@@ -48,6 +49,8 @@ def run(
       sizes: the sizes to run (`Sizes.toy()` for tests); None: the issue's sizes.
       reps: timed repetitions per implementation (medians); length scaling uses half.
       torch_threads: PyTorch's intra-op threads; None: every core (`os.cpu_count()`), as XLA uses.
+      dtype: "bfloat16" adds mixed-precision cases to the layer and training-step groups (ours
+        `s2s_bf16`, torch's autocast `torch_autocast`), timed in the same rounds as float32.
       log: called with a progress line before each group (e.g. `print` to stderr).
     """
     sizes = sizes or Sizes()
@@ -57,12 +60,12 @@ def run(
         torch.set_num_threads(torch_threads or os.cpu_count() or 1)
     groups = [
         ("matmul_peak", lambda: g.matmul_peak(sizes, reps)),
-        ("lstm_layer", lambda: g.layer_bench("lstm", sizes, reps)),
+        ("lstm_layer", lambda: g.layer_bench("lstm", sizes, reps, dtype)),
     ]
     if not quick:
         groups += [
-            ("gru_layer", lambda: g.layer_bench("gru", sizes, reps)),
-            ("train_step", lambda: g.train_bench(sizes, reps)),
+            ("gru_layer", lambda: g.layer_bench("gru", sizes, reps, dtype)),
+            ("train_step", lambda: g.train_bench(sizes, reps, dtype)),
             ("decode", lambda: g.decode_bench(sizes, reps)),
             ("length_scaling", lambda: g.length_bench(sizes, reps)),
         ]
@@ -88,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         "--toy", action="store_true", help="tiny sizes: a smoke test, not a benchmark"
     )
     parser.add_argument("--only", choices=GROUPS, help="run one group (and the matmul peak)")
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="bfloat16: also time mixed precision (model.dtype) against torch's bfloat16 "
+        "autocast, beside float32 in the same run",
+    )
     args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error("--reps must be at least 1")
@@ -99,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         only=args.only,
         sizes=Sizes.toy() if args.toy else None,
         reps=args.reps,
+        dtype=args.dtype,
         log=log,
     )
     log(f"total {time.perf_counter() - start:.0f} s; load average now {os.getloadavg()[0]:.2f}")

@@ -46,6 +46,7 @@ def matmul_peak(sizes: Sizes, reps: int) -> list[dict]:
             "gflops_per_s": flops / t / 1e9,
             "frac_of_peak": best / t,
             "vs_torch": med["torch"] / t if "torch" in med else None,
+            "dtype": "float32",
             "compile_s": None,
         }
         for impl, t in med.items()
@@ -56,7 +57,24 @@ def matmul_peak(sizes: Sizes, reps: int) -> list[dict]:
 # One RNN layer: ours, its variants, Flax, torch.
 
 
-def _layer_cases(kind: str, B: int, T: int, I: int, H: int) -> list[Case]:
+BF16 = {"dtype": "bfloat16"}  # a record's `dtype` (the others are float32)
+
+
+def _half(tree):
+    return jax.tree.map(lambda x: x.astype(jnp.bfloat16), tree)
+
+
+def _autocast(torch, fn):
+    """`fn` under torch's bfloat16 autocast, on the device its tensors are on (the CPU here)."""
+
+    def call():
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            fn()
+
+    return call
+
+
+def _layer_cases(kind: str, B: int, T: int, I: int, H: int, dtype: str) -> list[Case]:
     cell = cells.get_cell(kind)
     params = cell.init(jax.random.key(0), I, H)
     xs = jax.random.normal(jax.random.key(1), (B, T, I), jnp.float32)
@@ -70,15 +88,19 @@ def _layer_cases(kind: str, B: int, T: int, I: int, H: int) -> list[Case]:
     }
     cases = []
 
-    def add(impl, fwd, p):
-        loss = lambda p, xs: jnp.sum(fwd(p, xs))
+    def add(impl, fwd, p, xs=xs, extra=None):
+        loss = lambda p, xs: jnp.sum(fwd(p, xs), dtype=jnp.float32)
         modes = {"fwd": fwd, "fwd_bwd": jax.grad(loss, argnums=(0, 1))}
         for mode, f in modes.items():
             compiled, secs = compile_fn(f, p, xs)
-            cases.append(Case(impl, mode, lambda c=compiled: jax.block_until_ready(c(p, xs)), secs))
+            run = lambda c=compiled: jax.block_until_ready(c(p, xs))
+            cases.append(Case(impl, mode, run, secs, extra or {}))
 
     for impl, kw in variants.items():
         add(impl, lambda p, xs, kw=kw: scan.run(cell, p, xs, **kw)[0], params)
+    if dtype == "bfloat16":  # the default implementation on bfloat16 weights and inputs
+        fwd = lambda p, xs: scan.run(cell, p, xs, **variants["s2s"])[0]
+        add("s2s_bf16", fwd, _half(params), _half(xs), BF16)
     flax_rnn = peers.flax_layer(kind, H)
     if flax_rnn is not None:
         add("flax", flax_rnn.apply, flax_rnn.init(jax.random.key(0), xs))
@@ -97,16 +119,20 @@ def _layer_cases(kind: str, B: int, T: int, I: int, H: int) -> list[Case]:
             layer(xt)[0].sum().backward()
 
         cases += peers.torch_cases(torch, {"fwd": fwd, "fwd_bwd": fwd_bwd})
+        if dtype == "bfloat16":
+            for mode, fn in (("fwd", fwd), ("fwd_bwd", fwd_bwd)):
+                cases.append(Case("torch_autocast", mode, _autocast(torch, fn), extra=BF16))
     return cases
 
 
-def layer_bench(kind: str, sizes: Sizes, reps: int) -> list[dict]:
-    """`{kind}_layer` records: forward and forward+backward of one layer at each shape."""
+def layer_bench(kind: str, sizes: Sizes, reps: int, dtype: str = "float32") -> list[dict]:
+    """`{kind}_layer` records: forward and forward+backward of one layer at each shape (and in
+    bfloat16 too, ours and torch's autocast, with `dtype="bfloat16"`)."""
     records = []
     for B, T, I, H in sizes.layer_shapes:
         records += time_group(
             f"{kind}_layer",
-            _layer_cases(kind, B, T, I, H),
+            _layer_cases(kind, B, T, I, H, dtype),
             shape=dict(B=B, T=T, I=I, H=H),
             tokens=B * T,
             flops=lambda mode, impl, shape=(B, T, I, H): layer_flops(kind, *shape, mode),
@@ -141,9 +167,10 @@ def train_config(sizes: Sizes) -> model.Seq2SeqConfig:
     )
 
 
-def train_bench(sizes: Sizes, reps: int) -> list[dict]:
+def train_bench(sizes: Sizes, reps: int, dtype: str = "float32") -> list[dict]:
     """`train_step` records: the library's step (`s2s`: the default, hand-written backward
-    passes; `s2s_plain`: `fused=False`, plain `lax.scan` autodiff) and the PyTorch model."""
+    passes; `s2s_plain`: `fused=False`, plain `lax.scan` autodiff) and the PyTorch model; with
+    `dtype="bfloat16"` also `s2s_bf16` (mixed precision) and torch under bfloat16 autocast."""
     B, S, T = sizes.train
     cfg = train_config(sizes)
     train_cfg = TrainConfig(
@@ -154,7 +181,10 @@ def train_bench(sizes: Sizes, reps: int) -> list[dict]:
     tgt = jnp.asarray(rng.integers(4, cfg.tgt_vocab, (B, T)), jnp.int32)
     batch = Batch(src, jnp.full((B,), S, jnp.int32), tgt, jnp.full((B,), T, jnp.int32))
     cases = []
-    for impl, impl_cfg in (("s2s", cfg), ("s2s_plain", cfg.replace(fused=False))):
+    variants = [("s2s", cfg), ("s2s_plain", cfg.replace(fused=False))]
+    if dtype == "bfloat16":
+        variants.append(("s2s_bf16", cfg.replace(dtype="bfloat16")))
+    for impl, impl_cfg in variants:
         body = functools.partial(train_step, model_cfg=impl_cfg, train_cfg=train_cfg)
         holder = [init_state(impl_cfg, train_cfg)]
         step, secs = compile_fn(body, holder[0], batch, donate_argnums=0)
@@ -163,7 +193,8 @@ def train_bench(sizes: Sizes, reps: int) -> list[dict]:
             holder[0], metrics = step(holder[0], batch)
             jax.block_until_ready(metrics["loss"])
 
-        cases.append(Case(impl, "fwd_bwd_adam", run_step, secs))
+        extra = BF16 if impl_cfg.dtype == "bfloat16" else {}
+        cases.append(Case(impl, "fwd_bwd_adam", run_step, secs, extra))
     torch = peers.torch_module()
     if torch is not None:
         net = peers.torch_seq2seq(torch, cfg)
@@ -183,6 +214,9 @@ def train_bench(sizes: Sizes, reps: int) -> list[dict]:
             topt.step()
 
         cases += peers.torch_cases(torch, {"fwd_bwd_adam": torch_step})
+        if dtype == "bfloat16":
+            cases.append(Case("torch_autocast", "fwd_bwd_adam", _autocast(torch, torch_step),
+                              extra=BF16))  # fmt: skip
     return time_group(
         "train_step",
         cases,

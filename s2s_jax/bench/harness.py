@@ -32,6 +32,7 @@ FIELDS = (
     "gflops_per_s",
     "frac_of_peak",
     "vs_torch",
+    "dtype",  # float32, or bfloat16 for the mixed-precision cases (s2s bench --dtype bfloat16)
     "compile_s",
 )
 
@@ -142,16 +143,17 @@ def time_group(
     fns = {"__peak__": peak} | {f"{c.impl}/{c.mode}": c.fn for c in cases}
     med = round_robin(fns, reps)
     peak = peak_flops / med["__peak__"]
-    torch_time = {}  # per mode, torch's best time over its thread settings
+    dtype = lambda c: c.extra.get("dtype", "float32")
+    torch_time = {}  # per mode and dtype, torch's best time over its thread settings
     for c in cases:
         if c.impl.startswith("torch"):
-            t = med[f"{c.impl}/{c.mode}"]
-            torch_time[c.mode] = min(t, torch_time.get(c.mode, t))
+            t, key = med[f"{c.impl}/{c.mode}"], (c.mode, dtype(c))
+            torch_time[key] = min(t, torch_time.get(key, t))
     records = []
     for c in cases:
         t = med[f"{c.impl}/{c.mode}"]
         gflops = flops(c.mode, c.impl) / t / 1e9 if flops else None
-        ref = torch_time.get(c.mode)
+        ref = torch_time.get((c.mode, dtype(c)))  # bfloat16 against torch's autocast
         records.append(
             {
                 "bench": bench,
@@ -164,6 +166,7 @@ def time_group(
                 "frac_of_peak": gflops * 1e9 / peak if gflops else None,
                 "vs_torch": ref / t if ref else None,
                 "compile_s": c.compile_s,
+                "dtype": dtype(c),
                 **c.extra,
             }
         )

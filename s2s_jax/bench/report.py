@@ -58,6 +58,12 @@ def goals(records: Sequence[dict]) -> list[str]:
             f"train_step: {ratio(r['vs_torch'])} torch, {pct(r['frac_of_peak'])} of peak "
             "(goal: 2x, 50%)"
         )
+        half = [x for x in records if x["bench"] == "train_step" and x["impl"] == "s2s_bf16"]
+        for h in half:
+            lines.append(
+                f"train_step bfloat16: {ratio(r['median_s'] / h['median_s'])} our float32 step, "
+                f"{ratio(h['vs_torch'])} torch autocast (goal on a GPU: 1.5x float32)"
+            )
     for r in find("decode"):
         if r["mode"].startswith("beam"):
             lines.append(
@@ -88,6 +94,8 @@ def machine() -> dict:
         "python": platform.python_version(),
         "jax": jax.__version__,
         "backend": jax.default_backend(),
+        "device": jax.devices()[0].device_kind,
+        "matmul_precision": jax.config.jax_default_matmul_precision or "default",
         "torch": torch.__version__ if torch else None,
         "torch_threads": torch.get_num_threads() if torch else None,
         "load_avg_1m": os.getloadavg()[0],

@@ -16,5 +16,6 @@ def add_bias(y: Array, b: Array) -> Array:
 
 
 def affine(x: Array, w: Array, b: Array) -> Array:
-    """`float32[..., K] @ float32[K, G] + float32[G] -> float32[..., G]`."""
-    return add_bias(x @ w, b)
+    """`float32[..., K] @ float32[K, G] + float32[G] -> float32[..., G]`, computed in the
+    weight's dtype (bfloat16 weights under mixed precision: `x` is cast to it)."""
+    return add_bias(x.astype(w.dtype) @ w, b)

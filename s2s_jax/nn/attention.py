@@ -65,15 +65,16 @@ def attend(
       mask: bool[B, S], True at real source positions.
 
     Returns:
-      context float32[B, E] and weights float32[B, S] (zero at padding; a row with no real
-      position gets all-zero weights and a zero context instead of NaN).
+      context float32[B, E] (the annotations' dtype) and weights float32[B, S], always
+      float32 (zero at padding; a row with no real position gets all-zero weights and a zero
+      context instead of NaN).
     """
-    logits = scores(params, kind, query, keys)
+    logits = scores(params, kind, query, keys).astype(jnp.float32)  # normalised in float32
     logits = jnp.where(mask, logits, -jnp.inf)
     top = jnp.max(logits, axis=-1, keepdims=True)
     top = jnp.where(jnp.isfinite(top), top, 0.0)
     unnorm = jnp.where(mask, jnp.exp(logits - top), 0.0)
     total = jnp.sum(unnorm, axis=-1, keepdims=True)
     weights = unnorm / jnp.where(total > 0, total, 1.0)
-    context = jnp.einsum("bs,bse->be", weights, annotations)
+    context = jnp.einsum("bs,bse->be", weights.astype(annotations.dtype), annotations)
     return context, weights

@@ -35,8 +35,8 @@ class HiddenCarry(NamedTuple):
 class LSTMCarry(NamedTuple):
     """Carry of the LSTM."""
 
-    h: Array  # float32[B, H]
-    c: Array  # float32[B, H]
+    h: Array  # float32[B, H] (bfloat16 under mixed precision)
+    c: Array  # float32[B, H], always: the cell state sums over many steps
 
 
 class Cell(NamedTuple):
@@ -73,8 +73,7 @@ def _hidden_carry(batch: int, hidden: int, dtype=jnp.float32) -> HiddenCarry:
 
 
 def _lstm_carry(batch: int, hidden: int, dtype=jnp.float32) -> LSTMCarry:
-    zeros = jnp.zeros((batch, hidden), dtype)
-    return LSTMCarry(zeros, zeros)
+    return LSTMCarry(jnp.zeros((batch, hidden), dtype), jnp.zeros((batch, hidden), jnp.float32))
 
 
 def rnn_step(params: dict, carry: HiddenCarry, xp: Array) -> tuple[HiddenCarry, Array]:
@@ -96,11 +95,13 @@ def gru_step(params: dict, carry: HiddenCarry, xp: Array) -> tuple[HiddenCarry, 
 
 
 def lstm_step(params: dict, carry: LSTMCarry, xp: Array) -> tuple[LSTMCarry, Array]:
-    """LSTM as torch.nn.LSTM: i, f, g, o gates; `xp: float32[B, 4H]`."""
+    """LSTM as torch.nn.LSTM: i, f, g, o gates; `xp: float32[B, 4H]`. The cell state stays
+    in its own dtype (float32) when the gates are bfloat16."""
     gates = xp + affine(carry.h, params["w_hh"], params["b_hh"])
     i, f, g, o = jnp.split(gates, 4, axis=-1)
-    c = jax.nn.sigmoid(f) * carry.c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    state = carry.c.dtype
+    c = jax.nn.sigmoid(f).astype(state) * carry.c + (jax.nn.sigmoid(i) * jnp.tanh(g)).astype(state)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c).astype(gates.dtype)
     return LSTMCarry(h, c), h
 
 

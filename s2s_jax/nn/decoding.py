@@ -133,6 +133,7 @@ def _search(
     with_attention=False,
 ) -> Decoded:
     """Greedy-style decoding with `choose(t, logp) -> int32[B]` picking each token."""
+    params = _functions(cfg).compute_params(params, cfg=cfg)  # once, not at every step
     enc = _functions(cfg).encode(params, src, src_len, cfg=cfg)
     batch = src.shape[0]
     cap = _caps(src_len, cap, max_len)
@@ -317,6 +318,7 @@ def beam_search(
     """
     batch, k = src.shape[0], beam
     cap = _caps(src_len, cap, max_len)
+    params = _functions(cfg).compute_params(params, cfg=cfg)  # once, not at every step
     enc = _functions(cfg).encode(params, src, src_len, cfg=cfg)
     tile = lambda x: jnp.repeat(x, k, axis=0)
     enc_k = jax.tree.map(tile, enc)

@@ -5,8 +5,9 @@ the mean of their probabilities,
 
 so log P(y | x) is the sum over t of log-mean-exp of the members' log-probabilities.
 
-The functions mirror `model.encode`, `model.init_decoder_state`, `model.decode_step` and
-`model.log_prob` with `params` a tuple of parameter pytrees and `cfg` a tuple of
+The functions mirror `model.compute_params`, `model.encode`, `model.init_decoder_state`,
+`model.decode_step` and `model.log_prob` with `params` a tuple of parameter pytrees and `cfg` a
+tuple of
 `Seq2SeqConfig`s (hashable: a static `jit` argument). Members may differ in architecture; they
 share the vocabularies (the caller checks). `decode_step`'s "logits" are the ensemble's
 normalised log-probabilities, which `log_softmax` leaves as they are, so the searches in
@@ -34,6 +35,11 @@ def mean_log_probs(member_log_probs: Array) -> Array:
     """`log(mean_m exp(lp[m]))` over the leading member axis: `float32[M, ...] -> [...]`."""
     m = member_log_probs.shape[0]
     return jax.nn.logsumexp(member_log_probs, axis=0) - jnp.log(jnp.float32(m))
+
+
+def compute_params(params: tuple, *, cfg: Configs) -> tuple:
+    """Each member's `model.compute_params`."""
+    return tuple(model.compute_params(p, cfg=c) for p, c in zip(params, cfg))
 
 
 def encode(params: tuple, src: Array, src_len: Array, *, cfg: Configs) -> tuple:

@@ -28,12 +28,13 @@ import jax.numpy as jnp
 from s2s_jax.errors import ConfigError
 from s2s_jax.nn import attention, rnn, scan
 from s2s_jax.nn.affine import affine
-from s2s_jax.nn.cells import LSTMCarry, get_cell
+from s2s_jax.nn.cells import get_cell
 from s2s_jax.tokens import BOS, EOS, PAD, UNK  # noqa: F401 (model.EOS etc. for users)
 
 Array = jax.Array
 
 CONTEXT_MODES = ("init", "input", "both")
+DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +66,9 @@ class Seq2SeqConfig:
     # Hand-written backward passes (`scan_implementations`): same values, faster gradients.
     fused: bool = True
     remat: bool = False  # recompute in the backward pass what the scans would store: less memory
+    # Mixed precision: "bfloat16" runs the matmuls and activations in bfloat16; the parameters,
+    # their gradients, the LSTM cell state, the softmaxes and the loss stay in float32.
+    dtype: str = "float32"  # float32 | bfloat16
 
     def __post_init__(self):
         def check(ok: bool, msg: str):
@@ -82,6 +86,7 @@ class Seq2SeqConfig:
             self.attention in attention.KINDS,
             f"attention must be one of {attention.KINDS}, not {self.attention!r}",
         )
+        check(self.dtype in DTYPES, f"dtype must be float32 or bfloat16, not {self.dtype!r}")
         check(
             self.projection in (None, "inside", "outside"),
             f"projection must be inside, outside or None, not {self.projection!r}",
@@ -208,6 +213,16 @@ def init(cfg: Seq2SeqConfig, *, key) -> dict:
     return params
 
 
+def compute_params(params: dict, *, cfg: Seq2SeqConfig) -> dict:
+    """The parameters in the dtype the model computes in: bfloat16 copies under mixed
+    precision (the cast is differentiable: gradients arrive in float32), else `params`."""
+    if cfg.dtype == "float32":
+        return params
+    dtype = jnp.dtype(cfg.dtype)
+    cast = lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+    return jax.tree.map(cast, params)
+
+
 def reindex_vocab(params: dict, *, src_order: Array | None = None, tgt_order=None) -> dict:
     """The same model reading and writing tokens numbered otherwise: new id i is old id
     `order[i]` (`int32[V]`, a permutation) on the source and/or target side. Exact: only the
@@ -255,6 +270,7 @@ def encode(params: dict, src: Array, src_len: Array, *, cfg: Seq2SeqConfig, key=
 def with_keys(params: dict, enc: Encoded, *, cfg: Seq2SeqConfig) -> Encoded:
     """`enc` with the attention's keys of its annotations (the decoder's parameters: the
     encoder alone does not know the attention)."""
+    params = compute_params(params, cfg=cfg)
     keys = attention.precompute(params["attention"], cfg.attention, enc.annotations)
     return enc._replace(keys=keys)
 
@@ -263,7 +279,9 @@ def read_source(
     params: dict, src: Array, src_len: Array, *, cfg: Seq2SeqConfig, key=None
 ) -> Encoded:
     """The encoder alone (`src_embed`, `encoder`): annotations float32[B, S, enc_out], C
-    float32[B, enc_out] and the mask; `keys` is None (see `with_keys`)."""
+    float32[B, enc_out] and the mask; `keys` is None (see `with_keys`). Under mixed precision
+    the annotations and C are bfloat16."""
+    params = compute_params(params, cfg=cfg)
     cell = get_cell(cfg.cell)
     if cfg.reverse_source:
         src = reverse_within_length(src, src_len)
@@ -290,7 +308,8 @@ def read_source(
 
 def init_decoder_state(params: dict, enc: Encoded, *, cfg: Seq2SeqConfig) -> DecoderState:
     """The decoder state before the first step: from C through the bridge ("init"/"both"),
-    zeros otherwise."""
+    zeros otherwise. An LSTM's cell state is float32 whatever `cfg.dtype`."""
+    params = compute_params(params, cfg=cfg)
     batch = enc.context.shape[0]
     cell = get_cell(cfg.cell)
     carries = []
@@ -300,7 +319,7 @@ def init_decoder_state(params: dict, enc: Encoded, *, cfg: Seq2SeqConfig) -> Dec
             states = [
                 jnp.tanh(affine(enc.context, p["w"], p["b"])) for p in params["bridge"][layer]
             ]
-            carry = LSTMCarry(*states) if cfg.cell == "lstm" else type(carry)(*states)
+            carry = type(carry)(*(s.astype(z.dtype) for s, z in zip(states, carry)))
         carries.append(carry)
     feed_dim = cfg.readout_dim if cfg.luong else 0
     return DecoderState(tuple(carries), jnp.zeros((batch, feed_dim), enc.context.dtype))
@@ -375,10 +394,11 @@ def _recurrent_step(
 
 
 def output_logits(params: dict, readout: Array) -> Array:
-    """`float32[..., R] -> float32[..., V]` (tied: through the target embedding)."""
+    """`float32[..., R] -> float32[..., V]` (tied: through the target embedding); float32
+    under mixed precision too, for the softmax and the loss."""
     out = params["output"]
     w = out["w"] if "w" in out else params["tgt_embed"].T
-    return affine(readout, w, out["b"])
+    return affine(readout, w, out["b"]).astype(jnp.float32)
 
 
 def decode_step(
@@ -393,6 +413,7 @@ def decode_step(
     """One inference step: `y_prev: int32[B]` -> (new state, logits float32[B, V]), and with
     `with_attention` the attention weights float32[B, S] as a third element (the model must
     have attention)."""
+    params = compute_params(params, cfg=cfg)
     emb = params["tgt_embed"][y_prev]
     xp = _input_projection(params, enc, emb, cfg=cfg)
     sp = _step_params(params, cfg)
@@ -458,6 +479,7 @@ def teacher_forced_logits(
     """The decoder half of `forward`: logits float32[B, T, V] of reading `tgt: int32[B, T]`
     behind `<s>`, given the encoded source. `dropout_keys`: (embedding key, readout key), or
     None at inference."""
+    params = compute_params(params, cfg=cfg)
     emb_key, out_key = dropout_keys if dropout_keys is not None else (None, None)
     emb = params["tgt_embed"][shift_right(tgt)]
     if emb_key is not None:

@@ -49,8 +49,9 @@ def _lstm_fwd_step(p, carry: LSTMCarry, xp: Array, keep: Array, save: bool):
     f = jax.nn.sigmoid(gates[hidden : 2 * hidden])
     g = jnp.tanh(gates[2 * hidden : 3 * hidden])
     o = jax.nn.sigmoid(gates[3 * hidden :])
-    c = f * carry.c + i * g
-    h = o * jnp.tanh(c)
+    state = carry.c.dtype  # float32 under mixed precision too
+    c = f.astype(state) * carry.c + (i * g).astype(state)
+    h = o * jnp.tanh(c).astype(o.dtype)
     new = LSTMCarry(jnp.where(keep, h, carry.h), jnp.where(keep, c, carry.c))
     y = jnp.where(keep, h, 0.0)
     res = (jnp.concatenate([i, f, g, o], axis=0), carry.h, carry.c) if save else ()
@@ -58,9 +59,10 @@ def _lstm_fwd_step(p, carry: LSTMCarry, xp: Array, keep: Array, save: bool):
 
 
 def _lstm_bwd_step(w_hh, dcarry, inputs):
-    dh, dc = dcarry
+    dh, dc = dcarry  # float32: the reverse recurrence runs in float32 whatever the dtype
     (acts, h_prev, c_prev), dy, keep = inputs
     hidden = dh.shape[0]
+    acts, dy = acts.astype(dh.dtype), dy.astype(dh.dtype)
     i, f, g, o = (acts[k * hidden : (k + 1) * hidden] for k in range(4))
     tc = jnp.tanh(f * c_prev + i * g)
     dh_t = dh + dy
@@ -74,8 +76,8 @@ def _lstm_bwd_step(w_hh, dcarry, inputs):
         ],
         axis=0,
     )
-    dgates = jnp.where(keep, dgates, 0.0)
-    dh_prev = jnp.where(keep, w_hh @ dgates, dh)
+    dgates = jnp.where(keep, dgates, 0.0).astype(w_hh.dtype)
+    dh_prev = jnp.where(keep, _matmul(w_hh, dgates), dh)
     dc_prev = jnp.where(keep, dc_t * f, dc)
     del h_prev
     return (dh_prev, dc_prev), (dgates,)
@@ -96,18 +98,25 @@ def _gru_fwd_step(p, carry: HiddenCarry, xp: Array, keep: Array, save: bool):
 
 
 def _gru_bwd_step(w_hh, dcarry, inputs):
-    (dh,) = dcarry
+    (dh,) = dcarry  # float32, as the LSTM's
     (acts, h_prev), dy, keep = inputs
     hidden = dh.shape[0]
+    acts, h_prev, dy = (a.astype(dh.dtype) for a in (acts, h_prev, dy))
     r, z, n, hn = (acts[k * hidden : (k + 1) * hidden] for k in range(4))
     dh_t = dh + dy
     dn_pre = dh_t * (1.0 - z) * (1.0 - n * n)
     dz_pre = dh_t * (h_prev - n) * z * (1.0 - z)
     dr_pre = dn_pre * hn * r * (1.0 - r)
     dhid = jnp.where(keep, jnp.concatenate([dr_pre, dz_pre, dn_pre * r], axis=0), 0.0)
-    dn_pre = jnp.where(keep, dn_pre, 0.0)
-    dh_prev = jnp.where(keep, dh_t * z + w_hh @ dhid, dh)
+    dhid = dhid.astype(w_hh.dtype)
+    dn_pre = jnp.where(keep, dn_pre, 0.0).astype(w_hh.dtype)
+    dh_prev = jnp.where(keep, dh_t * z + _matmul(w_hh, dhid), dh)
     return (dh_prev,), (dhid, dn_pre)
+
+
+def _matmul(a: Array, b: Array) -> Array:
+    """`a @ b` accumulated and returned in float32 (bfloat16 operands under mixed precision)."""
+    return jnp.matmul(a, b, preferred_element_type=jnp.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,7 +189,9 @@ def _layer_bwd(name, reverse, unroll, inside, remat, saved, cotangents):
         return bwd_step(params["w_hh"], dcarry, inp)
 
     per_step = ((res, dys, keep), xs) if remat else (res, dys, keep)
-    dcarry0, outs = jax.lax.scan(body, tuple(dcarry), per_step, reverse=not reverse, unroll=unroll)
+    dcarry32 = tuple(d.astype(jnp.float32) for d in dcarry)
+    dcarry0, outs = jax.lax.scan(body, dcarry32, per_step, reverse=not reverse, unroll=unroll)
+    dcarry0 = [d.astype(c.dtype) for d, c in zip(dcarry0, dcarry)]
     h_prev = res[0] if remat else res[1]
     if name == "lstm":
         (dhid,) = outs
@@ -191,20 +202,21 @@ def _layer_bwd(name, reverse, unroll, inside, remat, saved, cotangents):
         dinp = jnp.concatenate([dhid[:, : 2 * hidden], dn_pre], axis=1)
     # The weight gradients: one matmul each over all T*B columns.
     dinp_rows = _feature_rows(dinp)  # float32[G*H, T*B]
-    db_ih = jnp.sum(dinp_rows, axis=1)
+    db_ih = jnp.sum(dinp_rows, axis=1, dtype=jnp.float32)
     if name == "lstm":  # one matmul for both weights: [x_t; h_{t-1}] dg_t^T
-        w_cat = _feature_rows(jnp.concatenate([xs, h_prev], axis=1)) @ dinp_rows.T
+        w_cat = _matmul(_feature_rows(jnp.concatenate([xs, h_prev], axis=1)), dinp_rows.T)
         dw_ih, dw_hh = w_cat[: xs.shape[1]], w_cat[xs.shape[1] :]
         db_hh = db_ih
     else:
         dhid_rows = _feature_rows(dhid)
-        dw_ih = _feature_rows(xs) @ dinp_rows.T
-        dw_hh = _feature_rows(h_prev) @ dhid_rows.T
-        db_hh = jnp.sum(dhid_rows, axis=1)
+        dw_ih = _matmul(_feature_rows(xs), dinp_rows.T)
+        dw_hh = _matmul(_feature_rows(h_prev), dhid_rows.T)
+        db_hh = jnp.sum(dhid_rows, axis=1, dtype=jnp.float32)
     grads = {"w_ih": dw_ih, "w_hh": dw_hh, "b_ih": db_ih, "b_hh": db_hh}
     grads = {k: grads[k].astype(params[k].dtype) for k in params}
     steps, batch = xs.shape[0], xs.shape[2]
     dxs = (params["w_ih"] @ dinp_rows).reshape(-1, steps, batch).transpose(1, 0, 2)
+    dxs = dxs.astype(xs.dtype)
     return grads, dxs, None, type(dcarry)(*dcarry0)
 
 
