@@ -30,6 +30,7 @@ NUMERICS = [
     "tests/test_model.py",
     "tests/test_decoding.py",
     "tests/test_alignment.py",
+    "tests/test_mixed_precision.py",
 ]
 
 

@@ -1,0 +1,79 @@
+"""The G2P experiment's path as a user takes it (experiments/g2p.md): the CNTK split converted
+to TSV with validation words held out by word, a run of the attention design's smoke variant on
+it, and the report's figures, against a hand-made dictionary in the CNTK format."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from s2s_jax import cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+# CNTK's format: WORD, two spaces, phonemes; a word with two pronunciations on two lines.
+TRAIN = """\
+ABLE  EY B AH L
+BAT  B AE T
+CAT  K AE T
+DOG  D AO G
+DOG  D AA G
+EGG  EH G
+FIG  F IH G
+HAT  HH AE T
+LOG  L AO G
+MAT  M AE T
+NAP  N AE P
+PIG  P IH G
+RAT  R AE T
+SAT  S AE T
+TAP  T AE P
+"""
+TEST = """\
+CAB  K AE B
+EITHER  IY DH ER
+EITHER  AY DH ER
+"""
+
+
+def test_the_split_runs_and_reports_as_the_results_page_says(tmp_path):
+    data = tmp_path / "cntk"
+    data.mkdir()
+    (data / "cmudict-0.7b.train").write_text(TRAIN, encoding="latin-1")
+    (data / "cmudict-0.7b.test").write_text(TEST, encoding="latin-1")
+    convert = [sys.executable, str(REPO / "experiments/g2p_cmudict.py")]
+    done = subprocess.run(
+        [*convert, "--data", "cntk", "--out", "g2p", "--valid-words", "4"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "differs from the file the results were measured on" in done.stderr  # not CNTK's
+    read = lambda name: [x.split("\t") for x in (tmp_path / "g2p" / name).read_text().splitlines()]
+    train, valid, test = read("train.tsv"), read("valid.tsv"), read("test.tsv")
+    assert len({w for w, _ in valid}) == 4 and len(train) + len(valid) == 15
+    assert not {w for w, _ in train} & {w for w, _ in valid}  # held out by word
+    dog = [p for w, p in train + valid if w == "DOG"]
+    assert sorted(dog) == ["D AA G", "D AO G"]  # both pronunciations, on one side
+    assert test == [["CAB", "K AE B"], ["EITHER", "IY DH ER"], ["EITHER", "AY DH ER"]]
+
+    workdir = tmp_path / "runs" / "g2p-attention"
+    argv = ["train", "--config", REPO / "experiments/g2p/attention.toml", "--smoke",
+            "--workdir", workdir, "--train", tmp_path / "g2p/train.tsv",
+            "--valid", tmp_path / "g2p/valid.tsv", "--test", tmp_path / "g2p/test.tsv",
+            "--no-progress"]  # fmt: skip
+    assert cli.main([str(a) for a in argv]) == 0
+    run = json.loads((workdir / "config.json").read_text())
+    assert run["train"]["tgt_vocab_kind"] == "word" and run["train"]["metrics"] == "wer,per"
+
+    out = tmp_path / "report"
+    report = [sys.executable, str(REPO / "experiments/g2p_report.py")]
+    subprocess.run(
+        [*report, "--test", "g2p/test.tsv", "--beam", "2", "--out", "report",
+         f"attention={workdir}", f"pair={workdir},{workdir}"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    single = json.loads((out / "attention.json").read_text())
+    pair = json.loads((out / "pair.json").read_text())
+    assert single["test_words"] == 2 and 0.0 <= single["wer"] <= 1.0 and single["per"] >= 0.0
+    assert [b["words"] for b in single["by_length"]] == [1, 1]  # CAB: 3 letters, EITHER: 6
+    assert pair["wer"] == single["wer"] and len(pair["loaded"]["members"]) == 2
+    assert (out / "curves.png").stat().st_size > 0 and (out / "by_length.png").stat().st_size > 0
