@@ -3,10 +3,10 @@ for (`TrainConfig`) and how it decodes (`DecodeConfig`, the workdir's decode sec
 
 A `Translator` holds one model or an ensemble (`from_workdirs`: several runs on the same
 vocabularies, their probabilities averaged at every step, `nn.ensemble`). Sentences are batched
-into a few padded shapes (the training buckets, and batch sizes that are
-powers of two), so the jitted decoders compile once per shape and are reused across calls and
-across `Translator`s. With several devices, each batch's sentences are split across them
-(sentences are decoded independently, so the results are the same as on one device).
+into a few padded shapes (the training buckets, and batch sizes that are powers of two), so the
+jitted decoders compile once per shape and are reused across calls and across `Translator`s.
+With several devices, each batch's sentences are split across them (sentences are decoded
+independently, so the results are the same as on one device).
 """
 
 from __future__ import annotations
