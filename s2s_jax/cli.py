@@ -155,11 +155,13 @@ def _eval(args, stop) -> int:
 def _export(args, stop) -> int:
     from s2s_jax.inference import export
 
+    if len(args.workdir) > 1:
+        raise S2SError("s2s export takes one --workdir: an ensemble cannot be exported")
     platforms = export.PLATFORMS
     if args.platforms is not None:
         platforms = tuple(p.strip() for p in args.platforms.split(",") if p.strip())
     result = export.export_workdir(
-        args.workdir,
+        args.workdir[0],
         args.out,
         **_which(args),
         beam=args.beam,
@@ -272,16 +274,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     def inference(name, help_, run, example, *, ensemble=True):
         q = command(name, help_, example)
-        if ensemble:
-            q.add_argument(
-                "--workdir",
-                required=True,
-                action="append",
-                help="a trained run's directory; repeat it for an ensemble of runs trained on "
-                "the same vocabularies (their probabilities averaged at every step)",
-            )
-        else:
-            q.add_argument("--workdir", required=True, help="a trained run's directory")
+        q.add_argument(  # appended even where one is taken: a second is refused, not ignored
+            "--workdir",
+            required=True,
+            action="append",
+            help="a trained run's directory"
+            + (
+                "; repeat it for an ensemble of runs trained on the same vocabularies (their "
+                "probabilities averaged at every step)"
+                if ensemble
+                else ""
+            ),
+        )
         q.add_argument(
             "--checkpoint",
             choices=("best", "latest"),

@@ -162,3 +162,7 @@ def test_a_file_whose_parts_do_not_belong_is_refused(workdir, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("s2s: error: cannot export for platforms cpu, quantum: choose")
     assert not (tmp_path / "x.s2s").exists()
+    assert cli.main([*argv, "--workdir", str(workdir)]) == 2  # not the last one, silently
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "s2s: error: s2s export takes one --workdir: an ensemble cannot be exported"
+    assert not (tmp_path / "x.s2s").exists()

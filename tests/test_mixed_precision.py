@@ -63,8 +63,8 @@ def test_bfloat16_logits_and_log_prob_are_near_float32(design):
     lp_low, lp_high = jax.nn.log_softmax(low), jax.nn.log_softmax(high)
     assert float(jnp.max(jnp.abs(lp_low - lp_high))) < 0.05
     assert not np.array_equal(low, high)  # it did compute in bfloat16
-    score = lambda c: model.log_prob(params, src, src_len, tgt, tgt_len, cfg=c)
-    np.testing.assert_allclose(score(cfg), score(f32(cfg)), atol=0.05 * T)
+    score = lambda logits: jnp.sum(model.token_log_probs(logits, tgt, tgt_len), axis=-1)
+    np.testing.assert_allclose(score(low), score(high), atol=0.05 * T)
 
 
 @pytest.mark.parametrize(
@@ -73,7 +73,6 @@ def test_bfloat16_logits_and_log_prob_are_near_float32(design):
         ("lstm-bahdanau", {}),
         ("gru-luong", {}),
         ("lstm-cho", {"remat": True, "projection": "inside"}),
-        ("rnn-init", {"remat": True}),
     ],
 )
 def test_bfloat16_gradients_agree_across_implementations_and_are_float32(design, extra):
@@ -126,12 +125,12 @@ def test_bfloat16_searches_score_what_they_write(design):
 # ---------------------------------------------------------------------------- the commands
 
 TASK = [
-    "--task", "reverse", "--steps", "300", "--no-progress",
+    "--task", "reverse", "--steps", "200", "--no-progress",
     "--set", "cell=gru", "--set", "attention=bahdanau", "--set", "bidirectional=true",
-    "--set", "src_embed=32", "--set", "tgt_embed=32", "--set", "enc_hidden=64",
-    "--set", "dec_hidden=64", "--set", "attn_dim=32", "--set", "max_src_len=8",
-    "--set", "max_tgt_len=9", "--set", "buckets=1", "--set", "batch_size=64",
-    "--set", "eval_every=300", "--set", "eval_examples=200", "--set", "warmup_steps=20",
+    "--set", "src_embed=16", "--set", "tgt_embed=16", "--set", "enc_hidden=32",
+    "--set", "dec_hidden=32", "--set", "attn_dim=16", "--set", "max_src_len=8",
+    "--set", "max_tgt_len=9", "--set", "buckets=1", "--set", "batch_size=32",
+    "--set", "eval_every=200", "--set", "eval_examples=200", "--set", "warmup_steps=20",
     "--set", "learning_rate=0.01",
 ]  # fmt: skip
 
