@@ -73,7 +73,10 @@ def test_goals_summary_reads_the_records():
     }
     records = [
         rec("lstm_layer", "fwd_bwd", vs_torch=0.87, frac_of_peak=0.72),
-        {**rec("lstm_layer", "fwd_bwd", vs_torch=9.0, frac_of_peak=0.1), "impl": "torch"},
+        {**rec("lstm_layer", "fwd_bwd", median_s=2.0), "impl": "torch"},
+        {**rec("lstm_layer", "fwd_bwd", median_s=3.0), "impl": "torch_1thread"},
+        {**rec("train_step", "fwd_bwd_adam", median_s=5.0), "impl": "torch"},
+        {**rec("train_step", "fwd_bwd_adam", median_s=4.0), "impl": "torch_compile"},
         rec("train_step", "fwd_bwd_adam", vs_torch=1.2, frac_of_peak=0.59),
         rec("decode", "beam5", vs_numpy=1.46),
         rec("length_scaling", "fwd_bwd", T=25, median_s=1.0, compile_s=0.7),
@@ -82,7 +85,7 @@ def test_goals_summary_reads_the_records():
     ]
     lines = bench.goals(records)
     assert lines[0].startswith("lstm_layer fwd+bwd B=2 T=50 I=3 H=4: 0.87x torch, 72% of peak")
-    assert lines[1].startswith("train_step: 1.20x torch, 59% of peak")
+    assert lines[1].startswith("train_step: 1.20x torch_compile, 59% of peak")  # the fastest
     assert lines[2].startswith("decode beam5: 1.46x")
     assert lines[3].startswith("time per token T=50 -> T=1000: +15%; compile 0.50-0.70 s")
     assert len(lines) == 4  # no gru_layer record, no line
@@ -171,7 +174,10 @@ def test_bfloat16_cases_run_beside_float32_and_meet_torch_autocast(capsys):
     float32, each record naming its dtype, and bfloat16 compared with torch's autocast only."""
     argv = ["--quick", "--toy", "--json", "--reps", "1", "--dtype", "bfloat16"]
     assert bench.main(argv) == 0
-    records = [r for r in json.loads(capsys.readouterr().out) if r["bench"] == "lstm_layer"]
+    everything = json.loads(capsys.readouterr().out)
+    peaks = {(r["impl"], r["dtype"]) for r in everything if r["bench"] == "matmul_peak"}
+    assert {("jax", "float32"), ("jax", "bfloat16")} <= peaks  # each dtype's own peak
+    records = [r for r in everything if r["bench"] == "lstm_layer"]
     by_impl = {(r["impl"], r["mode"]): r for r in records}
     for mode in ("fwd", "fwd_bwd"):
         assert by_impl[("s2s_bf16", mode)]["dtype"] == "bfloat16"
@@ -181,3 +187,51 @@ def test_bfloat16_cases_run_beside_float32_and_meet_torch_autocast(capsys):
             assert theirs["dtype"] == "bfloat16"
             want = theirs["median_s"] / ours["median_s"]
             assert ours["vs_torch"] == pytest.approx(want)
+
+
+def test_torch_peers_run_on_the_device_jax_runs_on(monkeypatch):
+    """torch goes to CUDA only when JAX runs on a GPU and torch has CUDA; jax's cuDNN LSTM only
+    where it lowers (a GPU)."""
+    torch = pytest.importorskip("torch")
+    assert peers.torch_device(torch) == "cpu" and peers.jax_cudnn_lstm(8, 16) is None
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert peers.torch_device(torch) == "cpu"  # a CPU build of torch beside a GPU jax
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert peers.torch_device(torch) == "cuda"
+    synced = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: synced.append(True))
+    cases = peers.torch_cases(torch, {"fwd": lambda: None})
+    assert [c.impl for c in cases] == ["torch"]  # no thread variants on a GPU
+    cases[0].fn()
+    assert synced == [True]  # each timed call waits for the device
+
+
+def test_torch_compile_case_joins_the_training_step(capsys, monkeypatch):
+    """`--torch-compile on`: a `torch_compile` case (the compiler stubbed out here: on this CPU
+    inductor takes ~30 s even at toy sizes), its first call as compile time, and `vs_torch`
+    against the fastest torch variant; a compiler that fails leaves the case out, with a
+    warning, and the bench still runs."""
+    torch = pytest.importorskip("torch")
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None: compiled.append(mode) or fn)
+    argv = ["--only", "train_step", "--toy", "--json", "--reps", "1", "--torch-compile", "on"]
+    assert bench.main(argv) == 0
+    records = [r for r in json.loads(capsys.readouterr().out) if r["bench"] == "train_step"]
+    assert compiled == [None]  # the default mode on a CPU
+    by_impl = {r["impl"]: r for r in records}
+    assert by_impl["torch_compile"]["compile_s"] > 0
+    fastest = min(r["median_s"] for r in records if r["impl"].startswith("torch"))
+    assert by_impl["s2s"]["vs_torch"] == pytest.approx(fastest / by_impl["s2s"]["median_s"])
+
+    def broken(fn, mode=None):
+        def fail(*args):
+            raise RuntimeError("no C++ compiler")
+
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with pytest.warns(UserWarning, match="torch.compile failed.*no C.. compiler"):
+        assert bench.main(argv) == 0
+    impls = {r["impl"] for r in json.loads(capsys.readouterr().out)}
+    assert "torch_compile" not in impls and "torch" in impls

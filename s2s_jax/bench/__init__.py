@@ -1,7 +1,8 @@
 """`s2s bench`: scan-based RNNs timed against their peers on the machine it runs on.
 
     harness  round-robin medians, compile time apart, the matmul peak of the same moment
-    peers    PyTorch (cuDNN-style `nn.LSTM`/`nn.GRU`, a seq2seq model), Flax, a numpy decoder
+    peers    on JAX's device: PyTorch (`nn.LSTM`/`nn.GRU`, cuDNN on a GPU; a seq2seq model, also
+             under `torch.compile`), `jax.experimental.rnn` (cuDNN), Flax, a numpy decoder
     flops    the matmul FLOP counts behind `gflops_per_s` and `frac_of_peak`
     groups   the matmul peak; LSTM and GRU layers (forward, forward+backward) for every
              `scan.run` implementation, Flax's `nn.RNN` and PyTorch; the training step users
@@ -9,9 +10,11 @@
              beam decoding against a one-sentence-at-a-time numpy decoder; cost against length
     report   the text table and the goals read off the records
 
-`vs_torch` is torch's time over ours (>1: ours is faster), taking torch's faster thread setting
-(all cores or one; see `peers.torch_cases`), so a busy machine cannot flatter us. PyTorch and
-Flax are optional (the `bench` extra); without them their records are left out.
+`vs_torch` is torch's time over ours (>1: ours is faster), taking torch's fastest variant (on a
+CPU all cores or one, see `peers.torch_cases`; `torch.compile` where it ran), so neither a busy
+machine nor a weak baseline can flatter us. On a GPU torch runs there too (with CUDA), with
+TF32 matmuls where JAX's default precision uses them. PyTorch and Flax are optional (the `bench`
+extra); without them their records are left out.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ def run(
     reps: int = 7,
     torch_threads: int | None = None,
     dtype: str = "float32",
+    torch_compile: bool | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Runs the benchmarks and returns one record per measurement (see `FIELDS`).
@@ -51,21 +55,26 @@ def run(
       torch_threads: PyTorch's intra-op threads; None: every core (`os.cpu_count()`), as XLA uses.
       dtype: "bfloat16" adds mixed-precision cases to the layer and training-step groups (ours
         `s2s_bf16`, torch's autocast `torch_autocast`), timed in the same rounds as float32.
+      torch_compile: also time the PyTorch training step with its decoder under
+        `torch.compile`; None: where torch runs on a GPU (on a CPU its compile takes a minute
+        and gains little).
       log: called with a progress line before each group (e.g. `print` to stderr).
     """
     sizes = sizes or Sizes()
     log = log or (lambda msg: None)
     torch = peers.torch_module()
     if torch is not None:
-        torch.set_num_threads(torch_threads or os.cpu_count() or 1)
+        peers.setup_torch(torch, torch_threads or os.cpu_count() or 1)
+        if torch_compile is None:
+            torch_compile = peers.torch_device(torch) == "cuda"
     groups = [
-        ("matmul_peak", lambda: g.matmul_peak(sizes, reps)),
+        ("matmul_peak", lambda: g.matmul_peak(sizes, reps, dtype)),
         ("lstm_layer", lambda: g.layer_bench("lstm", sizes, reps, dtype)),
     ]
     if not quick:
         groups += [
             ("gru_layer", lambda: g.layer_bench("gru", sizes, reps, dtype)),
-            ("train_step", lambda: g.train_bench(sizes, reps, dtype)),
+            ("train_step", lambda: g.train_bench(sizes, reps, dtype, bool(torch_compile))),
             ("decode", lambda: g.decode_bench(sizes, reps)),
             ("length_scaling", lambda: g.length_bench(sizes, reps)),
         ]
@@ -98,11 +107,16 @@ def main(argv: list[str] | None = None) -> int:
         help="bfloat16: also time mixed precision (model.dtype) against torch's bfloat16 "
         "autocast, beside float32 in the same run",
     )
+    parser.add_argument(
+        "--torch-compile",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="time the PyTorch training step with torch.compile too (auto: on a GPU)",
+    )
     args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error("--reps must be at least 1")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
-    log(f"machine: {json.dumps(machine())}")
     start = time.perf_counter()
     records = run(
         args.quick,
@@ -110,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         sizes=Sizes.toy() if args.toy else None,
         reps=args.reps,
         dtype=args.dtype,
+        torch_compile={"auto": None, "on": True, "off": False}[args.torch_compile],
         log=log,
     )
+    log(f"machine: {json.dumps(machine())}")
     log(f"total {time.perf_counter() - start:.0f} s; load average now {os.getloadavg()[0]:.2f}")
     if args.json:
         print(json.dumps(records, indent=1))

@@ -3,7 +3,10 @@ run against a PyTorch model, batched decoding against a numpy decoder, cost agai
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -21,36 +24,46 @@ from s2s_jax.training.step import train_step
 Array = jax.Array
 
 
-def matmul_peak(sizes: Sizes, reps: int) -> list[dict]:
-    """The fp32 matmul rate of jax (and torch), the reference for `frac_of_peak`."""
+def matmul_peak(sizes: Sizes, reps: int, dtype: str = "float32") -> list[dict]:
+    """The matmul rate of jax and torch on their devices, float32 (and bfloat16), the
+    reference for `frac_of_peak`."""
     n = sizes.matmul
-    jax_fn, flops = peak_fn(n)
-    fns = {"jax": jax_fn}
+    dtypes = ["float32"] + (["bfloat16"] if dtype == "bfloat16" else [])
+    fns, flops = {}, 2.0 * n**3
+    for d in dtypes:
+        fns[f"jax/{d}"], _ = peak_fn(n, d)
     torch = peers.torch_module()
     if torch is not None:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        fns["torch"] = lambda: torch.mm(a, b)
+        device = peers.torch_device(torch)
+        for d in dtypes:
+            kw = dict(device=device, dtype=getattr(torch, d))
+            a, b = torch.randn(n, n, **kw), torch.randn(n, n, **kw)
+            fns[f"torch/{d}"] = peers.torch_blocking(torch, lambda a=a, b=b: torch.mm(a, b))
     med = round_robin(fns, reps)
-    best = min(med.values())
-    return [
-        {
-            "bench": "matmul_peak",
-            "impl": impl,
-            "mode": "matmul",
-            "B": n,
-            "T": None,
-            "I": n,
-            "H": n,
-            "median_s": t,
-            "tokens_per_s": None,
-            "gflops_per_s": flops / t / 1e9,
-            "frac_of_peak": best / t,
-            "vs_torch": med["torch"] / t if "torch" in med else None,
-            "dtype": "float32",
-            "compile_s": None,
-        }
-        for impl, t in med.items()
-    ]
+    records = []
+    for name, t in med.items():
+        impl, d = name.split("/")
+        best = min(v for k, v in med.items() if k.endswith(d))
+        theirs = med.get(f"torch/{d}")
+        records.append(
+            {
+                "bench": "matmul_peak",
+                "impl": impl,
+                "mode": "matmul",
+                "B": n,
+                "T": None,
+                "I": n,
+                "H": n,
+                "median_s": t,
+                "tokens_per_s": None,
+                "gflops_per_s": flops / t / 1e9,
+                "frac_of_peak": best / t,
+                "vs_torch": theirs / t if theirs else None,
+                "dtype": d,
+                "compile_s": None,
+            }
+        )
+    return records
 
 
 # ----------------------------------------------------------------------------------------------
@@ -62,16 +75,6 @@ BF16 = {"dtype": "bfloat16"}  # a record's `dtype` (the others are float32)
 
 def _half(tree):
     return jax.tree.map(lambda x: x.astype(jnp.bfloat16), tree)
-
-
-def _autocast(torch, fn):
-    """`fn` under torch's bfloat16 autocast, on the device its tensors are on (the CPU here)."""
-
-    def call():
-        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
-            fn()
-
-    return call
 
 
 def _layer_cases(kind: str, B: int, T: int, I: int, H: int, dtype: str) -> list[Case]:
@@ -104,10 +107,15 @@ def _layer_cases(kind: str, B: int, T: int, I: int, H: int, dtype: str) -> list[
     flax_rnn = peers.flax_layer(kind, H)
     if flax_rnn is not None:
         add("flax", flax_rnn.apply, flax_rnn.init(jax.random.key(0), xs))
+    cudnn = peers.jax_cudnn_lstm(I, H) if kind == "lstm" else None
+    if cudnn is not None:
+        add("jax_cudnn", *cudnn)
     torch = peers.torch_module()
     if torch is not None:
-        layer = (torch.nn.LSTM if kind == "lstm" else torch.nn.GRU)(I, H)
-        xt = torch.randn(T, B, I, requires_grad=True)  # time-major: torch's native layout
+        device = peers.torch_device(torch)
+        layer = (torch.nn.LSTM if kind == "lstm" else torch.nn.GRU)(I, H).to(device)
+        # time-major: torch's native layout
+        xt = torch.randn(T, B, I, device=device, requires_grad=True)
 
         def fwd():
             with torch.no_grad():
@@ -121,7 +129,8 @@ def _layer_cases(kind: str, B: int, T: int, I: int, H: int, dtype: str) -> list[
         cases += peers.torch_cases(torch, {"fwd": fwd, "fwd_bwd": fwd_bwd})
         if dtype == "bfloat16":
             for mode, fn in (("fwd", fwd), ("fwd_bwd", fwd_bwd)):
-                cases.append(Case("torch_autocast", mode, _autocast(torch, fn), extra=BF16))
+                autocast = peers.torch_autocast(torch, fn)
+                cases.append(Case("torch_autocast", mode, autocast, extra=BF16))
     return cases
 
 
@@ -167,10 +176,29 @@ def train_config(sizes: Sizes) -> model.Seq2SeqConfig:
     )
 
 
-def train_bench(sizes: Sizes, reps: int, dtype: str = "float32") -> list[dict]:
+def _torch_compiled_cases(torch, cfg, src: np.ndarray, tgt: np.ndarray) -> list[Case]:
+    """The PyTorch model with its decoder under `torch.compile` ("torch_compile"; its compile
+    time is the first call's), or none, with a warning, where torch cannot compile it."""
+    net = peers.torch_compile_decoder(torch, peers.torch_seq2seq(torch, cfg))
+    step = peers.torch_blocking(torch, peers.torch_train_step(torch, net, src, tgt, CLIP_NORM))
+    start = time.perf_counter()
+    try:
+        step()
+    except Exception as e:  # a missing compiler, an unsupported op: the peer is left out
+        warnings.warn(f"s2s bench: torch.compile failed, its case is left out: {e}", stacklevel=2)
+        return []
+    secs = time.perf_counter() - start
+    cases = peers.torch_cases(torch, {"fwd_bwd_adam": step}, impl="torch_compile")
+    return [dataclasses.replace(c, compile_s=secs) for c in cases]
+
+
+def train_bench(
+    sizes: Sizes, reps: int, dtype: str = "float32", torch_compile: bool = False
+) -> list[dict]:
     """`train_step` records: the library's step (`s2s`: the default, hand-written backward
     passes; `s2s_plain`: `fused=False`, plain `lax.scan` autodiff) and the PyTorch model; with
-    `dtype="bfloat16"` also `s2s_bf16` (mixed precision) and torch under bfloat16 autocast."""
+    `dtype="bfloat16"` also `s2s_bf16` (mixed precision) and torch under bfloat16 autocast;
+    with `torch_compile`, also the PyTorch model with its decoder compiled."""
     B, S, T = sizes.train
     cfg = train_config(sizes)
     train_cfg = TrainConfig(
@@ -197,26 +225,16 @@ def train_bench(sizes: Sizes, reps: int, dtype: str = "float32") -> list[dict]:
         cases.append(Case(impl, "fwd_bwd_adam", run_step, secs, extra))
     torch = peers.torch_module()
     if torch is not None:
-        net = peers.torch_seq2seq(torch, cfg)
-        topt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        src_t = torch.as_tensor(np.asarray(src).T.copy(), dtype=torch.long)
-        tgt_t = torch.as_tensor(np.asarray(tgt).T.copy(), dtype=torch.long)
-        tgt_in = torch.cat([torch.ones_like(tgt_t[:1]), tgt_t[:-1]])
-
-        def torch_step():
-            topt.zero_grad(set_to_none=True)
-            logits = net(src_t, tgt_in)
-            loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), tgt_t.reshape(-1)
-            )
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), CLIP_NORM)
-            topt.step()
-
+        src_np, tgt_np = np.asarray(src), np.asarray(tgt)
+        torch_step = peers.torch_train_step(
+            torch, peers.torch_seq2seq(torch, cfg), src_np, tgt_np, CLIP_NORM
+        )
         cases += peers.torch_cases(torch, {"fwd_bwd_adam": torch_step})
         if dtype == "bfloat16":
-            cases.append(Case("torch_autocast", "fwd_bwd_adam", _autocast(torch, torch_step),
-                              extra=BF16))  # fmt: skip
+            autocast = peers.torch_autocast(torch, torch_step)
+            cases.append(Case("torch_autocast", "fwd_bwd_adam", autocast, extra=BF16))
+        if torch_compile:
+            cases += _torch_compiled_cases(torch, cfg, src_np, tgt_np)
     return time_group(
         "train_step",
         cases,

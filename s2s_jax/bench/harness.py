@@ -3,10 +3,10 @@
 Every comparison is timed in one process, round-robin: each repetition runs every
 implementation of a group once, in turn (after 0.15 s of untimed calls that let the previous
 library's spinning threads go quiet), so the machine's drift (up to 2x over minutes on a
-shared CPU) hits them all alike. Each group also times a reference matmul in the same rotation,
-so `frac_of_peak` compares against the peak measured at the same moment. Figures are medians
-after warm-up, each call ended by `block_until_ready`; JAX compile time is measured apart
-(`jit(...).lower(...).compile()`).
+shared CPU) hits them all alike. Each group also times a reference matmul of each dtype in the
+same rotation, so `frac_of_peak` compares against the peak measured at the same moment. Figures
+are medians after warm-up, each call ended by `block_until_ready` (torch's CUDA calls by
+`torch.cuda.synchronize`); JAX compile time is measured apart (`jit(...).lower(...).compile()`).
 """
 
 from __future__ import annotations
@@ -81,10 +81,11 @@ def compile_fn(fn: Callable, *args, **jit_kw) -> tuple[Callable, float]:
     return compiled, time.perf_counter() - start
 
 
-def peak_fn(n: int) -> tuple[Callable[[], object], float]:
-    """A reference n x n x n fp32 matmul (jitted) and its FLOP count."""
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+def peak_fn(n: int, dtype: str = "float32") -> tuple[Callable[[], object], float]:
+    """A reference n x n x n matmul of `dtype` (jitted, at JAX's default precision: TF32 on
+    recent NVIDIA GPUs for float32) and its FLOP count."""
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
     mm, _ = compile_fn(jnp.matmul, a, b)
     return (lambda: jax.block_until_ready(mm(a, b))), 2.0 * n**3
 
@@ -137,14 +138,15 @@ def time_group(
     reps: int,
     peak_n: int,
 ) -> list[dict]:
-    """Times `cases` round-robin with the reference matmul; one record per case. `flops(mode,
-    impl)` counts one call's matmul FLOPs (None: no FLOP rate)."""
-    peak, peak_flops = peak_fn(peak_n)
-    fns = {"__peak__": peak} | {f"{c.impl}/{c.mode}": c.fn for c in cases}
-    med = round_robin(fns, reps)
-    peak = peak_flops / med["__peak__"]
+    """Times `cases` round-robin with the reference matmul of each dtype among them; one record
+    per case. `flops(mode, impl)` counts one call's matmul FLOPs (None: no FLOP rate)."""
     dtype = lambda c: c.extra.get("dtype", "float32")
-    torch_time = {}  # per mode and dtype, torch's best time over its thread settings
+    peaks = {d: peak_fn(peak_n, d) for d in sorted({dtype(c) for c in cases})}
+    fns = {f"__peak_{d}__": fn for d, (fn, _) in peaks.items()}
+    fns |= {f"{c.impl}/{c.mode}": c.fn for c in cases}
+    med = round_robin(fns, reps)
+    peak = {d: peak_flops / med[f"__peak_{d}__"] for d, (_, peak_flops) in peaks.items()}
+    torch_time = {}  # per mode and dtype, torch's best time over its variants (threads, compile)
     for c in cases:
         if c.impl.startswith("torch"):
             t, key = med[f"{c.impl}/{c.mode}"], (c.mode, dtype(c))
@@ -163,7 +165,7 @@ def time_group(
                 "median_s": t,
                 "tokens_per_s": tokens / t,
                 "gflops_per_s": gflops,
-                "frac_of_peak": gflops * 1e9 / peak if gflops else None,
+                "frac_of_peak": gflops * 1e9 / peak[dtype(c)] if gflops else None,
                 "vs_torch": ref / t if ref else None,
                 "compile_s": c.compile_s,
                 "dtype": dtype(c),

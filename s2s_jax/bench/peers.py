@@ -1,12 +1,15 @@
-"""The peers we measure against: PyTorch (layers, cases at its best thread setting, the
-training model written the usual way) and a numpy decoder translating one sentence at a time.
-PyTorch and Flax are optional (the `bench` extra): without them their cases are left out."""
+"""The peers we measure against, on the device JAX runs on: PyTorch (cuDNN's `nn.LSTM`/`nn.GRU`
+on a GPU, cases at its best thread setting on a CPU, the training model written the usual way
+and under `torch.compile`), `jax.experimental.rnn`'s cuDNN LSTM (GPU only), Flax's `nn.RNN`,
+and a numpy decoder translating one sentence at a time. PyTorch and Flax are optional (the
+`bench` extra): without them their cases are left out."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from s2s_jax.bench.harness import Case
@@ -22,11 +25,42 @@ def torch_module():
     return torch
 
 
-def torch_cases(torch, mode_fns: dict[str, Callable[[], object]]) -> list[Case]:
-    """Cases "torch" (intra-op threads as set by `run`: every core) and "torch_1thread": on a
-    shared machine, OpenMP's barriers make 2 threads slower than 1 when another process holds a
-    core, and the comparison takes torch's faster setting."""
+def torch_device(torch) -> str:
+    """Where the torch peers run: "cuda" when JAX runs on a GPU and this torch build has CUDA
+    (the comparison is on one device), else "cpu"."""
+    return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+
+
+def setup_torch(torch, threads: int) -> None:
+    """Torch's intra-op threads (on a CPU), and on a GPU its float32 matmul precision set to
+    JAX's: TF32 ("high") unless JAX's default precision asks for full float32."""
+    torch.set_num_threads(threads)
+    if torch_device(torch) == "cuda":
+        full = jax.config.jax_default_matmul_precision in ("highest", "float32")
+        torch.set_float32_matmul_precision("highest" if full else "high")
+
+
+def torch_blocking(torch, fn: Callable[[], object]) -> Callable[[], object]:
+    """`fn`, returning only when the device is done (CUDA calls return before the work is)."""
+    if torch_device(torch) == "cpu":
+        return fn
+
+    def call():
+        fn()
+        torch.cuda.synchronize()
+
+    return call
+
+
+def torch_cases(torch, mode_fns: dict[str, Callable[[], object]], impl="torch") -> list[Case]:
+    """Cases `impl`, each call blocking until the device is done, and on a CPU also
+    `impl + "_1thread"`: torch runs with the intra-op threads set by `run` (every core) and
+    with one, for on a shared machine OpenMP's barriers make 2 threads slower than 1 when
+    another process holds a core, and the comparison takes torch's faster setting."""
+    cases = [Case(impl, mode, torch_blocking(torch, fn)) for mode, fn in mode_fns.items()]
     cores = torch.get_num_threads()
+    if torch_device(torch) == "cuda" or cores == 1:
+        return cases
 
     def one_thread(fn):
         def call():
@@ -38,10 +72,36 @@ def torch_cases(torch, mode_fns: dict[str, Callable[[], object]]) -> list[Case]:
 
         return call
 
-    cases = [Case("torch", mode, fn) for mode, fn in mode_fns.items()]
-    if cores > 1:
-        cases += [Case("torch_1thread", mode, one_thread(fn)) for mode, fn in mode_fns.items()]
-    return cases
+    return cases + [Case(f"{impl}_1thread", m, one_thread(fn)) for m, fn in mode_fns.items()]
+
+
+def torch_autocast(torch, fn: Callable[[], object]) -> Callable[[], object]:
+    """`fn` under torch's bfloat16 autocast on the torch peers' device, blocking."""
+
+    def call():
+        with torch.autocast(device_type=torch_device(torch), dtype=torch.bfloat16):
+            fn()
+
+    return torch_blocking(torch, call)
+
+
+def jax_cudnn_lstm(input_size: int, hidden: int):
+    """`jax.experimental.rnn`'s LSTM (cuDNN's kernel) as `(fwd(weights, xs: [B, T, I]) ->
+    [B, T, H], weights)`, or None off a GPU: it lowers only for CUDA."""
+    if jax.default_backend() != "gpu":
+        return None
+    from jax.experimental import rnn
+
+    weights = rnn.init_lstm_weight(jax.random.key(0), input_size, hidden, 1, False)
+
+    def fwd(w, xs):
+        batch, steps = xs.shape[:2]
+        zeros = jnp.zeros((1, batch, hidden), xs.dtype)
+        lengths = jnp.full((batch,), steps, jnp.int32)
+        kw = dict(input_size=input_size, hidden_size=hidden, num_layers=1, dropout=0.0)
+        return rnn.lstm(xs, zeros, zeros, w, lengths, bidirectional=False, **kw)[0]
+
+    return fwd, weights
 
 
 def flax_layer(kind: str, hidden: int):
@@ -54,7 +114,9 @@ def flax_layer(kind: str, hidden: int):
 
 
 def torch_seq2seq(torch, cfg: model.Seq2SeqConfig):
-    """The same model in PyTorch, written the usual way (time-major, `LSTMCell` loop)."""
+    """The same model in PyTorch, written the usual way (time-major, `LSTMCell` loop): the
+    encoder is `nn.LSTM` (cuDNN on a GPU), the attention decoder a Python loop, the part
+    `torch.compile` can take (Dynamo refuses `nn.LSTM`)."""
     nn = torch.nn
 
     class Seq2Seq(nn.Module):
@@ -70,8 +132,11 @@ def torch_seq2seq(torch, cfg: model.Seq2SeqConfig):
             self.cell = nn.LSTMCell(E + 2 * He, Hd)
             self.readout, self.out = nn.Linear(Hd + 2 * He + E, Hd), nn.Linear(Hd, V)
 
-        def forward(self, src, tgt_in):  # int64[S, B], int64[T, B]
+        def forward(self, src, tgt_in):  # int64[S, B], int64[T, B] -> float[T, B, V]
             ann, (h_n, _) = self.encoder(self.src_embed(src))
+            return self.decode(ann, h_n, tgt_in)
+
+        def decode(self, ann, h_n, tgt_in):  # the attention decoder: no cuDNN kernel exists
             c = torch.cat([h_n[0], h_n[1]], dim=-1)
             h, cell = torch.tanh(self.bridge_h(c)), torch.tanh(self.bridge_c(c))
             keys, emb = self.key(ann), self.tgt_embed(tgt_in)
@@ -84,6 +149,38 @@ def torch_seq2seq(torch, cfg: model.Seq2SeqConfig):
             return self.out(torch.stack(readouts))
 
     return Seq2Seq()
+
+
+def torch_train_step(torch, net, src: np.ndarray, tgt: np.ndarray, clip_norm: float):
+    """A thunk running one training step of `net` on the batch `src: int[B, S]`, `tgt:
+    int[B, T]` on the peers' device: cross-entropy of teacher-forced logits, gradients clipped
+    at `clip_norm` (as ours), Adam at 1e-3."""
+    device = torch_device(torch)
+    net = net.to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    as_long = lambda x: torch.as_tensor(x.T.copy(), dtype=torch.long, device=device)
+    src_t, tgt_t = as_long(src), as_long(tgt)  # time-major
+    tgt_in = torch.cat([torch.full_like(tgt_t[:1], model.BOS), tgt_t[:-1]])
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        logits = net(src_t, tgt_in)
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), tgt_t.reshape(-1)
+        )
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), clip_norm)
+        opt.step()
+
+    return step
+
+
+def torch_compile_decoder(torch, net):
+    """`net` with its attention decoder under `torch.compile` (the first call compiles); on a
+    GPU with CUDA graphs ("reduce-overhead"), the mode meant for loops of small kernels."""
+    mode = "reduce-overhead" if torch_device(torch) == "cuda" else None
+    net.decode = torch.compile(net.decode, mode=mode)
+    return net
 
 
 def _np_lstm(p: dict, xs: np.ndarray, h: np.ndarray, c: np.ndarray, reverse: bool = False):

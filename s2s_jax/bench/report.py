@@ -43,6 +43,15 @@ def goals(records: Sequence[dict]) -> list[str]:
             if r["bench"] == bench and r["impl"] == "s2s" and (mode is None or r["mode"] == mode)
         ]
 
+    def torch_name(r) -> str:  # the torch variant `vs_torch` compares with: the fastest
+        theirs = [
+            x
+            for x in records
+            if x["impl"].startswith("torch")
+            and (x["bench"], x["mode"], x.get("dtype")) == (r["bench"], r["mode"], r.get("dtype"))
+        ]
+        return min(theirs, key=lambda x: x["median_s"])["impl"] if theirs else "torch"
+
     pct = lambda x: "-" if x is None else f"{100 * x:.0f}%"
     ratio = lambda x: "-" if x is None else f"{x:.2f}x"
     lines = []
@@ -50,12 +59,13 @@ def goals(records: Sequence[dict]) -> list[str]:
         for r in find(bench, "fwd_bwd")[:1]:  # the first (the main) shape
             lines.append(
                 f"{bench} fwd+bwd B={r['B']} T={r['T']} I={r['I']} H={r['H']}: "
-                f"{ratio(r['vs_torch'])} torch, {pct(r['frac_of_peak'])} of peak "
+                f"{ratio(r['vs_torch'])} {torch_name(r)}, {pct(r['frac_of_peak'])} of peak "
                 "(goal: 1.0x, 75%)"
             )
     for r in find("train_step"):
         lines.append(
-            f"train_step: {ratio(r['vs_torch'])} torch, {pct(r['frac_of_peak'])} of peak "
+            f"train_step: {ratio(r['vs_torch'])} {torch_name(r)}, "
+            f"{pct(r['frac_of_peak'])} of peak "
             "(goal: 2x, 50%)"
         )
         half = [x for x in records if x["bench"] == "train_step" and x["impl"] == "s2s_bf16"]
@@ -97,6 +107,8 @@ def machine() -> dict:
         "device": jax.devices()[0].device_kind,
         "matmul_precision": jax.config.jax_default_matmul_precision or "default",
         "torch": torch.__version__ if torch else None,
+        "torch_device": peers.torch_device(torch) if torch else None,
         "torch_threads": torch.get_num_threads() if torch else None,
+        "torch_matmul_precision": torch.get_float32_matmul_precision() if torch else None,
         "load_avg_1m": os.getloadavg()[0],
     }
