@@ -7,8 +7,10 @@ PNG plots in experiments/results/g2p/.
         ensemble=runs/g2p-attention,runs/g2p-attention-s1,runs/g2p-attention-s2
 
 A NAME=WORKDIR[,WORKDIR...] with several workdirs is their ensemble; `--average N` averages
-each run's N latest checkpoints. Selection was done on the validation words: this script only
-reads the test file, and reports.
+each run's N latest checkpoints. With `--valid valid.tsv --average N`, each model is instead
+decoded twice on the validation words, from its best checkpoint (by the run's validation
+metric) and from the average of its N latest, and the option with the lower validation WER is
+the one decoded on test: every choice is made on the validation words, never on test.
 """
 
 from __future__ import annotations
@@ -45,6 +47,22 @@ def by_length(words, hyps, refs) -> list[dict]:
             "per": metrics.per([x.split() for x in h], [[y.split() for y in ys] for ys in r]),
         })  # fmt: skip
     return rows
+
+
+def load(paths, args, valid) -> tuple[Translator, dict | None]:
+    """The model to report: with `valid` (pairs, references) and `args.average`, whichever of
+    the best checkpoint and the average of the N latest has the lower validation WER (ties:
+    the best checkpoint), and the figures behind the choice; else as `args.average` says."""
+    if valid is None or not args.average:
+        return Translator.from_workdirs(paths, average=args.average), None
+    options = {"best": 0, f"average{args.average}": args.average}
+    translators, wer = {}, {}
+    for name, average in options.items():
+        translators[name] = Translator.from_workdirs(paths, average=average)
+        hyps = translators[name].translate([w for w, _ in valid[0]], beam=args.beam)
+        wer[name] = metrics.wer(hyps, valid[1])
+    chosen = min(options, key=wer.get)
+    return translators[chosen], {"valid_words": len(valid[0]), "valid_wer": wer, "chosen": chosen}
 
 
 def curves(workdirs, out: Path) -> None:
@@ -90,7 +108,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--test", required=True, help="test.tsv from g2p_cmudict.py")
     parser.add_argument("--beam", type=int, default=5)
-    parser.add_argument("--average", type=int, default=0)
+    parser.add_argument("--average", type=int, default=0, help="N latest checkpoints averaged")
+    parser.add_argument("--valid", help="valid.tsv: choose best vs --average N on it")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("models", nargs="+", metavar="NAME=WORKDIR[,WORKDIR...]")
     args = parser.parse_args(argv)
@@ -98,6 +117,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     pairs, refs = with_references(read_tsv(args.test))
     words = [w for w, _ in pairs]
+    valid = with_references(read_tsv(args.valid)) if args.valid else None
     machine = f"{jax.devices()[0].device_kind} ({jax.default_backend()}), {platform.node()}"
     results, singles = {}, {}
     for spec in args.models:
@@ -105,7 +125,7 @@ def main(argv=None) -> int:
         paths = paths.split(",")
         if len(paths) == 1:
             singles[name] = paths[0]
-        translator = Translator.from_workdirs(paths, average=args.average)
+        translator, selection = load(paths, args, valid)
         start = time.perf_counter()
         hyps = translator.translate(words, beam=args.beam)
         seconds = time.perf_counter() - start
@@ -113,6 +133,7 @@ def main(argv=None) -> int:
         results[name] = {
             "workdirs": paths,
             "loaded": translator.loaded,
+            **({"selection": selection} if selection else {}),
             "beam": args.beam,
             "test_words": len(words),
             **overall,

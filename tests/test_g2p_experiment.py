@@ -68,6 +68,7 @@ def test_the_split_runs_and_reports_as_the_results_page_says(tmp_path):
     report = [sys.executable, str(REPO / "experiments/g2p_report.py")]
     subprocess.run(
         [*report, "--test", "g2p/test.tsv", "--beam", "2", "--out", "report",
+         "--valid", "g2p/valid.tsv", "--average", "2",
          f"attention={workdir}", f"pair={workdir},{workdir}"],
         cwd=tmp_path, capture_output=True, text=True, check=True,
     )  # fmt: skip
@@ -76,4 +77,12 @@ def test_the_split_runs_and_reports_as_the_results_page_says(tmp_path):
     assert single["test_words"] == 2 and 0.0 <= single["wer"] <= 1.0 and single["per"] >= 0.0
     assert [b["words"] for b in single["by_length"]] == [1, 1]  # CAB: 3 letters, EITHER: 6
     assert pair["wer"] == single["wer"] and len(pair["loaded"]["members"]) == 2
+    # best checkpoint or the average of the 2 latest (steps 2, 4): chosen on validation WER
+    chosen = single["selection"]["chosen"]
+    valid_wer = single["selection"]["valid_wer"]
+    assert set(valid_wer) == {"best", "average2"} and valid_wer[chosen] == min(valid_wer.values())
+    if chosen == "average2":
+        assert single["loaded"]["steps"] == [2, 4]
+    else:
+        assert single["loaded"]["checkpoint"] == "best"
     assert (out / "curves.png").stat().st_size > 0 and (out / "by_length.png").stat().st_size > 0
