@@ -49,11 +49,13 @@ def by_length(words, hyps, refs) -> list[dict]:
     return rows
 
 
-def load(paths, args, valid) -> tuple[Translator, dict | None]:
+def select_checkpoint(paths, args, valid) -> tuple[Translator, dict | None]:
     """The model to report: with `valid` (pairs, references) and `args.average`, whichever of
     the best checkpoint and the average of the N latest has the lower validation WER (ties:
-    the best checkpoint), and the figures behind the choice; else as `args.average` says."""
-    if valid is None or not args.average:
+    the best checkpoint), and the figures behind the choice; else as `args.average` says. An
+    ensemble's members all take the same option. The best checkpoint was itself chosen on
+    these validation words (greedy), so its figure here leans low: the choice favours it."""
+    if valid is None:
         return Translator.from_workdirs(paths, average=args.average), None
     options = {"best": 0, f"average{args.average}": args.average}
     translators, wer = {}, {}
@@ -113,6 +115,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("models", nargs="+", metavar="NAME=WORKDIR[,WORKDIR...]")
     args = parser.parse_args(argv)
+    if args.valid and not args.average:
+        parser.error("--valid chooses between the best checkpoint and --average N: give N")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pairs, refs = with_references(read_tsv(args.test))
@@ -125,7 +129,7 @@ def main(argv=None) -> int:
         paths = paths.split(",")
         if len(paths) == 1:
             singles[name] = paths[0]
-        translator, selection = load(paths, args, valid)
+        translator, selection = select_checkpoint(paths, args, valid)
         start = time.perf_counter()
         hyps = translator.translate(words, beam=args.beam)
         seconds = time.perf_counter() - start

@@ -75,6 +75,7 @@ def test_goals_summary_reads_the_records():
         rec("lstm_layer", "fwd_bwd", vs_torch=0.87, frac_of_peak=0.72),
         {**rec("lstm_layer", "fwd_bwd", median_s=2.0), "impl": "torch"},
         {**rec("lstm_layer", "fwd_bwd", median_s=3.0), "impl": "torch_1thread"},
+        {**rec("lstm_layer", "fwd_bwd", median_s=0.1), "impl": "torch_1thread", "B": 1},
         {**rec("train_step", "fwd_bwd_adam", median_s=5.0), "impl": "torch"},
         {**rec("train_step", "fwd_bwd_adam", median_s=4.0), "impl": "torch_compile"},
         rec("train_step", "fwd_bwd_adam", vs_torch=1.2, frac_of_peak=0.59),
@@ -84,6 +85,7 @@ def test_goals_summary_reads_the_records():
         rec("length_scaling", "fwd_bwd", T=1000, median_s=46.0, compile_s=0.6),  # 23 ms per token
     ]
     lines = bench.goals(records)
+    # named after the fastest torch variant of the same shape (B=1's is another shape)
     assert lines[0].startswith("lstm_layer fwd+bwd B=2 T=50 I=3 H=4: 0.87x torch, 72% of peak")
     assert lines[1].startswith("train_step: 1.20x torch_compile, 59% of peak")  # the fastest
     assert lines[2].startswith("decode beam5: 1.46x")
@@ -165,6 +167,9 @@ def test_only_the_training_step_times_the_library_step(capsys, monkeypatch):
     ~30 s even at toy sizes), its first call as compile time; `vs_torch` divides by the fastest
     torch variant."""
     argv = ["--only", "train_step", "--toy", "--json", "--reps", "1", "--torch-compile", "on"]
+    with pytest.raises(SystemExit):  # a misspelt group is refused by name
+        bench.main(["--only", "train_step,decoding", "--toy"])
+    assert "unknown group decoding" in capsys.readouterr().err
     torch = peers.torch_module()
     compiled = []
     if torch is not None:
@@ -177,7 +182,8 @@ def test_only_the_training_step_times_the_library_step(capsys, monkeypatch):
     assert {"s2s", "s2s_plain"} <= set(by_impl)
     if torch is None:
         return
-    assert compiled == [None]  # the default mode on a CPU
+    on_gpu = peers.torch_device(torch) == "cuda"
+    assert compiled == ["reduce-overhead" if on_gpu else None]  # CUDA graphs on a GPU
     assert {"torch", "torch_compile"} <= set(by_impl) and by_impl["torch_compile"]["compile_s"] > 0
     fastest = min(r["median_s"] for r in by_impl.values() if r["impl"].startswith("torch"))
     assert by_impl["s2s"]["vs_torch"] == pytest.approx(fastest / by_impl["s2s"]["median_s"])
@@ -207,6 +213,7 @@ def test_torch_peers_run_on_the_device_jax_runs_on(monkeypatch):
     """torch goes to CUDA only when JAX runs on a GPU and torch has CUDA; jax's cuDNN LSTM only
     where it lowers (a GPU)."""
     torch = pytest.importorskip("torch")
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
     assert peers.torch_device(torch) == "cpu" and peers.jax_cudnn_lstm(8, 16) is None
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

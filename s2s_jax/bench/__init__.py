@@ -24,7 +24,9 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+
+import jax
 
 from s2s_jax.bench import groups as g
 from s2s_jax.bench import peers
@@ -37,7 +39,7 @@ __all__ = ["FIELDS", "GROUPS", "Sizes", "goals", "machine", "main", "run", "tabl
 def run(
     quick: bool = False,
     *,
-    only: str | None = None,
+    only: str | Sequence[str] | None = None,
     sizes: Sizes | None = None,
     reps: int = 7,
     torch_threads: int | None = None,
@@ -49,7 +51,7 @@ def run(
 
     Args:
       quick: only the LSTM layer at each of `sizes.layer_shapes`.
-      only: run this one group (see `GROUPS`), with the matmul peak it is compared with.
+      only: run this group or these groups (see `GROUPS`), with the matmul peak.
       sizes: the sizes to run (`Sizes.toy()` for tests); None: the issue's sizes.
       reps: timed repetitions per implementation (medians); length scaling uses half.
       torch_threads: PyTorch's intra-op threads; None: every core (`os.cpu_count()`), as XLA uses.
@@ -60,13 +62,14 @@ def run(
         and gains little).
       log: called with a progress line before each group (e.g. `print` to stderr).
     """
-    sizes = sizes or Sizes()
+    sizes = sizes or Sizes.for_backend(jax.default_backend())
     log = log or (lambda msg: None)
     torch = peers.torch_module()
     if torch is not None:
         peers.setup_torch(torch, torch_threads or os.cpu_count() or 1)
         if torch_compile is None:
             torch_compile = peers.torch_device(torch) == "cuda"
+    log(f"machine: {json.dumps(machine())}")
     groups = [
         ("matmul_peak", lambda: g.matmul_peak(sizes, reps, dtype)),
         ("lstm_layer", lambda: g.layer_bench("lstm", sizes, reps, dtype)),
@@ -79,7 +82,8 @@ def run(
             ("length_scaling", lambda: g.length_bench(sizes, reps)),
         ]
     if only is not None:
-        groups = [g for g in groups if g[0] in ("matmul_peak", only)]
+        wanted = {only} if isinstance(only, str) else set(only)
+        groups = [g for g in groups if g[0] in {"matmul_peak", *wanted}]
     records = []
     for name, bench in groups:
         log(f"bench: {name} ...")
@@ -88,6 +92,17 @@ def run(
 
 
 GROUPS = ("lstm_layer", "gru_layer", "train_step", "decode", "length_scaling")
+
+
+def _groups(text: str) -> list[str]:
+    """`--only`'s value: group names, comma-separated."""
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = [x for x in names if x not in GROUPS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown group {', '.join(unknown) or repr(text)}: choose from {', '.join(GROUPS)}"
+        )
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--toy", action="store_true", help="tiny sizes: a smoke test, not a benchmark"
     )
-    parser.add_argument("--only", choices=GROUPS, help="run one group (and the matmul peak)")
+    parser.add_argument(
+        "--only",
+        type=_groups,
+        metavar="GROUP[,GROUP...]",
+        help=f"run these groups (and the matmul peak): {', '.join(GROUPS)}",
+    )
     parser.add_argument(
         "--dtype",
         choices=("float32", "bfloat16"),
@@ -127,7 +147,6 @@ def main(argv: list[str] | None = None) -> int:
         torch_compile={"auto": None, "on": True, "off": False}[args.torch_compile],
         log=log,
     )
-    log(f"machine: {json.dumps(machine())}")
     log(f"total {time.perf_counter() - start:.0f} s; load average now {os.getloadavg()[0]:.2f}")
     if args.json:
         print(json.dumps(records, indent=1))

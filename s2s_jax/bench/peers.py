@@ -31,13 +31,19 @@ def torch_device(torch) -> str:
     return "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
 
 
+# JAX's float32 matmul precision -> torch's. JAX's default on a GPU is TF32 ("high").
+_TORCH_PRECISION = {"highest": "highest", "float32": "highest", "bfloat16": "medium"}
+
+
 def setup_torch(torch, threads: int) -> None:
-    """Torch's intra-op threads (on a CPU), and on a GPU its float32 matmul precision set to
-    JAX's: TF32 ("high") unless JAX's default precision asks for full float32."""
+    """Torch's intra-op threads (on a CPU), and on a GPU its float32 precision set to JAX's,
+    for matmuls and for cuDNN (its RNNs) alike: TF32 unless JAX asks otherwise."""
     torch.set_num_threads(threads)
     if torch_device(torch) == "cuda":
-        full = jax.config.jax_default_matmul_precision in ("highest", "float32")
-        torch.set_float32_matmul_precision("highest" if full else "high")
+        precision = jax.config.jax_default_matmul_precision or "default"
+        matmuls = _TORCH_PRECISION.get(precision, "high")
+        torch.set_float32_matmul_precision(matmuls)
+        torch.backends.cudnn.allow_tf32 = matmuls != "highest"
 
 
 def torch_blocking(torch, fn: Callable[[], object]) -> Callable[[], object]:
@@ -115,8 +121,9 @@ def flax_layer(kind: str, hidden: int):
 
 def torch_seq2seq(torch, cfg: model.Seq2SeqConfig):
     """The same model in PyTorch, written the usual way (time-major, `LSTMCell` loop): the
-    encoder is `nn.LSTM` (cuDNN on a GPU), the attention decoder a Python loop, the part
-    `torch.compile` can take (Dynamo refuses `nn.LSTM`)."""
+    encoder is `nn.LSTM` (cuDNN on a GPU), the attention decoder a Python loop, apart so that
+    `torch.compile` can take the loop and leave cuDNN's encoder eager (Dynamo breaks the graph
+    at `nn.LSTM` and, in a whole-model compile, falls back to eager for all of `forward`)."""
     nn = torch.nn
 
     class Seq2Seq(nn.Module):
@@ -177,7 +184,9 @@ def torch_train_step(torch, net, src: np.ndarray, tgt: np.ndarray, clip_norm: fl
 
 def torch_compile_decoder(torch, net):
     """`net` with its attention decoder under `torch.compile` (the first call compiles); on a
-    GPU with CUDA graphs ("reduce-overhead"), the mode meant for loops of small kernels."""
+    GPU with CUDA graphs ("reduce-overhead"), the mode meant for loops of small kernels. The
+    graphs' outputs are overwritten at the next replay: safe in `torch_train_step`, which
+    keeps nothing of one step's forward into the next."""
     mode = "reduce-overhead" if torch_device(torch) == "cuda" else None
     net.decode = torch.compile(net.decode, mode=mode)
     return net

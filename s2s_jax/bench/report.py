@@ -48,7 +48,7 @@ def goals(records: Sequence[dict]) -> list[str]:
             x
             for x in records
             if x["impl"].startswith("torch")
-            and (x["bench"], x["mode"], x.get("dtype")) == (r["bench"], r["mode"], r.get("dtype"))
+            and all(x.get(k) == r.get(k) for k in ("bench", "mode", "dtype", "B", "T", "I", "H"))
         ]
         return min(theirs, key=lambda x: x["median_s"])["impl"] if theirs else "torch"
 
