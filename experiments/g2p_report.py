@@ -67,6 +67,15 @@ def select_checkpoint(paths, args, valid) -> tuple[Translator, dict | None]:
     return translators[chosen], {"valid_words": len(valid[0]), "valid_wer": wer, "chosen": chosen}
 
 
+def training_wall_seconds(workdir, pause_s: float = 600.0) -> float:
+    """The run's wall time from metrics.jsonl: the sum of the gaps between consecutive records
+    (training logs and evaluations), leaving out gaps over `pause_s`, where the run was stopped
+    and resumed later. On a shared machine it includes the time other jobs took."""
+    lines = (Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    times = sorted(json.loads(x)["time"] for x in lines if x.strip())
+    return sum(b - a for a, b in zip(times, times[1:]) if b - a <= pause_s)
+
+
 def curves(workdirs, out: Path) -> None:
     """Validation WER against the step of each run (metrics.jsonl)."""
     import matplotlib
@@ -143,6 +152,7 @@ def main(argv=None) -> int:
             **overall,
             "by_length": by_length(words, hyps, refs),
             "decode_seconds": round(seconds, 1),
+            "training_wall_seconds": [round(training_wall_seconds(p)) for p in paths],
             "machine": machine,
         }
         (out / f"{name}.json").write_text(json.dumps(results[name], indent=1) + "\n")

@@ -77,6 +77,7 @@ def test_the_split_runs_and_reports_as_the_results_page_says(tmp_path):
     assert single["test_words"] == 2 and 0.0 <= single["wer"] <= 1.0 and single["per"] >= 0.0
     assert [b["words"] for b in single["by_length"]] == [1, 1]  # CAB: 3 letters, EITHER: 6
     assert pair["wer"] == single["wer"] and len(pair["loaded"]["members"]) == 2
+    assert len(single["training_wall_seconds"]) == 1 and len(pair["training_wall_seconds"]) == 2
     # best checkpoint or the average of the 2 latest (steps 2, 4): chosen on validation WER
     chosen = single["selection"]["chosen"]
     valid_wer = single["selection"]["valid_wer"]
@@ -86,3 +87,15 @@ def test_the_split_runs_and_reports_as_the_results_page_says(tmp_path):
     else:
         assert single["loaded"]["checkpoint"] == "best"
     assert (out / "curves.png").stat().st_size > 0 and (out / "by_length.png").stat().st_size > 0
+
+
+def test_the_wall_time_leaves_out_the_pauses_between_sessions(tmp_path):
+    sys.path.insert(0, str(REPO / "experiments"))
+    try:
+        import g2p_report
+    finally:
+        sys.path.pop(0)
+    times = [100.0, 110.0, 125.0, 2125.0, 2135.0]  # stopped after 125, resumed 2,000 s later
+    lines = [json.dumps({"step": i, "time": t}) for i, t in enumerate(times)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    assert g2p_report.training_wall_seconds(tmp_path) == 10 + 15 + 10
