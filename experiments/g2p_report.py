@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
-import jax
-
+from s2s_jax import bench
 from s2s_jax.data import read_tsv, with_references
 from s2s_jax.inference import metrics
 from s2s_jax.inference.translate import Translator
@@ -131,7 +129,7 @@ def main(argv=None) -> int:
     pairs, refs = with_references(read_tsv(args.test))
     words = [w for w, _ in pairs]
     valid = with_references(read_tsv(args.valid)) if args.valid else None
-    machine = f"{jax.devices()[0].device_kind} ({jax.default_backend()}), {platform.node()}"
+    machine = {k: v for k, v in bench.machine().items() if not k.startswith("torch")}
     results, singles = {}, {}
     for spec in args.models:
         name, _, paths = spec.partition("=")
