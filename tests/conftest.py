@@ -62,3 +62,12 @@ def maybe_jit(request):
         return jax.jit(lambda *a, **kw: fn(*a, **static, **kw))
 
     return wrap
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`--numprocesses=auto`: one worker more than the cores this process may use (capped by
+    `--maxprocesses`). Much of a test's time is one-threaded (XLA's compiler, imports, the
+    `s2s` processes CLI tests launch, waiting on them), so a third worker on two cores fills
+    those gaps."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (cores or 1) + 1

@@ -1,6 +1,8 @@
 """The benchmark harness at toy sizes: record fields, and its peers checked against our model."""
 
+import contextlib
 import importlib.util
+import io
 import json
 import math
 
@@ -16,17 +18,29 @@ from s2s_jax.nn import decoding, model
 SIZES = bench.Sizes.toy()
 
 
-def test_quick_json_run_has_finite_fields(capsys):
-    assert bench.main(["--quick", "--json", "--toy", "--reps", "1"]) == 0
-    records = json.loads(capsys.readouterr().out)
+@pytest.fixture(scope="module")
+def quick_bf16():
+    """`s2s bench --quick --json --dtype bfloat16` at toy sizes: its records (float32 and
+    bfloat16 in the same rounds), run once for the tests below."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert bench.main(["--quick", "--json", "--toy", "--reps", "1", "--dtype", "bfloat16"]) == 0
+    return json.loads(out.getvalue())
+
+
+def test_quick_json_run_has_finite_fields(quick_bf16):
+    records = [r for r in quick_bf16 if r["dtype"] == "float32"]
     assert {r["bench"] for r in records} == {"matmul_peak", "lstm_layer"}
     layer = [r for r in records if r["bench"] == "lstm_layer"]
     impls = {r["impl"] for r in layer}
     assert {"s2s", "s2s_plain"} <= impls
     has_flax = importlib.util.find_spec("flax") is not None
     assert ("flax" in impls) == has_flax
-    has_torch = peers.torch_module() is not None
-    assert ("torch" in impls) == has_torch == ("torch_1thread" in impls)
+    torch = peers.torch_module()
+    has_torch = torch is not None
+    assert ("torch" in impls) == has_torch
+    on_cpu = has_torch and peers.torch_device(torch) == "cpu"
+    assert ("torch_1thread" in impls) == (on_cpu and torch.get_num_threads() > 1)
     assert {r["mode"] for r in layer} == {"fwd", "fwd_bwd"}
     for r in layer:
         assert set(bench.FIELDS) <= set(r)
@@ -189,12 +203,10 @@ def test_only_the_training_step_times_the_library_step(capsys, monkeypatch):
     assert by_impl["s2s"]["vs_torch"] == pytest.approx(fastest / by_impl["s2s"]["median_s"])
 
 
-def test_bfloat16_cases_run_beside_float32_and_meet_torch_autocast(capsys):
+def test_bfloat16_cases_run_beside_float32_and_meet_torch_autocast(quick_bf16):
     """`--dtype bfloat16`: our mixed-precision layer and step timed in the same rounds as
     float32, each record naming its dtype, and bfloat16 compared with torch's autocast only."""
-    argv = ["--quick", "--toy", "--json", "--reps", "1", "--dtype", "bfloat16"]
-    assert bench.main(argv) == 0
-    everything = json.loads(capsys.readouterr().out)
+    everything = quick_bf16
     peaks = {(r["impl"], r["dtype"]) for r in everything if r["bench"] == "matmul_peak"}
     assert {("jax", "float32"), ("jax", "bfloat16")} <= peaks  # each dtype's own peak
     records = [r for r in everything if r["bench"] == "lstm_layer"]
