@@ -192,10 +192,11 @@ def _torch_compiled_cases(torch, cfg, src: np.ndarray, tgt: np.ndarray) -> list[
     warning, where torch cannot compile or run it (a missing compiler, an unsupported op)."""
     net = peers.torch_compile_decoder(torch, peers.torch_seq2seq(torch, cfg))
     step = peers.torch_train_step(torch, net, src, tgt, CLIP_NORM)
+    blocking = peers.torch_blocking(torch, step)
     start = time.perf_counter()
     try:
         for _ in range(TRIAL_CALLS):
-            peers.torch_blocking(torch, step)()
+            blocking()
     except Exception as e:
         warnings.warn(f"s2s bench: torch.compile failed, its case is left out: {e}", stacklevel=2)
         return []
