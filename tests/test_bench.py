@@ -254,3 +254,22 @@ def test_a_torch_compile_that_fails_is_left_out_with_a_warning(monkeypatch):
     src, tgt = np.full((2, 3), 4), np.full((2, 4), 5)
     with pytest.warns(UserWarning, match="torch.compile failed.*no C.. compiler"):
         assert groups._torch_compiled_cases(torch, cfg, src, tgt) == []
+
+
+def test_an_optional_jax_peer_that_fails_when_run_is_left_out(monkeypatch):
+    def fails_at_run(xs):  # as cuDNN's errors do: the call compiles, its execution raises
+        raise RuntimeError("CUDNN_STATUS_NOT_SUPPORTED")
+
+    def peer(input_size, hidden):
+        w = jnp.ones((input_size, hidden))
+        out = jax.ShapeDtypeStruct
+        run = lambda xs: jax.pure_callback(fails_at_run, out(xs.shape, xs.dtype), xs)
+        fwd = lambda w, xs: run(jax.lax.stop_gradient(xs)) @ w
+        return fwd, w
+
+    monkeypatch.setattr(peers, "jax_cudnn_lstm", peer)
+    B, T, I, H = SIZES.layer_shapes[0]
+    with pytest.warns(UserWarning, match="jax.experimental.rnn failed.*CUDNN_STATUS"):
+        cases = groups._layer_cases("lstm", B, T, I, H, "float32")
+    impls = {c.impl for c in cases}
+    assert "jax_cudnn" not in impls and {"s2s", "flax"} <= impls

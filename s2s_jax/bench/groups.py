@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +13,16 @@ import numpy as np
 
 from s2s_jax.bench import peers
 from s2s_jax.bench.flops import forward_flops, layer_flops, train_flops
-from s2s_jax.bench.harness import Case, Sizes, compile_fn, peak_fn, round_robin, time_group
+from s2s_jax.bench.harness import (
+    Case,
+    Sizes,
+    compile_fn,
+    optional_peer,
+    peak_fn,
+    record,
+    round_robin,
+    time_group,
+)
 from s2s_jax.data import Batch
 from s2s_jax.nn import cells, decoding, model, scan
 from s2s_jax.training.config import TrainConfig
@@ -40,28 +48,22 @@ def matmul_peak(sizes: Sizes, reps: int, dtype: str = "float32") -> list[dict]:
             a, b = torch.randn(n, n, **kw), torch.randn(n, n, **kw)
             fns[f"torch/{d}"] = peers.torch_blocking(torch, lambda a=a, b=b: torch.mm(a, b))
     med = round_robin(fns, reps)
-    records = []
+    records, shape = [], dict(B=n, T=None, I=n, H=n)
     for name, t in med.items():
         impl, d = name.split("/")
-        best = min(v for k, v in med.items() if k.endswith(d))
-        theirs = med.get(f"torch/{d}")
+        fastest = min(v for k, v in med.items() if k.endswith(d))
         records.append(
-            {
-                "bench": "matmul_peak",
-                "impl": impl,
-                "mode": "matmul",
-                "B": n,
-                "T": None,
-                "I": n,
-                "H": n,
-                "median_s": t,
-                "tokens_per_s": None,
-                "gflops_per_s": flops / t / 1e9,
-                "frac_of_peak": best / t,
-                "vs_torch": theirs / t if theirs else None,
-                "dtype": d,
-                "compile_s": None,
-            }
+            record(
+                "matmul_peak",
+                impl,
+                "matmul",
+                shape,
+                t,
+                flops=flops,
+                peak=flops / fastest,
+                torch_s=med.get(f"torch/{d}"),
+                dtype=d,
+            )
         )
     return records
 
@@ -91,32 +93,33 @@ def _layer_cases(kind: str, B: int, T: int, I: int, H: int, dtype: str) -> list[
     }
     cases = []
 
-    def add(impl, fwd, p, xs=xs, extra=None):
+    def make(impl, fwd, p, xs=xs, extra=None) -> list[Case]:
         loss = lambda p, xs: jnp.sum(fwd(p, xs), dtype=jnp.float32)
-        modes = {"fwd": fwd, "fwd_bwd": jax.grad(loss, argnums=(0, 1))}
-        for mode, f in modes.items():
+        made = []
+        for mode, f in {"fwd": fwd, "fwd_bwd": jax.grad(loss, argnums=(0, 1))}.items():
             compiled, secs = compile_fn(f, p, xs)
             run = lambda c=compiled: jax.block_until_ready(c(p, xs))
-            cases.append(Case(impl, mode, run, secs, extra or {}))
+            made.append(Case(impl, mode, run, secs, extra or {}))
+        return made
 
     for impl, kw in variants.items():
-        add(impl, lambda p, xs, kw=kw: scan.run(cell, p, xs, **kw)[0], params)
+        cases += make(impl, lambda p, xs, kw=kw: scan.run(cell, p, xs, **kw)[0], params)
     if dtype == "bfloat16":  # the default implementation on bfloat16 weights and inputs
         fwd = lambda p, xs: scan.run(cell, p, xs, **variants["s2s"])[0]
-        add("s2s_bf16", fwd, _half(params), _half(xs), BF16)
+        cases += make("s2s_bf16", fwd, _half(params), _half(xs), BF16)
     flax_rnn = peers.flax_layer(kind, H)
     if flax_rnn is not None:
-        add("flax", flax_rnn.apply, flax_rnn.init(jax.random.key(0), xs))
+        cases += make("flax", flax_rnn.apply, flax_rnn.init(jax.random.key(0), xs))
     cudnn = peers.jax_cudnn_lstm(I, H) if kind == "lstm" else None
-    if cudnn is not None:  # an optional peer: kept only if it compiles and runs
-        mine = len(cases)
-        try:
-            add("jax_cudnn", *cudnn)
-            for case in cases[mine:]:
+    if cudnn is not None:
+
+        def cudnn_trial():
+            made = make("jax_cudnn", *cudnn)
+            for case in made:
                 case.fn()  # cuDNN's errors may wait for the first execution
-        except Exception as e:
-            warnings.warn(f"s2s bench: jax.experimental.rnn failed, left out: {e}", stacklevel=2)
-            del cases[mine:]
+            return made
+
+        cases += optional_peer("jax.experimental.rnn", cudnn_trial) or []
     torch = peers.torch_module()
     if torch is not None:
         device = peers.torch_device(torch)
@@ -193,14 +196,16 @@ def _torch_compiled_cases(torch, cfg, src: np.ndarray, tgt: np.ndarray) -> list[
     net = peers.torch_compile_decoder(torch, peers.torch_seq2seq(torch, cfg))
     step = peers.torch_train_step(torch, net, src, tgt, CLIP_NORM)
     blocking = peers.torch_blocking(torch, step)
-    start = time.perf_counter()
-    try:
+
+    def trial() -> float:
+        start = time.perf_counter()
         for _ in range(TRIAL_CALLS):
             blocking()
-    except Exception as e:
-        warnings.warn(f"s2s bench: torch.compile failed, its case is left out: {e}", stacklevel=2)
+        return time.perf_counter() - start
+
+    secs = optional_peer("torch.compile", trial)
+    if secs is None:
         return []
-    secs = time.perf_counter() - start
     cases = peers.torch_cases(torch, {"fwd_bwd_adam": step}, impl="torch_compile")
     return [dataclasses.replace(c, compile_s=secs) for c in cases]
 

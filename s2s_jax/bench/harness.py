@@ -14,10 +14,14 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import jax
 import jax.numpy as jnp
+
+T = TypeVar("T")
 
 FIELDS = (
     "bench",
@@ -159,23 +163,66 @@ def time_group(
             torch_time[key] = min(t, torch_time.get(key, t))
     records = []
     for c in cases:
-        t = med[f"{c.impl}/{c.mode}"]
-        gflops = flops(c.mode, c.impl) / t / 1e9 if flops else None
-        ref = torch_time.get((c.mode, dtype(c)))  # bfloat16 against torch's autocast
         records.append(
-            {
-                "bench": bench,
-                "impl": c.impl,
-                "mode": c.mode,
-                **shape,
-                "median_s": t,
-                "tokens_per_s": tokens / t,
-                "gflops_per_s": gflops,
-                "frac_of_peak": gflops * 1e9 / peak[dtype(c)] if gflops else None,
-                "vs_torch": ref / t if ref else None,
-                "compile_s": c.compile_s,
-                "dtype": dtype(c),
-                **c.extra,
-            }
+            record(
+                bench,
+                c.impl,
+                c.mode,
+                shape,
+                med[f"{c.impl}/{c.mode}"],
+                tokens=tokens,
+                flops=flops(c.mode, c.impl) if flops else None,
+                peak=peak[dtype(c)],
+                torch_s=torch_time.get((c.mode, dtype(c))),  # bfloat16: torch's autocast
+                dtype=dtype(c),
+                compile_s=c.compile_s,
+                extra=c.extra,
+            )
         )
     return records
+
+
+def record(
+    bench: str,
+    impl: str,
+    mode: str,
+    shape: dict,
+    median_s: float,
+    *,
+    tokens: int | None = None,
+    flops: float | None = None,
+    peak: float | None = None,
+    torch_s: float | None = None,
+    dtype: str = "float32",
+    compile_s: float | None = None,
+    extra: dict | None = None,
+) -> dict:
+    """One result (see `FIELDS`) of a call taking `median_s`: rates from its `tokens` and
+    matmul `flops`, `frac_of_peak` against `peak` FLOP/s, `vs_torch` = torch's time over ours."""
+    rate = flops / median_s if flops else None
+    return {
+        "bench": bench,
+        "impl": impl,
+        "mode": mode,
+        **shape,
+        "median_s": median_s,
+        "tokens_per_s": tokens / median_s if tokens else None,
+        "gflops_per_s": rate / 1e9 if rate else None,
+        "frac_of_peak": rate / peak if rate and peak else None,
+        "vs_torch": torch_s / median_s if torch_s else None,
+        "dtype": dtype,
+        "compile_s": compile_s,
+        **(extra or {}),
+    }
+
+
+def optional_peer(name: str, trial: Callable[[], T]) -> T | None:
+    """`trial()`, or None with a warning where it raises: a peer that may be missing or fail
+    on this machine (a compiler, a CUDA-only lowering) is left out, and the bench runs on."""
+    try:
+        return trial()
+    except Exception as e:
+        lines = [line for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        # an error raised inside a compiled call carries the whole traceback: its last line says
+        warnings.warn(f"s2s bench: {name} failed, left out: {lines[-1]}", stacklevel=3)
+        return None
