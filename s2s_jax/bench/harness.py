@@ -21,7 +21,7 @@ from typing import TypeVar
 import jax
 import jax.numpy as jnp
 
-T = TypeVar("T")
+Made = TypeVar("Made")  # what an optional peer's trial returns
 
 FIELDS = (
     "bench",
@@ -216,7 +216,7 @@ def record(
     }
 
 
-def optional_peer(name: str, trial: Callable[[], T]) -> T | None:
+def optional_peer(name: str, trial: Callable[[], Made]) -> Made | None:
     """`trial()`, or None with a warning where it raises: a peer that may be missing or fail
     on this machine (a compiler, a CUDA-only lowering) is left out, and the bench runs on."""
     try:
