@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     pairs, refs = with_references(read_tsv(args.test))
     words = [w for w, _ in pairs]
     valid = with_references(read_tsv(args.valid)) if args.valid else None
-    machine = {k: v for k, v in bench.machine().items() if not k.startswith("torch")}
+    machine = bench.machine(with_torch=False)
     results, singles = {}, {}
     for spec in args.models:
         name, _, paths = spec.partition("=")

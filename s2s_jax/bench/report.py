@@ -107,10 +107,11 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine() -> dict:
-    """What the numbers were measured on."""
-    torch = peers.torch_module()
-    return {
+def machine(*, with_torch: bool = True) -> dict:
+    """What the numbers were measured on; `with_torch=False` leaves out (and does not import)
+    PyTorch, for results that have no PyTorch peer."""
+    torch = peers.torch_module() if with_torch else None
+    jax_fields = {
         "cpu": _cpu_name(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
@@ -118,9 +119,14 @@ def machine() -> dict:
         "backend": jax.default_backend(),
         "device": jax.devices()[0].device_kind,
         "matmul_precision": jax.config.jax_default_matmul_precision or "default",
+        "load_avg_1m": os.getloadavg()[0],
+    }
+    if not with_torch:
+        return jax_fields
+    return {
+        **jax_fields,
         "torch": torch.__version__ if torch else None,
         "torch_device": peers.torch_device(torch) if torch else None,
         "torch_threads": torch.get_num_threads() if torch else None,
         "torch_matmul_precision": torch.get_float32_matmul_precision() if torch else None,
-        "load_avg_1m": os.getloadavg()[0],
     }
