@@ -110,8 +110,7 @@ def _cpu_name() -> str:
 def machine(*, with_torch: bool = True) -> dict:
     """What the numbers were measured on; `with_torch=False` leaves out (and does not import)
     PyTorch, for results that have no PyTorch peer."""
-    torch = peers.torch_module() if with_torch else None
-    jax_fields = {
+    fields = {
         "cpu": _cpu_name(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
@@ -122,9 +121,10 @@ def machine(*, with_torch: bool = True) -> dict:
         "load_avg_1m": os.getloadavg()[0],
     }
     if not with_torch:
-        return jax_fields
+        return fields
+    torch = peers.torch_module()
     return {
-        **jax_fields,
+        **fields,
         "torch": torch.__version__ if torch else None,
         "torch_device": peers.torch_device(torch) if torch else None,
         "torch_threads": torch.get_num_threads() if torch else None,
