@@ -87,12 +87,19 @@ def test_nnx_optimizer_makes_the_pure_optax_update():
         mask = jnp.arange(b.tgt.shape[1])[None] < b.tgt_len[:, None]
         return jnp.sum(jnp.where(mask, nll, 0.0)) / jnp.sum(mask)
 
+    @jax.jit  # compiled once: eager grads of the scans dispatch op by op
+    def pure_step(params, opt_state):
+        updates, opt_state = tx.update(jax.grad(pure_loss)(params), opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    @nnx.jit
+    def module_step(m, optimizer):
+        optimizer.update(m, nnx.grad(module_loss)(m))
+
     opt_state = tx.init(params)
     for _ in range(3):
-        grads = jax.grad(pure_loss)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        optimizer.update(m, nnx.grad(module_loss)(m))
+        params, opt_state = pure_step(params, opt_state)
+        module_step(m, optimizer)
     for x, y in zip(jax.tree.leaves(m.pytree()), jax.tree.leaves(params)):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
