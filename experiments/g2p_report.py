@@ -99,17 +99,23 @@ def length_plot(results: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for name, r in results.items():
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    colors = plt.get_cmap("tab20").colors
+    for i, (name, r) in enumerate(results.items()):
         bands = [b["letters"] for b in r["by_length"]]
+        # Ensembles dashed, so that the single models stay readable among them.
+        style = "--" if len(r["workdirs"]) > 1 else "-"
         for ax, key in zip(axes, ("wer", "per")):
-            ax.plot(bands, [100 * b[key] for b in r["by_length"]], marker="o", label=name)
+            ys = [100 * b[key] for b in r["by_length"]]
+            ax.plot(bands, ys, style, marker="o", color=colors[i % 20], label=name)
     for ax, key in zip(axes, ("WER", "PER")):
         ax.set(xlabel="word length (letters)", ylabel=f"test {key} (%)")
         ax.grid(alpha=0.3)
-        ax.legend()
+    # One legend under both plots: inside them it hides the lines once there are many models.
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize="small", frameon=False)
     fig.suptitle("CMUdict G2P test words by length")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05 + 0.045 * ((len(results) + 2) // 3), 1, 1))
     fig.savefig(out, dpi=120)
 
 
