@@ -99,3 +99,29 @@ def test_the_wall_time_leaves_out_the_pauses_between_sessions(tmp_path):
     lines = [json.dumps({"step": i, "time": t}) for i, t in enumerate(times)]
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     assert g2p_report.training_wall_seconds(tmp_path) == 10 + 15 + 10
+
+
+def test_paired_test_counts_discordant_words_against_any_reference(tmp_path):
+    """A hand-made case: 10 words, A right on all (one through its second reference), B wrong
+    on 5 of them. McNemar's two-sided exact p for 5 discordant pairs all one way is
+    2 * 0.5**5 = 0.0625; the bootstrap interval of B - A lies inside [0, 1] and holds 0.5."""
+    words = [f"w{i}" for i in range(10)]
+    tsv = "".join(f"{w}\tX {i}\n" for i, w in enumerate(words)) + "w0\tY 0\n"
+    (tmp_path / "refs.tsv").write_text(tsv)
+    (tmp_path / "a.txt").write_text("Y 0\n" + "".join(f"X {i}\n" for i in range(1, 10)))
+    (tmp_path / "b.txt").write_text("".join(f"X {i}\n" if i >= 5 else "Z\n" for i in range(10)))
+    args = [sys.executable, str(REPO / "experiments" / "paired_test.py")]
+    args += ["--refs", str(tmp_path / "refs.tsv"), str(tmp_path / "a.txt"), str(tmp_path / "b.txt")]
+    done = subprocess.run(args, capture_output=True, text=True, check=True)
+    out = json.loads(done.stdout)
+    assert (out["examples"], out["error_a"], out["error_b"]) == (10, 0.0, 0.5)
+    assert (out["only_a_right"], out["only_b_right"]) == (5, 0)
+    assert abs(out["mcnemar_p"] - 0.0625) < 1e-12
+    low, high = out["diff_95"]
+    assert 0.0 < low <= 0.5 <= high <= 1.0
+
+    (tmp_path / "short.txt").write_text("X 1\n")
+    args[-1] = str(tmp_path / "short.txt")
+    done = subprocess.run(args, capture_output=True, text=True)
+    assert done.returncode != 0 and "short.txt has 1 lines" in done.stderr
+    assert "Traceback" not in done.stderr
