@@ -11,6 +11,8 @@ each run's N latest checkpoints. With `--valid valid.tsv --average N`, each mode
 decoded twice on the validation words, from its best checkpoint (by the run's validation
 metric) and from the average of its N latest, and the option with the lower validation WER is
 the one decoded on test: every choice is made on the validation words, never on test.
+`--hyps DIR` keeps each model's hypotheses (DIR/NAME.test.txt, and DIR/NAME.valid.txt for the
+chosen option), one per word, for `experiments/paired_test.py`.
 """
 
 from __future__ import annotations
@@ -47,22 +49,24 @@ def by_length(words, hyps, refs) -> list[dict]:
     return rows
 
 
-def select_checkpoint(paths, args, valid) -> tuple[Translator, dict | None]:
+def select_checkpoint(paths, args, valid) -> tuple[Translator, dict | None, list[str]]:
     """The model to report: with `valid` (pairs, references) and `args.average`, whichever of
     the best checkpoint and the average of the N latest has the lower validation WER (ties:
     the best checkpoint), and the figures behind the choice; else as `args.average` says. An
     ensemble's members all take the same option. The best checkpoint was itself chosen on
-    these validation words (greedy), so its figure here leans low: the choice favours it."""
+    these validation words (greedy), so its figure here leans low: the choice favours it.
+    The third value: the chosen option's validation hypotheses (none without `valid`)."""
     if valid is None:
-        return Translator.from_workdirs(paths, average=args.average), None
+        return Translator.from_workdirs(paths, average=args.average), None, []
     options = {"best": 0, f"average{args.average}": args.average}
-    translators, wer = {}, {}
+    translators, hyps, wer = {}, {}, {}
     for name, average in options.items():
         translators[name] = Translator.from_workdirs(paths, average=average)
-        hyps = translators[name].translate([w for w, _ in valid[0]], beam=args.beam)
-        wer[name] = metrics.wer(hyps, valid[1])
+        hyps[name] = translators[name].translate([w for w, _ in valid[0]], beam=args.beam)
+        wer[name] = metrics.wer(hyps[name], valid[1])
     chosen = min(options, key=wer.get)
-    return translators[chosen], {"valid_words": len(valid[0]), "valid_wer": wer, "chosen": chosen}
+    selection = {"valid_words": len(valid[0]), "valid_wer": wer, "chosen": chosen}
+    return translators[chosen], selection, hyps[chosen]
 
 
 def training_wall_seconds(workdir, pause_s: float = 600.0) -> float:
@@ -126,12 +130,16 @@ def main(argv=None) -> int:
     parser.add_argument("--average", type=int, default=0, help="N latest checkpoints averaged")
     parser.add_argument("--valid", help="valid.tsv: choose best vs --average N on it")
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--hyps", help="a folder for each model's hypotheses (paired_test.py)")
     parser.add_argument("models", nargs="+", metavar="NAME=WORKDIR[,WORKDIR...]")
     args = parser.parse_args(argv)
     if args.valid and not args.average:
         parser.error("--valid chooses between the best checkpoint and --average N: give N")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    hyps_dir = Path(args.hyps) if args.hyps else None
+    if hyps_dir:
+        hyps_dir.mkdir(parents=True, exist_ok=True)
     pairs, refs = with_references(read_tsv(args.test))
     words = [w for w, _ in pairs]
     valid = with_references(read_tsv(args.valid)) if args.valid else None
@@ -142,10 +150,14 @@ def main(argv=None) -> int:
         paths = paths.split(",")
         if len(paths) == 1:
             singles[name] = paths[0]
-        translator, selection = select_checkpoint(paths, args, valid)
+        translator, selection, valid_hyps = select_checkpoint(paths, args, valid)
         start = time.perf_counter()
         hyps = translator.translate(words, beam=args.beam)
         seconds = time.perf_counter() - start
+        if hyps_dir:
+            for split, lines in (("test", hyps), ("valid", valid_hyps)):
+                if lines:
+                    (hyps_dir / f"{name}.{split}.txt").write_text("".join(h + "\n" for h in lines))
         overall = metrics.compute_metrics(["wer", "per"], hyps, [t for _, t in pairs], refs)
         results[name] = {
             "workdirs": paths,

@@ -68,7 +68,7 @@ def test_the_split_runs_and_reports_as_the_results_page_says(tmp_path):
     report = [sys.executable, str(REPO / "experiments/g2p_report.py")]
     subprocess.run(
         [*report, "--test", "g2p/test.tsv", "--beam", "2", "--out", "report",
-         "--valid", "g2p/valid.tsv", "--average", "2",
+         "--valid", "g2p/valid.tsv", "--average", "2", "--hyps", "hyps",
          f"attention={workdir}", f"pair={workdir},{workdir}"],
         cwd=tmp_path, capture_output=True, text=True, check=True,
     )  # fmt: skip
@@ -87,6 +87,19 @@ def test_the_split_runs_and_reports_as_the_results_page_says(tmp_path):
     else:
         assert single["loaded"]["checkpoint"] == "best"
     assert (out / "curves.png").stat().st_size > 0 and (out / "by_length.png").stat().st_size > 0
+
+    # The kept hypotheses, one per distinct word, give the paired test the JSON's WER.
+    hyps = tmp_path / "hyps"
+    assert len((hyps / "attention.test.txt").read_text().splitlines()) == 2
+    assert len((hyps / "attention.valid.txt").read_text().splitlines()) == 4
+    paired = [sys.executable, str(REPO / "experiments/paired_test.py"), "--refs", "g2p/test.tsv"]
+    done = subprocess.run(
+        [*paired, "hyps/attention.test.txt", "hyps/pair.test.txt"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    compared = json.loads(done.stdout)
+    assert compared["error_a"] == compared["error_b"] == single["wer"]
+    assert compared["only_a_right"] == compared["only_b_right"] == 0
 
 
 def test_the_wall_time_leaves_out_the_pauses_between_sessions(tmp_path):
