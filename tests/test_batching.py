@@ -41,6 +41,37 @@ def test_bucket_lengths():
     assert bucket_lengths(17, 1) == (24,)
     with pytest.raises(DataError):
         bucket_lengths(0, 3)
+    assert bucket_lengths(32, 16, multiple=2) == tuple(range(2, 33, 2))
+    assert bucket_lengths(21, 4, multiple=1) == (5, 10, 15, 21)
+    assert bucket_lengths(5, 4, multiple=4) == (4, 8)  # 8 >= 5: the last bucket fits max_len
+    with pytest.raises(DataError, match="multiple=0"):
+        bucket_lengths(8, 2, multiple=0)
+
+
+def test_finer_buckets_pad_less_and_keep_the_examples():
+    rng = np.random.default_rng(0)
+    examples = [
+        (rng.integers(4, 9, n).tolist(), rng.integers(4, 9, m).tolist())
+        for n, m in rng.integers(1, 12, (200, 2))
+    ]
+    widths = {}
+    for multiple in (8, 2):
+        buckets = bucket_lengths(12, 16, multiple=multiple)
+        batches = itertools.islice(
+            train_batches(
+                examples, batch_size=16, seed=3, src_buckets=buckets, tgt_buckets=buckets
+            ),
+            13,  # one epoch
+        )
+        seen, widths[multiple] = [], 0
+        for _, _, b in batches:
+            assert b.src.shape[1] % multiple == 0 and b.tgt.shape[1] % multiple == 0
+            # the narrowest allowed width that holds the batch's longest row
+            assert b.src.shape[1] - multiple < b.src_len.max() <= b.src.shape[1]
+            seen += _rows(b)
+            widths[multiple] += b.src.shape[1] + b.tgt.shape[1]
+        assert sorted(seen) == sorted(examples)
+    assert widths[2] < widths[8]
 
 
 def test_pad_batch_picks_smallest_buckets_and_fills_rows():

@@ -735,6 +735,7 @@ def test_bad_training_options_are_refused_before_anything_is_written(project, en
         ("steps=many", "invalid literal for int()"),
         ("optimizer=sgd", "optimizer must be one of"),
         ("eval_every=0", "eval_every must be >= 1"),
+        ("bucket_multiple=0", "bucket_multiple must be >= 1"),
     ],
 )
 def test_every_bad_setting_is_one_line_before_jax_starts_work(

@@ -14,7 +14,6 @@ import jax.numpy as jnp
 from s2s_jax.data import (
     Batch,
     Task,
-    bucket_lengths,
     encode_pairs,
     eval_batches,
     read_tsv,
@@ -99,8 +98,8 @@ def evaluate(
         for batch in eval_batches(
             examples,
             batch_size=translator.decode_cfg.sentences_per_batch,
-            src_buckets=bucket_lengths(lengths.max_src_len, lengths.buckets),
-            tgt_buckets=bucket_lengths(lengths.max_tgt_len, lengths.buckets),
+            src_buckets=lengths.src_buckets(),
+            tgt_buckets=lengths.tgt_buckets(),
         )
     ]
     sums = jax.device_get(sums)  # one transfer after all batches are dispatched

@@ -32,7 +32,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from s2s_jax.data import bucket_lengths
 from s2s_jax.errors import DataError
 from s2s_jax.files import write_atomically
 from s2s_jax.inference.translate import Translator
@@ -114,7 +113,7 @@ def _export(translator, *, beam, alpha, platforms) -> tuple[bytes, dict]:
         "alpha": alpha,
         "max_src_len": train_cfg.max_src_len,
         "max_tgt_len": train_cfg.max_tgt_len,
-        "src_buckets": list(bucket_lengths(train_cfg.max_src_len, train_cfg.buckets)),
+        "src_buckets": list(train_cfg.src_buckets()),
         "sentences_per_batch": translator.decode_cfg.sentences_per_batch,
         "src_vocab": translator.src_vocab.to_dict(),
         "tgt_vocab": translator.tgt_vocab.to_dict(),

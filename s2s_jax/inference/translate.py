@@ -23,7 +23,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from s2s_jax.data import Vocab, bucket_lengths, pad_batch
+from s2s_jax.data import Vocab, pad_batch
 from s2s_jax.errors import DataError
 from s2s_jax.nn import decoding, ensemble, model
 from s2s_jax.training import config
@@ -120,17 +120,17 @@ class Translator:
         """`params`, `cfg`: a model's parameter pytree and config, or an ensemble's (a tuple of
         each, the members sharing `src_vocab` and `tgt_vocab`).
         `train_cfg`: the lengths the model was trained for (`max_src_len`, `max_tgt_len`,
-        `buckets`: longer inputs are refused, outputs capped); `decode_cfg`: the defaults of
-        `translate` and the output cap; `devices`: where decoding runs, sentences split across
-        them (default: this process's devices; results do not depend on the choice)."""
+        `buckets`, `bucket_multiple`: longer inputs are refused, outputs capped);
+        `decode_cfg`: the defaults of `translate` and the output cap; `devices`: where decoding
+        runs, sentences split across them (default: this process's devices; results do not
+        depend on the choice, nor on the padded lengths)."""
         self.cfg, self.train_cfg, self.decode_cfg = cfg, train_cfg, decode_cfg
         self.loaded: dict = {}  # from_workdir: the checkpoint and step the parameters are
         devices = list(devices if devices is not None else jax.local_devices())
         self._mesh = data_mesh(devices) if len(devices) > 1 else None
         self.params = jax.device_put(params, self._sharding(P())) if self._mesh else params
         self.src_vocab, self.tgt_vocab = src_vocab, tgt_vocab
-        self._src_buckets = bucket_lengths(train_cfg.max_src_len, train_cfg.buckets)
-        self._tgt_buckets = bucket_lengths(train_cfg.max_tgt_len, train_cfg.buckets)
+        self._src_buckets, self._tgt_buckets = train_cfg.src_buckets(), train_cfg.tgt_buckets()
 
     @classmethod
     def from_workdir(

@@ -16,7 +16,7 @@ import tomllib
 import typing
 from pathlib import Path
 
-from s2s_jax.data import Task, load_task, read_tsv, with_references
+from s2s_jax.data import Task, bucket_lengths, load_task, read_tsv, with_references
 from s2s_jax.data.tasks import METRICS
 from s2s_jax.errors import ConfigError, DataError
 from s2s_jax.nn.model import Seq2SeqConfig
@@ -39,6 +39,9 @@ class TrainConfig:
     max_src_len: int = 64  # longer training pairs are dropped (and counted); longer inputs refused
     max_tgt_len: int = 64  # counting </s>
     buckets: int = 4  # padded lengths per side: few shapes, few compilations
+    # Padded lengths are multiples of this. A step's time grows with its padded length: short
+    # sequences (words, G2P) train ~20% faster with 2 (and buckets = 16) than with 8.
+    bucket_multiple: int = 8
     batch_size: int = 64  # global batch, split across devices
     steps: int = 0  # 0: the task's recommended number (s2s tasks shows it)
     seed: int = 0  # parameters, data order and dropout
@@ -77,6 +80,7 @@ class TrainConfig:
             "max_src_len",
             "max_tgt_len",
             "buckets",
+            "bucket_multiple",
             "batch_size",
             "eval_every",
             "keep_checkpoints",
@@ -102,6 +106,14 @@ class TrainConfig:
         if self.train_file and self.task != TSV_TASK:
             # The data are the files: recorded as such, so another task is refused on resume.
             object.__setattr__(self, "task", TSV_TASK)
+
+    def src_buckets(self) -> tuple[int, ...]:
+        """The padded source lengths of training, evaluation and translation."""
+        return bucket_lengths(self.max_src_len, self.buckets, self.bucket_multiple)
+
+    def tgt_buckets(self) -> tuple[int, ...]:
+        """The padded target lengths (counting `</s>`)."""
+        return bucket_lengths(self.max_tgt_len, self.buckets, self.bucket_multiple)
 
     def metric_names(self) -> tuple[str, ...]:
         """`metrics` as a tuple of names (empty: the task's)."""

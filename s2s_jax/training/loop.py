@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from s2s_jax.data import Task, Vocab, bucket_lengths, encode_pairs, train_batches
+from s2s_jax.data import Task, Vocab, encode_pairs, train_batches
 from s2s_jax.data.tasks import recommended_steps
 from s2s_jax.errors import CheckpointError, ConfigError, DataError, S2SError, TrainingError
 from s2s_jax.inference import metrics
@@ -372,8 +372,8 @@ def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, wo
         examples,
         batch_size=train_cfg.batch_size,
         seed=train_cfg.seed,
-        src_buckets=bucket_lengths(train_cfg.max_src_len, train_cfg.buckets),
-        tgt_buckets=bucket_lengths(train_cfg.max_tgt_len, train_cfg.buckets),
+        src_buckets=train_cfg.src_buckets(),
+        tgt_buckets=train_cfg.tgt_buckets(),
         start_epoch=epoch,
         start_index=index,
     )
