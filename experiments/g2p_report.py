@@ -25,6 +25,7 @@ from pathlib import Path
 
 from s2s_jax import bench
 from s2s_jax.data import read_tsv, with_references
+from s2s_jax.errors import S2SError
 from s2s_jax.inference import metrics
 from s2s_jax.inference.translate import Translator
 
@@ -180,4 +181,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except S2SError as e:  # a workdir, checkpoint or file that cannot serve: one line, no trace
+        sys.exit(f"g2p_report.py: {e}")

@@ -101,6 +101,22 @@ def test_the_split_runs_and_reports_as_the_results_page_says(tmp_path):
     assert compared["error_a"] == compared["error_b"] == single["wer"]
     assert compared["only_a_right"] == compared["only_b_right"] == 0
 
+    # More checkpoints asked for than the run kept: one line that says so, not a traceback.
+    done = subprocess.run(
+        [*report, "--test", "g2p/test.tsv", "--out", "report3", "--valid", "g2p/valid.tsv",
+         "--average", "3", f"attention={workdir}"],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "keeps 2 checkpoint(s) (2, 4), not the 3 to average" in done.stderr
+
+
+def test_the_seeds_script_says_how_to_call_it(tmp_path):
+    script = REPO / "experiments/g2p_seeds.sh"
+    for args in ([], [str(tmp_path), "runs", "2"], [str(tmp_path), "runs", "none"]):
+        done = subprocess.run([script, *args], cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 2 and "usage:" in done.stderr and "train.tsv" in done.stderr
+
 
 def test_the_wall_time_leaves_out_the_pauses_between_sessions(tmp_path):
     sys.path.insert(0, str(REPO / "experiments"))
