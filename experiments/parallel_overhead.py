@@ -45,7 +45,8 @@ def measure(steps: int, batch: int, length: int, rounds: int = 5) -> dict:
 
     from s2s_jax.data import Batch
     from s2s_jax.nn import model
-    from s2s_jax.training import config, parallel, step
+    from s2s_jax.run import config
+    from s2s_jax.training import parallel, step
     from s2s_jax.training.state import init_state
 
     model_cfg = model.Seq2SeqConfig(**MODEL)

@@ -4,7 +4,8 @@ The package is layered as the data flows (docs/architecture.md):
 
     s2s_jax.nn         the maths: cells, scans, attention, model, decoding (pure functions)
     s2s_jax.data       vocabularies, tasks, TSV files, batches
-    s2s_jax.training   config, state, step, parallel, checkpoints, workdir, the run (loop.fit)
+    s2s_jax.run        a run: config, workdir, checkpoints, its data, the device mesh, signals
+    s2s_jax.training   state, step, parallel, the plan and the resumable run (loop.fit)
     s2s_jax.inference  Translator, evaluation, metrics
     s2s_jax.cli, s2s_jax.bench   front ends (the `s2s` command)
 
@@ -32,18 +33,20 @@ _API = {
     "Vocab": ("s2s_jax.data", "Vocab"),
     "Batch": ("s2s_jax.data", "Batch"),
     "load_task": ("s2s_jax.data", "load_task"),
+    # a run
+    "TrainConfig": ("s2s_jax.run.config", "TrainConfig"),
+    "DecodeConfig": ("s2s_jax.run.config", "DecodeConfig"),
+    "Checkpoints": ("s2s_jax.run.checkpoint", "Checkpoints"),
     # training
-    "TrainConfig": ("s2s_jax.training.config", "TrainConfig"),
     "TrainState": ("s2s_jax.training.state", "TrainState"),
     "train_step": ("s2s_jax.training.step", "train_step"),
     "DataParallel": ("s2s_jax.training.parallel", "DataParallel"),
-    "Checkpoints": ("s2s_jax.training.checkpoint", "Checkpoints"),
     "fit": ("s2s_jax.training.loop", "fit"),
     # inference
     "Translator": ("s2s_jax.inference.translate", "Translator"),
-    "Hypothesis": ("s2s_jax.inference.translate", "Hypothesis"),
-    "Sampling": ("s2s_jax.inference.translate", "Sampling"),
-    "Alignment": ("s2s_jax.inference.translate", "Alignment"),
+    "Hypothesis": ("s2s_jax.inference.outputs", "Hypothesis"),
+    "Sampling": ("s2s_jax.inference.outputs", "Sampling"),
+    "Alignment": ("s2s_jax.inference.outputs", "Alignment"),
     "evaluate": ("s2s_jax.inference.evaluate", "evaluate"),
     "evaluate_workdir": ("s2s_jax.inference.evaluate", "evaluate_workdir"),
     # errors

@@ -43,7 +43,7 @@ FIT_CONFIG = {
 
 def configs():
     from s2s_jax.nn import model
-    from s2s_jax.training import config
+    from s2s_jax.run import config
 
     model_cfg = model.Seq2SeqConfig(
         src_vocab=12, tgt_vocab=12, cell="gru", src_embed=8, tgt_embed=8, enc_hidden=8, dec_hidden=8
@@ -113,8 +113,8 @@ def devices_main(out: str, ckpt_in: str, ckpt_out: str) -> None:
     import jax
 
     from s2s_jax.errors import ConfigError
+    from s2s_jax.run.checkpoint import Checkpoints
     from s2s_jax.training import parallel
-    from s2s_jax.training.checkpoint import Checkpoints
 
     arrays, facts = {}, {"n_devices": jax.device_count(), "auto": parallel.resolve_mode("auto")}
     data = batches()
@@ -170,10 +170,11 @@ def process_main(out: str, address: str, n_proc: int, pid: int) -> None:
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # cross-process on CPU
+    from s2s_jax.run import mesh
     from s2s_jax.training import parallel
 
-    assert parallel.initialize_distributed(address, n_proc, pid)
-    from s2s_jax.training.checkpoint import Checkpoints
+    assert mesh.initialize_distributed(address, n_proc, pid)
+    from s2s_jax.run.checkpoint import Checkpoints
 
     arrays, facts = (
         {},

@@ -13,8 +13,9 @@ BASE = {"s2s_jax.errors", "s2s_jax.tokens", "s2s_jax.files"}
 ALLOWED = {
     "nn": set(),
     "data": set(),
-    "training": {"nn", "data"},
-    "inference": {"nn", "data", "training"},
+    "run": {"nn", "data"},
+    "training": {"nn", "data", "run"},
+    "inference": {"nn", "data", "run"},
 }
 # The training loop evaluates as it goes: the one module of training that uses inference.
 EXCEPTIONS = {"s2s_jax.training.loop": {"inference"}}
@@ -54,3 +55,29 @@ def test_the_command_line_starts_without_jax():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "False"
+
+
+def test_inference_loads_neither_training_nor_optax():
+    """Translating, evaluating and exporting read a run directory through `s2s_jax.run`: the
+    training layer and the optimizer library stay unloaded (a server would import only these)."""
+    code = (
+        "import sys\n"
+        "import s2s_jax.inference\n"
+        "from s2s_jax import Translator, evaluate_workdir\n"
+        "from s2s_jax.inference import evaluate, export, heatmap, metrics, translate\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('s2s_jax.training'))\n"
+        "print(loaded, 'optax' in sys.modules, 's2s_jax.run.workdir' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[] False True"
+
+
+def test_no_module_is_over_400_lines():
+    long = {
+        str(path.relative_to(PACKAGE)): n
+        for path in PACKAGE.rglob("*.py")
+        if (n := len(path.read_text().splitlines())) > 400
+    }
+    assert not long, f"split these modules along their concepts: {long}"

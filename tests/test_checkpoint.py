@@ -1,4 +1,4 @@
-"""Tests of s2s_jax.training.checkpoint: round trips, retention, best tracking and clear errors."""
+"""Tests of s2s_jax.run.checkpoint: round trips, retention, best tracking and clear errors."""
 
 import json
 import logging
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from s2s_jax.errors import CheckpointError, WriteError
-from s2s_jax.training.checkpoint import Checkpoints, load_json, save_json
+from s2s_jax.run.checkpoint import Checkpoints, load_json, save_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -413,7 +413,7 @@ def test_restore_on_another_device_count(tmp_path):
         import sys
         import jax, jax.numpy as jnp, numpy as np
         from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-        from s2s_jax.training.checkpoint import Checkpoints
+        from s2s_jax.run.checkpoint import Checkpoints
         assert len(jax.devices()) == 2
         sharding = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P("data"))
         target = {"w": jax.ShapeDtypeStruct((4, 2), jnp.float32, sharding=sharding)}
@@ -499,7 +499,7 @@ def test_a_partial_restore_reads_and_verifies_only_what_is_asked(tmp_path):
 def test_tensorstore_errors_left_behind_in_asyncio_are_not_printed():
     """After a failed read, asyncio reports tensorstore's other failed reads as "Task exception
     was never retrieved" (with a traceback); the restore has raised one clean error already."""
-    from s2s_jax.training.checkpoint import _DropOrbaxRecords
+    from s2s_jax.run.checkpoint.orbax_manager import DropOrbaxRecords
 
     def record(message, error=None):
         rec = logging.LogRecord(
@@ -513,7 +513,7 @@ def test_tensorstore_errors_left_behind_in_asyncio_are_not_printed():
         return rec
 
     late = ValueError('NOT_FOUND: Error opening "zarr" driver: in OCDBT database at "x"')
-    assert not _DropOrbaxRecords().filter(record("Task exception was never retrieved", late))
-    assert _DropOrbaxRecords().filter(
+    assert not DropOrbaxRecords().filter(record("Task exception was never retrieved", late))
+    assert DropOrbaxRecords().filter(
         record("Task exception was never retrieved", ValueError("someone else's"))
     )

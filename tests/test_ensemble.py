@@ -15,7 +15,7 @@ import pytest
 from s2s_jax import cli
 from s2s_jax.inference.translate import Translator
 from s2s_jax.nn import decoding, ensemble, model
-from s2s_jax.training import workdir as wd
+from s2s_jax.run import workdir as wd
 
 V = 6  # <pad> <s> </s> <unk>, then two tokens: 4 and 5
 

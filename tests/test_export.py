@@ -19,7 +19,7 @@ from s2s_jax.data import Vocab, load_task
 from s2s_jax.inference import export
 from s2s_jax.inference.translate import Hypothesis, Translator
 from s2s_jax.nn import model
-from s2s_jax.training import config
+from s2s_jax.run import config
 
 LOADER = Path(export.__file__).with_name("standalone.py")
 TINY = ["--set", "cell=lstm", "--set", "src_embed=8", "--set", "tgt_embed=8"]

@@ -33,9 +33,9 @@ import numpy as np
 import pytest
 from test_checkpoint import flip_bytes
 
+from s2s_jax.run import workdir as wd
+from s2s_jax.run.checkpoint import Checkpoints
 from s2s_jax.training import state
-from s2s_jax.training import workdir as wd
-from s2s_jax.training.checkpoint import Checkpoints
 
 S2S = shutil.which("s2s", path=str(Path(sys.executable).parent)) or shutil.which("s2s")
 pytestmark = pytest.mark.skipif(S2S is None, reason="the s2s command is not installed")
@@ -274,7 +274,7 @@ MID_SAVE = textwrap.dedent("""
     import os, signal, sys
     import orbax.checkpoint as ocp
     from s2s_jax import cli
-    from s2s_jax.training import checkpoint
+    from s2s_jax.run import checkpoint
     action, at_step = sys.argv[1], int(sys.argv[2])
     save, write = checkpoint.Checkpoints.save, ocp.handlers.CompositeCheckpointHandler.save
     state = {"step": None}

@@ -14,7 +14,7 @@ from s2s_jax.data import Batch
 from s2s_jax.inference.translate import Translator
 from s2s_jax.nn import model
 from s2s_jax.nn.flax_modules import Encoder, Seq2Seq
-from s2s_jax.training.step import loss_terms
+from s2s_jax.nn.loss import loss_terms
 
 CFG = model.Seq2SeqConfig(
     src_vocab=13,

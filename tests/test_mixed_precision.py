@@ -16,7 +16,7 @@ from s2s_jax import cli
 from s2s_jax.errors import ConfigError
 from s2s_jax.inference.translate import Translator
 from s2s_jax.nn import decoding, model
-from s2s_jax.training import workdir as wd
+from s2s_jax.run import workdir as wd
 
 B, S, T = 4, 9, 7
 
@@ -156,7 +156,7 @@ def test_a_bfloat16_run_learns_what_a_float32_run_learns(tmp_path, capsys, monke
 
     run = wd.load(tmp_path / "bf16")
     assert run.model_cfg.dtype == "bfloat16"  # recorded in the workdir
-    params, _ = wd.restore_params(tmp_path / "bf16", run.model_cfg)
+    params, _ = wd.restore_params(run)
     assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
 
     t = Translator.from_workdir(tmp_path / "bf16")

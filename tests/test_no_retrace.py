@@ -10,7 +10,8 @@ import numpy as np
 from s2s_jax.data import Task, Vocab, load_task, train_batches
 from s2s_jax.inference import evaluate, translate
 from s2s_jax.nn import model
-from s2s_jax.training import config, parallel, state
+from s2s_jax.run import config
+from s2s_jax.training import parallel, state
 from s2s_jax.training.step import train_step
 
 LENGTHS = config.TrainConfig(max_src_len=12, max_tgt_len=12, buckets=1)

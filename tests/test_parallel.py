@@ -18,14 +18,15 @@ import parallel_worker as worker
 import pytest
 
 from s2s_jax.errors import ConfigError
+from s2s_jax.run import mesh
+from s2s_jax.run import workdir as wd
+from s2s_jax.run.checkpoint import Checkpoints
 from s2s_jax.training import parallel
 from s2s_jax.training import state as state_lib
-from s2s_jax.training import workdir as wd
-from s2s_jax.training.checkpoint import Checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("parallel_worker.py")
-DIST_VARS = (parallel.ENV_COORDINATOR, parallel.ENV_NUM_PROCESSES, parallel.ENV_PROCESS_ID)
+DIST_VARS = (mesh.ENV_COORDINATOR, mesh.ENV_NUM_PROCESSES, mesh.ENV_PROCESS_ID)
 
 
 def _env(n_devices: int) -> dict:
@@ -136,18 +137,18 @@ def on_devices(workers):
 def test_initialize_distributed_is_a_noop_without_settings(monkeypatch):
     for name in DIST_VARS:
         monkeypatch.delenv(name, raising=False)
-    assert parallel.initialize_distributed() is False
+    assert mesh.initialize_distributed() is False
     assert not jax.distributed.is_initialized()
 
 
 @pytest.mark.parametrize(
     "env",
     [
-        {parallel.ENV_COORDINATOR: "127.0.0.1:1234"},
+        {mesh.ENV_COORDINATOR: "127.0.0.1:1234"},
         {
-            parallel.ENV_COORDINATOR: "127.0.0.1:1234",
-            parallel.ENV_NUM_PROCESSES: "two",
-            parallel.ENV_PROCESS_ID: "0",
+            mesh.ENV_COORDINATOR: "127.0.0.1:1234",
+            mesh.ENV_NUM_PROCESSES: "two",
+            mesh.ENV_PROCESS_ID: "0",
         },
     ],
 )
@@ -157,7 +158,7 @@ def test_initialize_distributed_rejects_incomplete_settings(monkeypatch, env):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match="JAX_NUM_PROCESSES"):
-        parallel.initialize_distributed()
+        mesh.initialize_distributed()
     assert not jax.distributed.is_initialized()
 
 

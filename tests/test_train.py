@@ -16,9 +16,13 @@ from s2s_jax.data import Batch
 from s2s_jax.errors import ConfigError
 from s2s_jax.inference.translate import Translator
 from s2s_jax.nn import model
-from s2s_jax.training import config, loop, state
-from s2s_jax.training import workdir as wd
-from s2s_jax.training.step import loss_terms, train_step
+from s2s_jax.nn.loss import loss_terms
+from s2s_jax.run import config
+from s2s_jax.run import workdir as wd
+from s2s_jax.run.task_data import load_task_data
+from s2s_jax.training import loop, state
+from s2s_jax.training.plan import build_vocabs, configure
+from s2s_jax.training.step import train_step
 
 TINY = {
     "model": {
@@ -119,7 +123,8 @@ KILLER = textwrap.dedent("""
     import os, signal, sys
     import orbax.checkpoint as ocp
     from s2s_jax import compile_cache
-    from s2s_jax.training import checkpoint, loop
+    from s2s_jax.run import checkpoint
+    from s2s_jax.training import loop
     compile_cache.enable()  # the session's cache (conftest), as the s2s command would
     kill_step, when = int(sys.argv[2]), sys.argv[3]
     def die():
@@ -142,8 +147,7 @@ KILLER = textwrap.dedent("""
 
 
 def final_params(workdir):
-    r = wd.load(workdir)
-    return wd.restore_params(workdir, r.model_cfg, which="latest")[0]
+    return wd.restore_params(wd.load(workdir), which="latest")[0]
 
 
 @pytest.fixture(scope="module")
@@ -174,23 +178,23 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, straight, when):
 
 def test_resume_refuses_another_model_accepts_more_steps_and_reports_tunables(straight):
     with pytest.raises(ConfigError, match="model.enc_hidden=12, not 64"):
-        loop.configure(straight, {"model": {"enc_hidden": 64}})
+        configure(straight, {"model": {"enc_hidden": 64}})
     with pytest.raises(ConfigError, match="train.batch_size"):
-        loop.configure(straight, {"train": {"batch_size": 4}})
+        configure(straight, {"train": {"batch_size": 4}})
     with pytest.raises(ConfigError, match="clip_norm=1.0: clipping cannot be switched on or off"):
-        loop.configure(straight, {"train": {"clip_norm": 0.0}})
+        configure(straight, {"train": {"clip_norm": 0.0}})
     with pytest.raises(ConfigError, match="has trained 12 steps already: steps=8 would undo"):
-        loop.configure(straight, {"train": {"steps": 8}})
-    plan = loop.configure(straight, {"train": {"steps": 99, "eval_every": 3}})
+        configure(straight, {"train": {"steps": 8}})
+    plan = configure(straight, {"train": {"steps": 99, "eval_every": 3}})
     assert plan.resume and plan.values["train"]["steps"] == 99
     assert plan.changes == (("steps", 12, 99),)  # announced: the cosine schedule stretches
-    plan = loop.configure(straight, {"train": {"learning_rate": 1e-3, "clip_norm": 0.5}})
+    plan = configure(straight, {"train": {"learning_rate": 1e-3, "clip_norm": 0.5}})
     assert plan.resume and plan.changes == (("learning_rate", 3e-3, 1e-3), ("clip_norm", 1.0, 0.5))
     assert plan.values["train"]["learning_rate"] == 1e-3
     # How the model decodes may change freely; a key of its earlier section still works.
     moved = config.parse_overrides(["beam=4", "train.max_len_ratio=1.5"])
     assert moved["decode"] == {"beam": 4, "max_len_ratio": 1.5} and moved["train"] == {}
-    plan = loop.configure(straight, moved)
+    plan = configure(straight, moved)
     assert plan.resume and plan.changes == () and plan.values["decode"]["beam"] == 4
 
 
@@ -209,14 +213,12 @@ def test_a_finished_run_says_so_and_returns_its_last_validation_metrics(straight
 def test_a_workdir_without_a_checkpoint_starts_again_from_its_configuration(tmp_path):
     """A run killed (or failed) before its first checkpoint: nothing was trained, so any
     setting may change, and the stored ones are the base."""
-    model_cfg, train_cfg, _ = config.build(loop.configure(tmp_path, TINY).values)
+    model_cfg, train_cfg, _ = config.build(configure(tmp_path, TINY).values)
     wd.save(
         tmp_path,
-        wd.Run(
-            model_cfg, train_cfg, *loop.build_vocabs(config.load_task_data(train_cfg), train_cfg)
-        ),
+        wd.Run(model_cfg, train_cfg, *build_vocabs(load_task_data(train_cfg), train_cfg)),
     )
-    plan = loop.configure(tmp_path, {"train": {"batch_size": 4}})
+    plan = configure(tmp_path, {"train": {"batch_size": 4}})
     assert not plan.resume
     assert plan.values["train"]["batch_size"] == 4 and plan.values["model"]["enc_hidden"] == 12
 
@@ -281,7 +283,7 @@ def test_a_config_file_builds_on_the_same_defaults_as_the_command_line(tmp_path)
     """`s2s config` prints the defaults under every run, with or without --config."""
     toml = tmp_path / "only-the-task.toml"
     toml.write_text('[train]\ntask = "copy"\n')
-    with_file = loop.configure(tmp_path / "a", config.load_file(toml)).values
-    without = loop.configure(tmp_path / "b", {"train": {"task": "copy"}}).values
+    with_file = configure(tmp_path / "a", config.load_file(toml)).values
+    without = configure(tmp_path / "b", {"train": {"task": "copy"}}).values
     assert with_file == without
     assert with_file["model"]["attention"] == config.DEFAULTS["model"]["attention"] == "bahdanau"

@@ -11,7 +11,7 @@ SCRIPT = textwrap.dedent("""
     from s2s_jax.nn import model
     from s2s_jax.data import Vocab
     from s2s_jax.inference.translate import Translator
-    from s2s_jax.training.config import DecodeConfig, TrainConfig
+    from s2s_jax.run.config import DecodeConfig, TrainConfig
     assert jax.device_count() == 4
     vocab = Vocab.build(["abcdefgh"], "char")
     cfg = model.Seq2SeqConfig(src_vocab=len(vocab), tgt_vocab=len(vocab), attention="bahdanau",
@@ -53,7 +53,7 @@ def test_translations_do_not_depend_on_the_padded_lengths():
     from s2s_jax.data import Vocab
     from s2s_jax.inference.translate import Translator
     from s2s_jax.nn import model
-    from s2s_jax.training.config import DecodeConfig, TrainConfig
+    from s2s_jax.run.config import DecodeConfig, TrainConfig
 
     vocab = Vocab.build(["abcdefgh"], "char")
     cfg = model.Seq2SeqConfig(

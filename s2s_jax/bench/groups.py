@@ -25,7 +25,7 @@ from s2s_jax.bench.harness import (
 )
 from s2s_jax.data import Batch
 from s2s_jax.nn import cells, decoding, model, scan
-from s2s_jax.training.config import TrainConfig
+from s2s_jax.run.config import TrainConfig
 from s2s_jax.training.state import init_state
 from s2s_jax.training.step import train_step
 

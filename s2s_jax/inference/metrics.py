@@ -11,7 +11,7 @@ from collections.abc import Callable, Hashable, Sequence
 
 from rapidfuzz.distance import Levenshtein
 
-from s2s_jax.data.tasks import METRICS  # the names live with the tasks
+from s2s_jax.data.task import METRICS  # the names live with the tasks
 from s2s_jax.errors import DataError
 
 

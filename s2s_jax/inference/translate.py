@@ -11,11 +11,11 @@ independently, so the results are the same as on one device).
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,12 +23,14 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from s2s_jax.data import Vocab, pad_batch
+from s2s_jax.data import UNK, Vocab, pad_batch
 from s2s_jax.errors import DataError
+from s2s_jax.inference.ensemble_vocab import on_first_vocabularies
+from s2s_jax.inference.outputs import Alignment, Hypothesis, Sampling
 from s2s_jax.nn import decoding, ensemble, model
-from s2s_jax.training import config
-from s2s_jax.training import workdir as wd
-from s2s_jax.training.parallel import AXIS, data_mesh
+from s2s_jax.run import config
+from s2s_jax.run import workdir as wd
+from s2s_jax.run.mesh import AXIS, data_mesh
 
 _LIMITS = ("cfg", "max_len", "min_len", "no_repeat_ngram", "with_attention")  # static
 _greedy = jax.jit(decoding.greedy, static_argnames=_LIMITS)
@@ -40,66 +42,6 @@ _ensemble_log_prob = jax.jit(ensemble.log_prob, static_argnames=("cfg",))
 
 def _to_stderr(message: str) -> None:
     print(message, file=sys.stderr)
-
-
-class Sampling(NamedTuple):
-    """How `Translator.translate` samples (`decoding.sample`)."""
-
-    seed: int = 0
-    temperature: float = 1.0
-    top_k: int = 0  # 0: every token
-    top_p: float = 1.0  # 1: no nucleus truncation
-
-
-class Hypothesis(NamedTuple):
-    """One of a sentence's n best translations."""
-
-    text: str
-    log_prob: float  # log P(text </s> | source), natural log
-    score: float  # the ranking key: log_prob / ((5 + length) / 6) ** alpha (GNMT), length with </s>
-
-
-class Alignment(NamedTuple):
-    """A translation with what it attended to (`Translator.align`)."""
-
-    text: str
-    source: list[str]  # the source's tokens, as the model read them
-    target: list[str]  # the tokens written, </s> included
-    weights: np.ndarray  # float32[len(target), len(source)]: each row sums to 1
-
-    def pairs(self) -> list[tuple[int, int]]:
-        """Hard alignment, as fairseq's `--print-alignment`: for each written token j (not
-        </s>), (i, j) with i the source token it attended to most. 0-based."""
-        if not self.source:
-            return []
-        return [(int(np.argmax(row)), j) for j, row in enumerate(self.weights[:-1])]
-
-
-def _on_vocabularies(member: Translator, first: Translator, path, first_path) -> dict:
-    """`member`'s parameters re-indexed to `first`'s vocabularies (`model.reindex_vocab`), which
-    must hold the same tokens, of the same kind (a sentencepiece model: the same one)."""
-    orders = {}
-    for side, name in (("src", "source"), ("tgt", "target")):
-        mine, theirs = getattr(first, f"{side}_vocab"), getattr(member, f"{side}_vocab")
-        if mine.fingerprint() == theirs.fingerprint():
-            continue
-        if mine.kind != theirs.kind or mine.kind == "sentencepiece":
-            raise DataError(
-                f"{path} has another {name} vocabulary than {first_path} ({theirs.kind} vs "
-                f"{mine.kind}{', another model' if mine.kind == theirs.kind else ''}): an "
-                "ensemble averages the probabilities of the same tokens"
-            )
-        differ = sorted(set(mine.tokens) ^ set(theirs.tokens))
-        if differ:
-            raise DataError(
-                f"{path} has another {name} vocabulary than {first_path}: {len(differ)} "
-                f"token(s) in only one of them ({', '.join(map(repr, differ[:5]))}): an ensemble "
-                "averages the probabilities of the same tokens, so train its runs on the same "
-                "data with the same vocabulary settings"
-            )
-        index = {t: i for i, t in enumerate(theirs.tokens)}
-        orders[f"{side}_order"] = jnp.asarray([index[t] for t in mine.tokens], jnp.int32)
-    return model.reindex_vocab(member.params, **orders)
 
 
 class Translator:
@@ -146,17 +88,9 @@ class Translator:
         path is taken from the current directory), verified: a damaged step is skipped for
         the newest intact one, and `log` says so. `average` N > 0: the mean of the parameters
         of the run's N latest checkpoints instead (`workdir.restore_params`). `run`: the
-        workdir's `wd.load`, when the caller has read it already."""
-        path = wd.resolve(path)
-        run = run or wd.load(path)
-        params, loaded = wd.restore_params(
-            path,
-            run.model_cfg,
-            which=which,
-            average=average,
-            log=log,
-            metric=config.best_metric(run.train_cfg),
-        )
+        workdir opened by `wd.load`, when the caller has opened it already."""
+        run = run or wd.load(wd.resolve(path))
+        params, loaded = wd.restore_params(run, which=which, average=average, log=log)
         translator = cls(
             params, run.model_cfg, run.src_vocab, run.tgt_vocab, run.train_cfg, run.decode_cfg
         )
@@ -184,7 +118,7 @@ class Translator:
         members = [cls.from_workdir(p, which=which, average=average, log=log) for p in paths]
         first = members[0]
         translator = cls(
-            tuple(_on_vocabularies(m, first, p, paths[0]) for p, m in zip(paths, members)),
+            tuple(on_first_vocabularies(m, first, p, paths[0]) for p, m in zip(paths, members)),
             tuple(m.cfg for m in members),
             first.src_vocab,
             first.tgt_vocab,
@@ -258,7 +192,8 @@ class Translator:
         """Translates `texts`.
 
         Args:
-          texts: source sentences; an empty one gives an empty translation.
+          texts: source sentences (a list, not one string); an empty one gives an empty
+            translation.
           beam: 1 for greedy search, K > 1 for beam search of width K (None: `decode_cfg.beam`).
           n_best: hypotheses per sentence (<= beam).
           alpha: beam search length normalisation (None: `decode_cfg.alpha`).
@@ -271,6 +206,35 @@ class Translator:
           With n_best == 1, one string per input; otherwise, per input, a list of n_best
           `Hypothesis(text, log_prob, score)`, best first (by `score`).
         """
+        hyps = self.hypotheses(
+            texts,
+            beam=beam,
+            n_best=n_best,
+            alpha=alpha,
+            min_len=min_len,
+            no_repeat_ngram=no_repeat_ngram,
+            sample=sample,
+        )
+        return [h[0].text for h in hyps] if n_best == 1 else hyps
+
+    def hypotheses(
+        self,
+        texts: Sequence[str],
+        *,
+        beam: int | None = None,
+        n_best: int = 1,
+        alpha: float | None = None,
+        min_len: int = 0,
+        no_repeat_ngram: int = 0,
+        sample: Sampling | None = None,
+    ) -> list[list[Hypothesis]]:
+        """As `translate`, always as n_best `Hypothesis(text, log_prob, score)` per input, best
+        first (for n_best == 1 too: the translation with its scores)."""
+        if isinstance(texts, str):
+            raise DataError(
+                "texts is one string: pass a list of sentences (e.g. [text]); a string would be "
+                "read as one sentence per character"
+            )
         beam = (1 if sample else self.decode_cfg.beam) if beam is None else beam
         alpha = self.decode_cfg.alpha if alpha is None else alpha
         if sample is not None and (beam != 1 or n_best != 1):
@@ -290,7 +254,7 @@ class Translator:
         for start, stop, toks, lengths, scores, _ in jax.device_get(pending):
             ranked = np.asarray(scores / decoding.length_penalty(lengths, alpha))  # on the host
             for r in range(stop - start):
-                hyps = [
+                out[start + r] = [
                     Hypothesis(
                         self.tgt_vocab.decode(toks[r, j]),
                         float(scores[r, j]),
@@ -298,11 +262,27 @@ class Translator:
                     )
                     for j in range(n_best)
                 ]
-                out[start + r] = hyps[0].text if n_best == 1 else hyps
         for i, s in enumerate(ids):
             if not s:  # nothing to translate
-                out[i] = "" if n_best == 1 else [Hypothesis("", 0.0, 0.0)] * n_best
+                out[i] = [Hypothesis("", 0.0, 0.0)] * n_best
         return out
+
+    def warm_up(self, max_rows: int, beams: Sequence[int] = (1,)) -> None:
+        """Compiles the search (at the decode section's alpha) for every padded source length
+        and every batch size that decoding up to `max_rows` sentences at once forms, for each
+        beam width in `beams`: later calls of those shapes wait for no compilation."""
+        sizes = sorted({min(max_rows, 1 << k) for k in range(max_rows.bit_length() + 1)})
+        for length in self._src_buckets:
+            for rows, beam in itertools.product(sizes, beams):
+                pending = self._search(
+                    [[UNK] * length] * rows,
+                    beam=beam,
+                    alpha=self.decode_cfg.alpha,
+                    sample=None,
+                    min_len=0,
+                    no_repeat_ngram=0,
+                )
+                jax.block_until_ready(pending)
 
     def _search(self, ids, *, beam, alpha, sample, min_len, no_repeat_ngram, attention=False):
         """Dispatches the search over every chunk of `ids` and returns, per chunk, (start,

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from s2s_jax.nn import ensemble, model
 from s2s_jax.nn.model import Seq2SeqConfig
+from s2s_jax.nn.search_rules import length_penalty, step_log_probs, truncate
 from s2s_jax.tokens import BOS, EOS, PAD
 
 Array = jax.Array
@@ -47,54 +48,6 @@ class Beams(NamedTuple):
     scores: Array  # float32[B, K]: log P(tokens | src); -inf for an empty slot
     normalized: Array  # float32[B, K]: scores / length_penalty(lengths), the ranking key
     attention: Array | None = None  # float32[B, K, L, S] with with_attention
-
-
-def length_penalty(length: Array, alpha: float) -> Array:
-    """GNMT's ((5 + |y|) / 6) ** alpha; 1 when alpha = 0 (no normalisation)."""
-    return ((5.0 + length.astype(jnp.float32)) / 6.0) ** alpha
-
-
-def _step_log_probs(
-    logits: Array,
-    t: Array,
-    cap: Array,
-    min_len: int = 0,
-    tokens: Array | None = None,
-    no_repeat_ngram: int = 0,
-) -> Array:
-    """Log-softmax over the full vocabulary, with <pad>/<s> banned, </s> forced at the cap and
-    banned before `min_len` tokens (unless the cap comes first), and with `no_repeat_ngram`
-    > 0 every token banned that would repeat an n-gram of `tokens` (the output so far,
-    int32[N, L], written up to t). `logits: float32[N, V]`, `cap: int32[N]`."""
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    vocab = jnp.arange(logp.shape[-1])[None, :]  # int32[1, V]
-    logp = jnp.where((vocab == PAD) | (vocab == BOS), -jnp.inf, logp)
-    at_cap = (t >= cap - 1)[:, None]
-    logp = jnp.where(at_cap & (vocab != EOS), -jnp.inf, logp)
-    too_early = (t < min_len) & ~at_cap
-    logp = jnp.where(too_early & (vocab == EOS), -jnp.inf, logp)
-    if no_repeat_ngram:
-        ban = _repeats(tokens, t, no_repeat_ngram, logp.shape[-1])
-        # A row the ban would leave without any token keeps its repeats instead.
-        ban = ban & jnp.any((logp > -jnp.inf) & ~ban, axis=-1, keepdims=True)
-        logp = jnp.where(ban, -jnp.inf, logp)
-    return logp
-
-
-def _repeats(tokens: Array, t: Array, n: int, vocab: int) -> Array:
-    """`bool[N, V]`: the tokens that, written at position t after `tokens[:, :t]`, would
-    repeat an n-gram already there (fairseq's and Hugging Face's `no_repeat_ngram_size`)."""
-    rows, length = tokens.shape
-    width = length - n + 1  # windows i covering positions i .. i + n - 1
-    if width < 1:
-        return jnp.zeros((rows, vocab), bool)
-    last = jax.lax.dynamic_slice_in_dim(tokens, jnp.maximum(t - (n - 1), 0), n - 1, axis=1)
-    match = (jnp.arange(width) + n - 1 < t)[None, :] & (t >= n - 1)  # windows written already
-    for j in range(n - 1):  # whose first n - 1 tokens are the last n - 1 written
-        match = match & (tokens[:, j : j + width] == last[:, j : j + 1])
-    completes = tokens[:, n - 1 :]  # int32[N, W]: the token each window ends with
-    row = jnp.broadcast_to(jnp.arange(rows)[:, None], completes.shape)
-    return jnp.zeros((rows, vocab), jnp.int32).at[row, completes].max(match.astype(jnp.int32)) > 0
 
 
 def _caps(src_len: Array, cap: Array | None, max_len: int) -> Array:
@@ -145,7 +98,7 @@ def _search(
     def body(s):
         t, tokens, y_prev, state, done, lengths, scores, attn = s
         state, logits, weights = _step(params, enc, state, y_prev, cfg, with_attention)
-        logp = _step_log_probs(logits, t, cap, min_len, tokens, no_repeat_ngram)
+        logp = step_log_probs(logits, t, cap, min_len, tokens, no_repeat_ngram)
         y = jnp.where(done, PAD, choose(t, logp))
         scores = scores + jnp.where(done, 0.0, jnp.take_along_axis(logp, y[:, None], -1)[:, 0])
         ended = ~done & (y == EOS)
@@ -235,7 +188,7 @@ def sample(
         )
 
     def choose(t, logp):
-        logits = _truncate(logp / temperature, top_k, top_p)
+        logits = truncate(logp / temperature, top_k, top_p)
         return jax.random.categorical(jax.random.fold_in(key, t), logits).astype(jnp.int32)
 
     return _search(
@@ -250,22 +203,6 @@ def sample(
         no_repeat_ngram=no_repeat_ngram,
         with_attention=with_attention,
     )
-
-
-def _truncate(logits: Array, top_k: int, top_p: float) -> Array:
-    """`logits: float32[N, V]` with every token outside the top-k / the top-p nucleus at -inf."""
-    neg_inf = jnp.float32(-jnp.inf)
-    if top_k:
-        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]  # float32[N, 1]
-        logits = jnp.where(logits < kth, neg_inf, logits)
-    if top_p < 1.0:
-        ordered = -jnp.sort(-logits, axis=-1)  # descending
-        probs = jax.nn.softmax(ordered, axis=-1)
-        before = jnp.cumsum(probs, axis=-1) - probs  # the mass of the more likely tokens
-        kept = jnp.where(before < top_p, ordered, jnp.inf)
-        threshold = jnp.min(kept, axis=-1, keepdims=True)  # the least likely token kept
-        logits = jnp.where(logits < threshold, neg_inf, logits)
-    return logits
 
 
 class _BeamState(NamedTuple):
@@ -340,7 +277,7 @@ def beam_search(
         y_prev = jnp.where(s.t == 0, BOS, s.live_tokens[:, :, jnp.maximum(s.t - 1, 0)])
         dec, logits, weights = _step(params, enc_k, s.dec, y_prev.reshape(-1), cfg, with_attention)
         history = s.live_tokens.reshape(batch * k, -1)
-        logp = _step_log_probs(logits, s.t, cap_k, min_len, history, no_repeat_ngram)
+        logp = step_log_probs(logits, s.t, cap_k, min_len, history, no_repeat_ngram)
         vocab = logp.shape[-1]
         cand = (s.live_scores[:, :, None] + logp.reshape(batch, k, vocab)).reshape(batch, -1)
         cand_scores, cand_idx = jax.lax.top_k(cand, 2 * k)

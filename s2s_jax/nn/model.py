@@ -19,135 +19,21 @@ from all annotations; "init"/"both" still initialise the decoder from C.
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from s2s_jax.errors import ConfigError
 from s2s_jax.nn import attention, rnn, scan
 from s2s_jax.nn.affine import affine
 from s2s_jax.nn.cells import get_cell
+
+# The config and the parameter pytree live in modules of their own; `model.X` names them all.
+from s2s_jax.nn.model_config import CONTEXT_MODES, DTYPES, Seq2SeqConfig  # noqa: F401
+from s2s_jax.nn.params import compute_params, init, param_count, reindex_vocab  # noqa: F401
 from s2s_jax.tokens import BOS, EOS, PAD, UNK  # noqa: F401 (model.EOS etc. for users)
 
 Array = jax.Array
-
-CONTEXT_MODES = ("init", "input", "both")
-DTYPES = ("float32", "bfloat16")
-
-
-@dataclasses.dataclass(frozen=True)
-class Seq2SeqConfig:
-    """Architecture of an encoder-decoder. Frozen and hashable: a static `jit` argument."""
-
-    src_vocab: int = 64  # source vocabulary size, specials included
-    tgt_vocab: int = 64  # target vocabulary size, specials included
-    cell: str = "gru"  # rnn | gru | lstm
-    src_embed: int = 64
-    tgt_embed: int = 64
-    enc_hidden: int = 128  # per direction
-    dec_hidden: int = 128  # may differ from the encoder's: a bridge maps C to it
-    enc_layers: int = 1
-    dec_layers: int = 1
-    bidirectional: bool = False  # bidirectional encoder (fig. 10.11)
-    context: str = "init"  # init | input | both: how C enters the decoder
-    attention: str = "none"  # none | bahdanau | luong_dot | luong_general
-    attn_dim: int = 128  # hidden size of the additive attention
-    readout: int = (
-        0  # size of the tanh readout before the softmax; 0: tgt_embed if tied else dec_hidden
-    )
-    reverse_source: bool = False  # read the source backwards (Sutskever 2014)
-    tie_embeddings: bool = False  # output layer = target embedding transposed
-    residual: bool = False  # residual connections between stacked layers
-    dropout: float = 0.0  # on embeddings, between layers and on the readout (training only)
-    unroll: int = 1  # lax.scan unroll factor
-    projection: str | None = None  # input matmul inside/outside the scan; None: per backend
-    # Hand-written backward passes (`scan_implementations`): same values, faster gradients.
-    fused: bool = True
-    remat: bool = False  # recompute in the backward pass what the scans would store: less memory
-    # Mixed precision: "bfloat16" runs the matmuls and activations in bfloat16; the parameters,
-    # their gradients, the LSTM cell state, the softmaxes and the loss stay in float32.
-    dtype: str = "float32"  # float32 | bfloat16
-
-    def __post_init__(self):
-        def check(ok: bool, msg: str):
-            if not ok:
-                raise ConfigError(msg)
-
-        check(
-            self.cell in ("rnn", "gru", "lstm"), f"cell must be rnn, gru or lstm, not {self.cell!r}"
-        )
-        check(
-            self.context in CONTEXT_MODES,
-            f"context must be one of {CONTEXT_MODES}, not {self.context!r}",
-        )
-        check(
-            self.attention in attention.KINDS,
-            f"attention must be one of {attention.KINDS}, not {self.attention!r}",
-        )
-        check(self.dtype in DTYPES, f"dtype must be float32 or bfloat16, not {self.dtype!r}")
-        check(
-            self.projection in (None, "inside", "outside"),
-            f"projection must be inside, outside or None, not {self.projection!r}",
-        )
-        for name in (
-            "src_vocab",
-            "tgt_vocab",
-            "src_embed",
-            "tgt_embed",
-            "enc_hidden",
-            "dec_hidden",
-            "enc_layers",
-            "dec_layers",
-            "attn_dim",
-            "unroll",
-        ):
-            check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
-        check(
-            self.src_vocab > UNK and self.tgt_vocab > UNK, "vocabularies must hold the 4 specials"
-        )
-        check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
-        check(
-            self.attention != "luong_dot" or self.dec_hidden == self.enc_out,
-            f"luong_dot attention needs dec_hidden == encoder output size ({self.enc_out}); "
-            "use luong_general or bahdanau",
-        )
-        check(
-            not self.tie_embeddings or self.readout_dim == self.tgt_embed,
-            "tie_embeddings needs readout == tgt_embed (leave readout at 0)",
-        )
-
-    @property
-    def enc_out(self) -> int:
-        """Width of the annotations and of the context C."""
-        return self.enc_hidden * (2 if self.bidirectional else 1)
-
-    @property
-    def readout_dim(self) -> int:
-        if self.readout:
-            return self.readout
-        return self.tgt_embed if self.tie_embeddings else self.dec_hidden
-
-    @property
-    def luong(self) -> bool:
-        return self.attention.startswith("luong")
-
-    @property
-    def dec_in(self) -> int:
-        """Width of the first decoder layer's input."""
-        if self.attention == "bahdanau":
-            return self.tgt_embed + self.enc_out
-        if self.luong:
-            return self.tgt_embed + self.readout_dim  # input feeding
-        return self.tgt_embed + (self.enc_out if self.context != "init" else 0)
-
-    @property
-    def readout_in(self) -> int:
-        return self.dec_hidden + self.enc_out + self.tgt_embed
-
-    def replace(self, **changes) -> Seq2SeqConfig:
-        return dataclasses.replace(self, **changes)
 
 
 class Encoded(NamedTuple):
@@ -164,79 +50,6 @@ class DecoderState(NamedTuple):
 
     carries: tuple  # one cell carry per decoder layer, float32[B, dec_hidden] leaves
     feed: Array  # float32[B, readout] previous readout (Luong input feeding), else float32[B, 0]
-
-
-def _dense(key, n_in: int, n_out: int) -> dict:
-    w = jax.random.normal(key, (n_in, n_out), jnp.float32) / jnp.sqrt(n_in)
-    return {"w": w, "b": jnp.zeros((n_out,), jnp.float32)}
-
-
-def init(cfg: Seq2SeqConfig, *, key) -> dict:
-    """Fresh parameters for `cfg`: a nested dict of float32 arrays."""
-    cell = get_cell(cfg.cell)
-    keys = iter(jax.random.split(key, 16))
-    params = {
-        "src_embed": jax.random.normal(next(keys), (cfg.src_vocab, cfg.src_embed)) * 0.1,
-        "tgt_embed": jax.random.normal(next(keys), (cfg.tgt_vocab, cfg.tgt_embed)) * 0.1,
-        "encoder": rnn.init_stack(
-            next(keys),
-            cell,
-            cfg.src_embed,
-            cfg.enc_hidden,
-            layers=cfg.enc_layers,
-            bidirectional=cfg.bidirectional,
-        ),
-        "decoder": [
-            layer["fwd"]
-            for layer in rnn.init_stack(
-                next(keys), cell, cfg.dec_in, cfg.dec_hidden, layers=cfg.dec_layers
-            )
-        ],
-        "attention": attention.init(
-            next(keys),
-            cfg.attention,
-            cfg.dec_hidden,
-            cfg.enc_out,
-            cfg.attn_dim if cfg.attention == "bahdanau" else cfg.dec_hidden,
-        ),
-        "readout": _dense(next(keys), cfg.readout_in, cfg.readout_dim),
-        "output": _dense(next(keys), cfg.readout_dim, cfg.tgt_vocab),
-    }
-    if cfg.tie_embeddings:
-        del params["output"]["w"]
-    if cfg.context in ("init", "both"):
-        n_states = 2 if cfg.cell == "lstm" else 1
-        params["bridge"] = [
-            [_dense(next(keys), cfg.enc_out, cfg.dec_hidden) for _ in range(n_states)]
-            for _ in range(cfg.dec_layers)
-        ]
-    return params
-
-
-def compute_params(params: dict, *, cfg: Seq2SeqConfig) -> dict:
-    """The parameters in the dtype the model computes in: bfloat16 copies under mixed
-    precision (the cast is differentiable: gradients arrive in float32), else `params`."""
-    if cfg.dtype == "float32":
-        return params
-    dtype = jnp.dtype(cfg.dtype)
-    cast = lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
-    return jax.tree.map(cast, params)
-
-
-def reindex_vocab(params: dict, *, src_order: Array | None = None, tgt_order=None) -> dict:
-    """The same model reading and writing tokens numbered otherwise: new id i is old id
-    `order[i]` (`int32[V]`, a permutation) on the source and/or target side. Exact: only the
-    rows of the embeddings and the columns of the output layer move."""
-    params = dict(params)
-    if src_order is not None:
-        params["src_embed"] = params["src_embed"][src_order]
-    if tgt_order is not None:
-        params["tgt_embed"] = params["tgt_embed"][tgt_order]
-        out = dict(params["output"], b=params["output"]["b"][tgt_order])
-        if "w" in out:  # untied
-            out["w"] = out["w"][:, tgt_order]
-        params["output"] = out
-    return params
 
 
 def reverse_within_length(x: Array, lengths: Array) -> Array:
@@ -538,7 +351,3 @@ def log_prob(
     """
     logits = forward(params, src, src_len, tgt, cfg=cfg)
     return jnp.sum(token_log_probs(logits, tgt, tgt_len), axis=-1)
-
-
-def param_count(params: Any) -> int:
-    return sum(x.size for x in jax.tree.leaves(params))

@@ -1,5 +1,5 @@
-"""The resumable training run behind `s2s train`: `configure` decides what a workdir's run
-will be, `fit` prepares, locks, restores, trains, evaluates and checkpoints.
+"""The resumable training run behind `s2s train`: `fit` plans (`plan.configure`, `plan.prepare`),
+locks, restores, trains, evaluates and checkpoints.
 
 The step body (`step.train_step`) runs under `parallel.DataParallel`; the data order is a
 function of (seed, epoch) and the checkpoint stores the position, so a run resumed from a
@@ -9,9 +9,7 @@ checkpoint ends with the same parameters as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
-import os
 import signal
 import sys
 import time
@@ -23,139 +21,24 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from s2s_jax.data import Task, Vocab, encode_pairs, train_batches
-from s2s_jax.data.tasks import recommended_steps
-from s2s_jax.errors import CheckpointError, ConfigError, DataError, S2SError, TrainingError
+from s2s_jax.data import train_batches
+from s2s_jax.errors import S2SError, TrainingError
 from s2s_jax.inference import metrics
 from s2s_jax.inference.evaluate import evaluate
 from s2s_jax.inference.translate import Translator
 from s2s_jax.nn import model
-from s2s_jax.training import config, parallel
-from s2s_jax.training import workdir as wd
+from s2s_jax.run import config
+from s2s_jax.run import workdir as wd
+from s2s_jax.run.mesh import on_any_process
+from s2s_jax.run.stopping import Interrupted, StopSignals
+from s2s_jax.run.workdir import WorkdirBusy
+from s2s_jax.training import parallel
 from s2s_jax.training.metrics_log import MetricsWriter
+from s2s_jax.training.plan import Prepared, absolute_paths, configure, prepare
 from s2s_jax.training.state import init_state, learning_rate_schedule
 from s2s_jax.training.step import train_step
-from s2s_jax.training.stopping import Interrupted, StopSignals
-from s2s_jax.training.workdir import WorkdirBusy
 
 TENSORBOARD_SAMPLES = 5  # decoded validation pairs shown in TensorBoard at each evaluation
-
-
-def build_vocabs(task: Task, train_cfg: config.TrainConfig) -> tuple[Vocab, Vocab]:
-    """Vocabularies from the training split only."""
-    pairs = task.splits["train"]
-    kinds = (train_cfg.src_vocab_kind or task.src_kind, train_cfg.tgt_vocab_kind or task.tgt_kind)
-    return tuple(
-        Vocab.build(
-            (p[side] for p in pairs),
-            kind,
-            max_size=train_cfg.vocab_size,
-            sp_vocab_size=train_cfg.vocab_size,
-        )
-        for side, kind in enumerate(kinds)
-    )
-
-
-# ------------------------------------------------------------------------------- the run
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """What `s2s train` will do in a workdir, decided (and validated) before anything is
-    written."""
-
-    values: dict  # the run's configuration values {"model": {...}, "train": {...}}
-    stored: wd.Run | None = None  # the run to resume (it has a checkpoint), checked
-    changes: tuple = ()  # (field, stored value, requested value) of TUNABLE fields changed
-
-    @property
-    def resume(self) -> bool:
-        return self.stored is not None
-
-
-def configure(
-    workdir: str | Path, requested: dict[str, dict], *, defaults: dict[str, dict] = config.DEFAULTS
-) -> Plan:
-    """The configuration of a run in `workdir`, and whether it resumes (reads only).
-
-    A new run takes `defaults` updated by `requested`. A workdir whose run never saved a
-    checkpoint starts again from its stored configuration updated by `requested`. A workdir
-    with checkpoints keeps its stored configuration: requested values may change only the
-    `config.RESUMABLE` fields, the `config.TUNABLE` ones (reported in `Plan.changes`) and the
-    decode section.
-
-    Raises:
-      ConfigError: an invalid configuration, or a change the stored run cannot take.
-      CheckpointError: a workdir whose files do not belong together.
-    """
-    latest, best = _checkpoint_steps(workdir)
-    has_checkpoint = latest is not None or best is not None
-    if not wd.exists(workdir) and has_checkpoint:
-        raise CheckpointError(
-            f"{workdir} holds checkpoints but no {wd.CONFIG}: restore that "
-            "file, or use another --workdir"
-        )
-    if not (wd.exists(workdir) and has_checkpoint):
-        base = defaults
-        if wd.exists(workdir):  # started, but killed or failed before its first checkpoint
-            try:
-                base = config.merge(defaults, _stored_values(workdir))
-            except S2SError:
-                pass  # nothing was trained with it: the request alone decides
-        values = config.merge(base, requested)
-        if not values["train"].get("steps"):
-            t = values["train"]
-            task = None if t.get("train_file") else t.get("task", config.TrainConfig.task)
-            values["train"]["steps"] = recommended_steps(task)
-        config.build(values)  # validates
-        return Plan(values)
-    stored = _stored_values(workdir)
-    changes = []
-    for section, values in requested.items():
-        for name, value in values.items():
-            old = stored[section][name]
-            if old == value:
-                continue
-            if section == "train" and name == "steps" and stored["train"]["schedule"] == "cosine":
-                changes.append((name, old, value))  # the cosine decay stretches: announce it
-                continue
-            if (section == "train" and name in config.RESUMABLE) or section == "decode":
-                continue
-            if section == "train" and name in config.TUNABLE:
-                if name == "clip_norm" and (old == 0) != (value == 0):
-                    raise ConfigError(
-                        f"{workdir} was trained with clip_norm={old}: clipping "
-                        "cannot be switched on or off on resume (the optimizer "
-                        "state differs); change its value instead"
-                    )
-                changes.append((name, old, value))
-                continue
-            raise ConfigError(
-                f"{workdir} holds a run with {section}.{name}={old!r}, not {value!r}: use a "
-                "new --workdir, or drop that setting to resume"
-            )
-    values = config.merge(stored, {s: requested.get(s, {}) for s in ("train", "decode")})
-    config.build(values)  # validates
-    done, asked = latest, requested.get("train", {}).get("steps")
-    if asked is not None and done is not None and asked < done:
-        raise ConfigError(
-            f"{workdir} has trained {done} steps already: steps={asked} would undo nothing; ask "
-            f"for more than {done} to train on, or use another --workdir"
-        )
-    return Plan(values, stored=wd.load(workdir), changes=tuple(changes))
-
-
-def _stored_values(workdir) -> dict:
-    return config.to_dict(*config.build(wd.load_json_config(workdir)))
-
-
-def _checkpoint_steps(workdir) -> tuple[int | None, int | None]:
-    """The latest and the best saved steps (None: none), read once."""
-    ckpts = wd.checkpoints(workdir)
-    try:
-        return ckpts.latest_step(), ckpts.best_step()
-    finally:
-        ckpts.close()
 
 
 def fit(
@@ -188,11 +71,11 @@ def fit(
         non-finite loss; `stopping.Interrupted` after a signal (the state is saved).
     """
     workdir = wd.resolve(workdir)
-    requested = _absolute_paths(requested or {})
+    requested = absolute_paths(requested or {})
     with contextlib.ExitStack() as stack:
         if stop is None:
             stop = stack.enter_context(StopSignals())
-        prepared = _prepare(workdir, configure(workdir, requested, defaults=defaults))
+        prepared = prepare(configure(workdir, requested, defaults=defaults))
         stack.enter_context(_locked(workdir))
         stack.enter_context(stop.deferred())
         if configure(workdir, requested, defaults=defaults) != prepared.plan:
@@ -201,54 +84,6 @@ def fit(
                 "`s2s train` used it): run the command again"
             )
         return _fit(workdir, prepared, progress=progress, log=log, stop=stop)
-
-
-def _absolute_paths(requested: dict[str, dict]) -> dict[str, dict]:
-    """Data paths made absolute, relative to the current directory (once, here)."""
-    train_values = dict(requested.get("train", {}))
-    for name in ("train_file", "valid_file", "test_file"):
-        if train_values.get(name):
-            train_values[name] = os.path.abspath(os.path.expanduser(train_values[name]))
-    return {**requested, "train": train_values}
-
-
-@dataclasses.dataclass(frozen=True)
-class _Prepared:
-    """A run's configuration and data, read and checked; nothing written yet."""
-
-    plan: Plan
-    model_cfg: model.Seq2SeqConfig
-    train_cfg: config.TrainConfig
-    decode_cfg: config.DecodeConfig
-    task: Task
-    src_vocab: Vocab
-    tgt_vocab: Vocab
-    examples: list
-
-
-def _prepare(workdir: Path, plan: Plan) -> _Prepared:
-    model_cfg, train_cfg, decode_cfg = config.build(plan.values)
-    task = config.load_task_data(train_cfg)
-    config.best_metric(train_cfg, task)  # one the evaluations compute
-    if plan.resume:
-        src_vocab, tgt_vocab = plan.stored.src_vocab, plan.stored.tgt_vocab
-    else:
-        src_vocab, tgt_vocab = build_vocabs(task, train_cfg)
-        model_cfg = model_cfg.replace(src_vocab=len(src_vocab), tgt_vocab=len(tgt_vocab))
-    examples, dropped = encode_pairs(
-        task.splits["train"],
-        src_vocab,
-        tgt_vocab,
-        max_src_len=train_cfg.max_src_len,
-        max_tgt_len=train_cfg.max_tgt_len,
-    )
-    if not examples:
-        raise DataError(
-            f"none of the {len(task.splits['train'])} training pairs fits "
-            f"max_src_len={train_cfg.max_src_len} / max_tgt_len="
-            f"{train_cfg.max_tgt_len}: raise them (--set max_src_len=...)"
-        )
-    return _Prepared(plan, model_cfg, train_cfg, decode_cfg, task, src_vocab, tgt_vocab, examples)
 
 
 @contextlib.contextmanager
@@ -261,12 +96,12 @@ def _locked(workdir: Path):
                 stack.enter_context(wd.lock(workdir))
             except S2SError as e:
                 error = e
-        if parallel.on_any_process(error is not None):
+        if on_any_process(error is not None):
             raise error or WorkdirBusy(f"process 0 could not lock {workdir}")
         yield
 
 
-def _fit(workdir: Path, prepared: _Prepared, *, progress: bool, log, stop) -> dict:
+def _fit(workdir: Path, prepared: Prepared, *, progress: bool, log, stop) -> dict:
     plan, train_cfg, model_cfg = prepared.plan, prepared.train_cfg, prepared.model_cfg
     owner = jax.process_index() == 0  # on a cluster, process 0 writes the files
     if not plan.resume and wd.exists(workdir):
@@ -290,12 +125,18 @@ def _fit(workdir: Path, prepared: _Prepared, *, progress: bool, log, stop) -> di
     )
 
     best_metric = config.best_metric(train_cfg)
-    ckpts = wd.checkpoints(
-        workdir,
+    options = dict(
         best_mode=metrics.direction(best_metric),
         writer=True,
         max_to_keep=train_cfg.keep_checkpoints,
         log=log,
+    )
+    # A resumed run's checkpoints follow its workdir's digest policy; a new run's are all
+    # digested (this version writes them).
+    ckpts = (
+        plan.stored.checkpoints(**options)
+        if plan.resume
+        else wd.checkpoints(workdir, require_digests=True, **options)
     )
     writer = None
     try:

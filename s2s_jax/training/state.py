@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from s2s_jax.nn import model
-from s2s_jax.training.config import TrainConfig
+from s2s_jax.run.config import TrainConfig
 
 Array = jax.Array
 

@@ -1,4 +1,5 @@
-"""One training step: the loss, and the per-device step body that `parallel` runs.
+"""One training step: the per-device step body that `parallel` runs, minimising the
+teacher-forced loss of `nn.loss`.
 
 A step is a pure function of (state, batch): dropout keys are `fold_in(key, step)`, so a run
 resumed from a checkpoint takes exactly the steps an uninterrupted one would.
@@ -12,38 +13,11 @@ import optax
 
 from s2s_jax.data import Batch
 from s2s_jax.nn import model
-from s2s_jax.training import config
+from s2s_jax.nn.loss import loss_terms
+from s2s_jax.run import config
 from s2s_jax.training.state import TrainState, make_optimizer
 
 Array = jax.Array
-
-
-def loss_terms(
-    params, batch: Batch, key, *, model_cfg: model.Seq2SeqConfig, label_smoothing: float = 0.0
-) -> tuple[Array, dict]:
-    """Summed (not averaged) training loss over the batch's real target tokens.
-
-    Returns:
-      the summed (label-smoothed) cross-entropy, and sums of the NLL, the token count and the
-      correct argmax predictions. Sums, so that data-parallel shards add up exactly.
-    """
-    logits = model.forward(params, batch.src, batch.src_len, batch.tgt, cfg=model_cfg, key=key)
-    mask = jnp.arange(batch.tgt.shape[1])[None, :] < batch.tgt_len[:, None]
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch.tgt)
-    if label_smoothing:
-        # (1 - eps) * NLL + eps * mean over the vocabulary of -log p: what optax.smooth_labels
-        # gives, without its one-hot targets (f32[B, T, V], 1.6 GB at B=256, T=50, V=32k).
-        uniform = -jnp.mean(jax.nn.log_softmax(logits, axis=-1), axis=-1)
-        loss = (1.0 - label_smoothing) * nll + label_smoothing * uniform
-    else:
-        loss = nll
-    correct = (jnp.argmax(logits, axis=-1) == batch.tgt) & mask
-    sums = {
-        "nll": jnp.sum(jnp.where(mask, nll, 0.0)),
-        "tokens": jnp.sum(mask).astype(jnp.float32),
-        "correct": jnp.sum(correct).astype(jnp.float32),
-    }
-    return jnp.sum(jnp.where(mask, loss, 0.0)), sums
 
 
 def train_step(

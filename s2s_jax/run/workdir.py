@@ -1,4 +1,4 @@
-"""A training workdir: self-describing, locked while trained, validated on every load.
+"""A run directory (workdir): self-describing, locked while trained, validated on every load.
 
     DIR/config.json        model and training configuration, vocabulary fingerprints, and the
                            changes made on resume (written last: it marks a started run)
@@ -12,7 +12,9 @@
                            however it ends: the lock belongs to the open file)
 
 Paths are made absolute once, by `resolve`, at the boundary (CLI, `Translator.from_workdir`,
-`loop.fit`), so nothing depends on the current directory afterwards.
+`loop.fit`), so nothing depends on the current directory afterwards. `load` opens a workdir
+once: the `Run` it returns carries its configuration, vocabularies and path, and restores its
+checkpoints (`restore_params`, `Run.checkpoints`) without reading config.json again.
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ from s2s_jax.data import Vocab
 from s2s_jax.errors import CheckpointError, WorkdirError, WriteError
 from s2s_jax.files import write_atomically
 from s2s_jax.nn import model
-from s2s_jax.training import config
-from s2s_jax.training.checkpoint import Checkpoints, load_json, save_json
+from s2s_jax.run import config
+from s2s_jax.run.checkpoint import Checkpoints, load_json, save_json
 
 CONFIG, CHECKPOINTS, METRICS, TENSORBOARD = "config.json", "checkpoints", "metrics.jsonl", "tb"
 SRC_VOCAB, TGT_VOCAB, LOCK = "vocab.src.json", "vocab.tgt.json", "train.lock"
@@ -46,7 +48,7 @@ class WorkdirBusy(WorkdirError):
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """What a workdir describes."""
+    """What a workdir describes; `load` gives it with the `path` it was read from."""
 
     model_cfg: model.Seq2SeqConfig
     train_cfg: config.TrainConfig
@@ -54,6 +56,16 @@ class Run:
     tgt_vocab: Vocab
     changes: tuple = ()  # {"step", "field", "old", "new"} for each field changed on resume
     decode_cfg: config.DecodeConfig = config.DecodeConfig()
+    path: Path | None = None  # the workdir (None: a run not read from one)
+    # Written by a version that digests every step (its config names vocabulary checksums):
+    # a step without a digest is then damage, not an older format.
+    digests_required: bool = True
+
+    def checkpoints(self, **options) -> Checkpoints:
+        """The workdir's checkpoints (`options` as for `checkpoints`)."""
+        if self.path is None:
+            raise CheckpointError("this run was not read from a workdir: it has no checkpoints")
+        return checkpoints(self.path, require_digests=self.digests_required, **options)
 
 
 def resolve(path: str | os.PathLike) -> Path:
@@ -123,7 +135,15 @@ def load(path: str | Path) -> Run:
             )
         vocabs.append(vocab)
     changes = tuple(values.get("changes", ()))
-    return Run(model_cfg, train_cfg, *vocabs, changes=changes, decode_cfg=decode_cfg)
+    return Run(
+        model_cfg,
+        train_cfg,
+        *vocabs,
+        changes=changes,
+        decode_cfg=decode_cfg,
+        path=path,
+        digests_required="vocab" in values,
+    )
 
 
 def checkpoints(
@@ -133,34 +153,36 @@ def checkpoints(
     writer: bool = False,
     max_to_keep: int = 2,
     log: Callable[[str], None] | None = None,
+    require_digests: bool | None = None,
 ) -> Checkpoints:
     """The workdir's checkpoints; `writer` only for the process holding the lock. A workdir
     written by this version (its config names vocabulary checksums) must have a digest for
-    every step: one missing is damage, not an older format."""
-    try:
-        current = "vocab" in load_json_config(path)
-    except CheckpointError:
-        current = False
+    every step: one missing is damage, not an older format (`require_digests`; None: read
+    from config.json, which `Run.checkpoints` has read already)."""
+    if require_digests is None:
+        try:
+            require_digests = "vocab" in load_json_config(path)
+        except CheckpointError:
+            require_digests = False
     return Checkpoints(
         Path(path) / CHECKPOINTS,
         best_mode=best_mode,
         writer=writer,
         max_to_keep=max_to_keep,
-        require_digests=current,
+        require_digests=require_digests,
         log=log,
     )
 
 
 def restore_params(
-    path: str | Path,
-    model_cfg: model.Seq2SeqConfig,
+    run: Run,
     *,
     which: str = "best",
     average: int = 0,
     log: Callable[[str], None] | None = None,
-    metric: str = "",
 ) -> tuple[Any, dict]:
-    """The parameters of the `which` ("best" or "latest") checkpoint, verified, and nothing
+    """The parameters of the `which` ("best" or "latest") checkpoint of the workdir `run` was
+    read from (`load`), verified, and nothing
     else (inference needs no optimizer state); falls back to the latest when there is no
     usable best one, and to older steps past damaged ones.
 
@@ -168,11 +190,12 @@ def restore_params(
     keeps `train.keep_checkpoints` of them), each verified; a damaged one is an error here.
 
     Returns the parameters and what was loaded: `{"checkpoint": "best" | "latest", "step": N}`
-    (plus `metric` and its value for a best one; `{"checkpoint": "average", "step": newest,
-    "steps": [...]}` for an average); `log` gets it as one line.
+    (plus `metric`, the run's `best_metric`, and its value for a best one; `{"checkpoint":
+    "average", "step": newest, "steps": [...]}` for an average); `log` gets it as one line.
     """
-    target = {"params": jax.eval_shape(lambda: model.init(model_cfg, key=jax.random.key(0)))}
-    ckpts = checkpoints(path, log=log)
+    path, metric = run.path, config.best_metric(run.train_cfg)
+    target = {"params": jax.eval_shape(lambda: model.init(run.model_cfg, key=jax.random.key(0)))}
+    ckpts = run.checkpoints(log=log)
     try:
         if average:
             return _average(path, ckpts, target, average, log)
@@ -181,7 +204,7 @@ def restore_params(
         loaded = {"checkpoint": name, "step": step}
         why = "the latest"
         if name == "best" and ckpts.best_metric() is not None:
-            loaded |= {"metric": metric or "validation metric", "value": ckpts.best_metric()}
+            loaded |= {"metric": metric, "value": ckpts.best_metric()}
             why = f"the best by {loaded['metric']} ({loaded['value']:.4g})"
         if log is not None:
             log(f"{path}: step {step}, {why}")

@@ -1,4 +1,5 @@
-"""Run configuration: `TrainConfig`, experiment files and `--set key=value` overrides.
+"""A run's configuration: `TrainConfig`, `DecodeConfig`, experiment files and `--set key=value`
+overrides (one truth for `s2s train`, the workdir's config.json and every reader of it).
 
 An experiment is a TOML file with a `[model]` table (fields of `model.Seq2SeqConfig`), a
 `[train]` table (fields of `TrainConfig`), a `[decode]` table (fields of `DecodeConfig`) and
@@ -16,11 +17,11 @@ import tomllib
 import typing
 from pathlib import Path
 
-from s2s_jax.data import Task, bucket_lengths, load_task, read_tsv, with_references
-from s2s_jax.data.tasks import METRICS
-from s2s_jax.errors import ConfigError, DataError
+from s2s_jax.data import Task, bucket_lengths
+from s2s_jax.data.task import METRICS
+from s2s_jax.errors import ConfigError
 from s2s_jax.nn.model import Seq2SeqConfig
-from s2s_jax.training import parallel
+from s2s_jax.run import mesh
 
 TSV_TASK = "tsv"  # the task name of a run on --train/--valid files
 
@@ -71,7 +72,7 @@ class TrainConfig:
         choices = {
             "optimizer": ("adam", "adamw"),
             "schedule": ("constant", "cosine", "rsqrt"),
-            "parallel": parallel.MODES,
+            "parallel": mesh.MODES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -326,38 +327,3 @@ def best_metric(train_cfg: TrainConfig, task: Task | None = None) -> str:
             f"{', '.join((*task.metrics, 'loss'))}"
         )
     return name
-
-
-def load_task_data(train_cfg: TrainConfig) -> Task:
-    """The built-in task, or a task made of the configured TSV files; evaluated with
-    `train_cfg.metrics` when given."""
-    task = _task_data(train_cfg)
-    if train_cfg.metric_names():
-        task = dataclasses.replace(task, metrics=train_cfg.metric_names())
-    return task
-
-
-def _task_data(train_cfg: TrainConfig) -> Task:
-    if not train_cfg.train_file:
-        return load_task(train_cfg.task, seed=train_cfg.seed)
-    splits, references = {}, {}
-    for split, path in (
-        ("train", train_cfg.train_file),
-        ("valid", train_cfg.valid_file),
-        ("test", train_cfg.test_file),
-    ):
-        if path:
-            splits[split] = read_tsv(path)
-            if not splits[split]:
-                raise DataError(f"{path} holds no source<TAB>target pairs (the {split} split)")
-            if split != "train":  # a source on several lines: any of its targets is right
-                splits[split], references[split] = with_references(splits[split])
-    return Task(
-        name=Path(train_cfg.train_file).name,  # the run is named after its data
-        description=f"pairs from {train_cfg.train_file}",
-        src_kind=train_cfg.src_vocab_kind or "char",
-        tgt_kind=train_cfg.tgt_vocab_kind or "char",
-        metrics=("exact_match", "token_accuracy", "bleu", "chrf"),
-        splits=splits,  # no test split without a test file
-        references=references,
-    )

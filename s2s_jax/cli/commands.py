@@ -1,0 +1,192 @@
+"""The `s2s` subcommands: each reads its parsed arguments, calls the library and prints. The
+library is imported inside each command, so that `s2s --help` and option errors do not wait
+for JAX."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from s2s_jax.errors import DataError, S2SError
+
+
+def train(args, stop) -> int:
+    from s2s_jax.run import config, mesh
+    from s2s_jax.training import loop
+
+    mesh.initialize_distributed()
+    requested = config.load_file(args.config, smoke=args.smoke) if args.config else {}
+    overrides = config.parse_overrides(args.set)
+    if args.task and args.train:
+        raise S2SError("give either --task or --train/--valid, not both")
+    cli = {"train": {}}
+    if args.task:  # the data of a run is its task or its files, never a mix
+        cli["train"].update(task=args.task, train_file="", valid_file="", test_file="")
+    if args.train:
+        cli["train"]["task"] = config.TSV_TASK
+    for name, value in (
+        ("train_file", args.train),
+        ("valid_file", args.valid),
+        ("test_file", args.test),
+        ("steps", args.steps),
+        ("parallel", args.parallel),
+    ):
+        if value is not None:
+            cli["train"][name] = value
+    requested = config.merge(requested, cli, overrides)  # loop.fit makes paths absolute
+    result = loop.fit(args.workdir, requested, progress=not args.no_progress, stop=stop)
+    print(json.dumps(result))
+    return 0
+
+
+def _stdin_lines() -> list[str]:
+    """Standard input's lines, decoded as UTF-8 (a line that is not names itself)."""
+    lines = []
+    for number, raw in enumerate(sys.stdin.buffer, 1):
+        try:
+            lines.append(raw.decode("utf-8").rstrip("\r\n"))
+        except UnicodeDecodeError as e:
+            raise DataError(
+                f"stdin:{number}: not UTF-8 ({e.reason} at byte {e.start}); "
+                "convert the input to UTF-8"
+            ) from None
+    return lines
+
+
+def _load(args):
+    """The `Translator` of `--workdir` (several: their ensemble), `--checkpoint`, `--average`."""
+    from s2s_jax.inference.translate import Translator
+
+    return Translator.from_workdirs(args.workdir, **_which(args))
+
+
+def _which(args) -> dict:
+    """`--checkpoint` and `--average` as `which` and `average`; both at once are refused."""
+    if args.average and args.checkpoint is not None:
+        raise S2SError(
+            "--average N takes the N latest checkpoints: drop --checkpoint, or --average"
+        )
+    return {"which": args.checkpoint or "best", "average": args.average or 0}
+
+
+def translate(args, stop) -> int:
+    translator = _load(args)
+    lines = list(args.text) if args.text else _stdin_lines()
+    unknown = translator.unknown_tokens(lines)
+    if unknown:
+        shown = ", ".join(repr(t) for t, _ in unknown.most_common(5))
+        print(
+            f"{sum(unknown.values())} input token(s) not in the source vocabulary, read as "
+            f"<unk>: {shown}{', ...' if len(unknown) > 5 else ''}",
+            file=sys.stderr,
+        )
+    sample = None
+    if args.sample:
+        if args.beam is not None or args.n_best is not None:
+            raise S2SError("--sample draws one translation per input: drop --beam and --n-best")
+        from s2s_jax.inference.outputs import Sampling
+
+        sample = Sampling(args.seed, args.temperature, args.top_k, args.top_p)
+    limits = dict(alpha=args.alpha, min_len=args.min_len, no_repeat_ngram=args.no_repeat_ngram)
+    if args.align or args.heatmap:
+        if args.sample or args.n_best is not None:
+            raise S2SError(
+                "--align and --heatmap show the best translation: drop --sample, --n-best"
+            )
+        alignments = translator.align(lines, beam=args.beam, **limits)
+        if args.heatmap:
+            from s2s_jax.inference.heatmap import save_heatmap
+
+            for number, a in enumerate(alignments, 1):
+                save_heatmap(a, os.path.join(args.heatmap, f"{number:04d}.png"))
+        for a in alignments:  # source-target token index pairs, as fairseq's A- lines
+            pairs = " ".join(f"{i}-{j}" for i, j in a.pairs())
+            print(f"{a.text}\t{pairs}" if args.align else a.text)
+        return 0
+    if args.n_best is None:
+        for text in translator.translate(lines, beam=args.beam, sample=sample, **limits):
+            print(text)
+        return 0
+    beam = args.beam if args.beam is not None else max(args.n_best, translator.decode_cfg.beam)
+    out = translator.translate(lines, beam=beam, n_best=args.n_best, **limits)
+    for number, hyps in enumerate(out, 1):  # input line, rank, score, log P, text
+        for rank, h in enumerate(hyps, 1):
+            print(f"{number}\t{rank}\t{h.score:.4f}\t{h.log_prob:.4f}\t{h.text}")
+    return 0
+
+
+def score(args, stop) -> int:
+    pairs = []
+    for number, line in enumerate(_stdin_lines(), 1):
+        if line.count("\t") != 1:
+            raise DataError(f"stdin:{number}: write one source<TAB>target pair per line")
+        pairs.append(tuple(line.split("\t")))
+    translator = _load(args)
+    for score in translator.score(pairs):
+        print(f"{score:.6f}")
+    return 0
+
+
+def evaluate(args, stop) -> int:
+    from s2s_jax.inference import evaluate
+
+    if args.file is not None and args.split is not None:
+        raise S2SError("give either --split or --file, not both")
+    result = evaluate.evaluate_workdir(
+        args.workdir,
+        split=args.split or "test",
+        file=args.file,
+        beam=args.beam,
+        alpha=args.alpha,
+        limit=args.limit,
+        **_which(args),
+        output=args.output,
+    )
+    print(json.dumps(result, indent=None))
+    return 0
+
+
+def export(args, stop) -> int:
+    from s2s_jax.inference import export
+
+    if len(args.workdir) > 1:
+        raise S2SError("s2s export takes one --workdir: an ensemble cannot be exported")
+    platforms = export.PLATFORMS
+    if args.platforms is not None:
+        platforms = tuple(p.strip() for p in args.platforms.split(",") if p.strip())
+    result = export.export_workdir(
+        args.workdir[0],
+        args.out,
+        **_which(args),
+        beam=args.beam,
+        alpha=args.alpha,
+        platforms=platforms,
+    )
+    print(json.dumps(result))
+    return 0
+
+
+def tasks(args, stop) -> int:
+    from s2s_jax.data import describe_tasks
+    from s2s_jax.data.tasks import recommended_steps
+
+    for name, description in describe_tasks():
+        print(f"{name}\t{recommended_steps(name)} steps\t{description}")
+    return 0
+
+
+def config(args, stop) -> int:
+    import dataclasses
+
+    from s2s_jax.run import config
+
+    requested = config.load_file(args.config, smoke=args.smoke) if args.config else {}
+    values = config.merge(config.DEFAULTS, requested, config.parse_overrides(args.set))
+    configs = config.build(values)  # validates, and fills in every default
+    for (section, cls), cfg in zip(config.SECTIONS.items(), configs):
+        comments = config.field_comments(cls)
+        for field in dataclasses.fields(cls):
+            comment = f"  # {comments[field.name]}" if field.name in comments else ""
+            print(f"{section}.{field.name}={getattr(cfg, field.name)}{comment}")
+    return 0

@@ -1,0 +1,227 @@
+"""The `s2s` command's arguments (argparse): every subcommand, its options and an example."""
+
+from __future__ import annotations
+
+import argparse
+
+from s2s_jax.cli import commands
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("s2s-jax")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="s2s", description="RNN encoder-decoder models in JAX.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name, help_, example):
+        return sub.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog=f"example: {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    p = command(
+        "train",
+        "train, evaluate and checkpoint into a workdir; run again to resume",
+        "s2s train --workdir runs/numbers --task numbers-en-fr --set dropout=0.2",
+    )
+    p.add_argument(
+        "--workdir",
+        required=True,
+        help="the run's directory (created; a relative path is taken from here)",
+    )
+    p.add_argument("--task", help="a built-in task (see `s2s tasks`); default numbers-en-fr")
+    p.add_argument("--train", help="training pairs, TSV source<TAB>target")
+    p.add_argument("--valid", help="validation pairs, TSV")
+    p.add_argument("--test", help="test pairs, TSV (for `s2s eval --split test`)")
+    p.add_argument("--config", help="an experiment file (TOML), e.g. experiments/cho2014.toml")
+    p.add_argument("--smoke", action="store_true", help="apply the config file's [smoke] variant")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set cell=lstm --set train.steps=100",
+    )
+    p.add_argument("--steps", type=int, help="train until this step (train.steps)")
+    p.add_argument(
+        "--parallel",
+        help="data parallelism over the devices (train.parallel): "
+        "auto, or a mode that `s2s config` lists",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=commands.train)
+
+    def search_flags(q):  # translate, eval and export search alike
+        q.add_argument(
+            "--beam", type=int, help="beam width, 1 for greedy (default: the run's decode.beam)"
+        )
+        q.add_argument(
+            "--alpha",
+            type=float,
+            help="beam length normalisation (default: the run's decode.alpha)",
+        )
+
+    def inference(name, help_, run, example, *, ensemble=True):
+        q = command(name, help_, example)
+        q.add_argument(  # appended even where one is taken: a second is refused, not ignored
+            "--workdir",
+            required=True,
+            action="append",
+            help="a trained run's directory"
+            + (
+                "; repeat it for an ensemble of runs trained on the same vocabularies (their "
+                "probabilities averaged at every step)"
+                if ensemble
+                else ""
+            ),
+        )
+        q.add_argument(
+            "--checkpoint",
+            choices=("best", "latest"),
+            help="which step to load: the best by train.best_metric (default) or the latest",
+        )
+        q.add_argument(
+            "--average",
+            type=_positive_int,
+            metavar="N",
+            help="the mean of the parameters of the run's N latest checkpoints (it must keep "
+            "them: train.keep_checkpoints)",
+        )
+        q.set_defaults(run=run)
+        return q
+
+    q = inference(
+        "translate",
+        "translate arguments, or each line of standard input",
+        commands.translate,
+        's2s translate --workdir runs/numbers --beam 5 "forty-two"',
+    )
+    search_flags(q)
+    q.add_argument(
+        "--n-best",
+        type=_positive_int,
+        help="print the N best hypotheses of each input, one per line: input number (from 1), "
+        "rank, score (log P over GNMT's length penalty, the ranking key), log P, text; "
+        "implies a beam of at least N",
+    )
+    q.add_argument(
+        "--min-len", type=int, default=0, help="no translation ends before this many tokens"
+    )
+    q.add_argument(
+        "--no-repeat-ngram",
+        type=int,
+        default=0,
+        metavar="N",
+        help="no translation holds the same N tokens twice (0: off)",
+    )
+    q.add_argument(
+        "--sample",
+        action="store_true",
+        help="draw each translation from the model instead of searching for the most likely",
+    )
+    q.add_argument("--temperature", type=float, default=1.0, help="with --sample (default 1)")
+    q.add_argument(
+        "--top-k", type=int, default=0, help="with --sample: only the K most likely tokens (0: all)"
+    )
+    q.add_argument(
+        "--top-p",
+        type=float,
+        default=1.0,
+        help="with --sample: only the most likely tokens whose probability reaches P (1: all)",
+    )
+    q.add_argument("--seed", type=int, default=0, help="with --sample: the same seed, same draws")
+    q.add_argument(
+        "--align",
+        action="store_true",
+        help="print each translation, a tab, and its hard alignment: source-target token "
+        "index pairs from 0 (`0-0 2-1`), each output token with the source token it attended "
+        "to most (models with attention)",
+    )
+    q.add_argument(
+        "--heatmap",
+        metavar="DIR",
+        help="write each translation's attention weights as DIR/0001.png, ... (matplotlib)",
+    )
+    q.add_argument("text", nargs="*", help="sentences to translate (none: read standard input)")
+
+    inference(
+        "score",
+        "print log P(target | source) (natural log, </s> included) of each line of standard "
+        "input, written source<TAB>target",
+        commands.score,
+        "printf 'forty-two\\tquarante-deux\\n' | s2s score --workdir runs/numbers",
+    )
+
+    q = inference(
+        "eval",
+        "print the task metrics of a trained model as JSON",
+        commands.evaluate,
+        "s2s eval --workdir runs/numbers --split test --beam 5",
+    )
+    q.add_argument(
+        "--split", choices=("valid", "test"), help="which split of the run's data (default: test)"
+    )
+    q.add_argument(
+        "--file",
+        help="evaluate on this TSV file of source<TAB>target pairs instead of a split (a source "
+        "on several lines counts as right when the output matches any of its targets)",
+    )
+    search_flags(q)
+    q.add_argument("--limit", type=_positive_int, help="evaluate on the first N pairs only")
+    q.add_argument("--output", help="write the hypotheses to this file, one per line")
+
+    q = inference(
+        "export",
+        "write the model's translate function (jax.export), parameters and vocabularies to one "
+        "file, which s2s_jax/inference/standalone.py runs with jax and numpy alone",
+        commands.export,
+        "s2s export --workdir runs/numbers --out numbers.s2s && python standalone.py "
+        'numbers.s2s "forty-two"',
+        ensemble=False,
+    )
+    q.add_argument("--out", required=True, help="the file to write, e.g. model.s2s")
+    search_flags(q)
+    q.add_argument(
+        "--platforms",
+        help="where the file may run, comma-separated (default: cpu,cuda,tpu, "
+        "inference.export.PLATFORMS)",
+    )
+
+    sub.add_parser("bench", help="benchmark scan-based RNNs (s2s bench --help)")  # see main
+
+    q = command("tasks", "list the built-in tasks and their recommended steps", "s2s tasks")
+    q.set_defaults(run=commands.tasks)
+    q = command(
+        "config",
+        "list every config key (for --set) with its value: the defaults, or what a run of "
+        "--config FILE and --set would get",
+        "s2s config --config experiments/bahdanau2015.toml --set dropout=0.2",
+    )
+    q.add_argument("--config", help="an experiment file (TOML), as for `s2s train`")
+    q.add_argument("--smoke", action="store_true", help="apply the config file's [smoke] variant")
+    q.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="as for `s2s train`"
+    )
+    q.set_defaults(run=commands.config)
+    return parser

@@ -1,0 +1,41 @@
+"""What `Translator` takes and gives beside strings: sampling settings, ranked hypotheses and
+alignments."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Sampling(NamedTuple):
+    """How `Translator.translate` samples (`decoding.sample`)."""
+
+    seed: int = 0
+    temperature: float = 1.0
+    top_k: int = 0  # 0: every token
+    top_p: float = 1.0  # 1: no nucleus truncation
+
+
+class Hypothesis(NamedTuple):
+    """One of a sentence's n best translations."""
+
+    text: str
+    log_prob: float  # log P(text </s> | source), natural log
+    score: float  # the ranking key: log_prob / ((5 + length) / 6) ** alpha (GNMT), length with </s>
+
+
+class Alignment(NamedTuple):
+    """A translation with what it attended to (`Translator.align`)."""
+
+    text: str
+    source: list[str]  # the source's tokens, as the model read them
+    target: list[str]  # the tokens written, </s> included
+    weights: np.ndarray  # float32[len(target), len(source)]: each row sums to 1
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """Hard alignment, as fairseq's `--print-alignment`: for each written token j (not
+        </s>), (i, j) with i the source token it attended to most. 0-based."""
+        if not self.source:
+            return []
+        return [(int(np.argmax(row)), j) for j, row in enumerate(self.weights[:-1])]

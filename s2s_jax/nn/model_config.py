@@ -1,0 +1,126 @@
+"""`Seq2SeqConfig`: the architecture of an encoder-decoder, frozen and hashable (a static `jit`
+argument), with the sizes derived from it (`enc_out`, `dec_in`, `readout_dim`, ...)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from s2s_jax.errors import ConfigError
+from s2s_jax.nn import attention
+from s2s_jax.tokens import UNK
+
+CONTEXT_MODES = ("init", "input", "both")
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclasses.dataclass(frozen=True)
+class Seq2SeqConfig:
+    """Architecture of an encoder-decoder. Frozen and hashable: a static `jit` argument."""
+
+    src_vocab: int = 64  # source vocabulary size, specials included
+    tgt_vocab: int = 64  # target vocabulary size, specials included
+    cell: str = "gru"  # rnn | gru | lstm
+    src_embed: int = 64
+    tgt_embed: int = 64
+    enc_hidden: int = 128  # per direction
+    dec_hidden: int = 128  # may differ from the encoder's: a bridge maps C to it
+    enc_layers: int = 1
+    dec_layers: int = 1
+    bidirectional: bool = False  # bidirectional encoder (fig. 10.11)
+    context: str = "init"  # init | input | both: how C enters the decoder
+    attention: str = "none"  # none | bahdanau | luong_dot | luong_general
+    attn_dim: int = 128  # hidden size of the additive attention
+    readout: int = (
+        0  # size of the tanh readout before the softmax; 0: tgt_embed if tied else dec_hidden
+    )
+    reverse_source: bool = False  # read the source backwards (Sutskever 2014)
+    tie_embeddings: bool = False  # output layer = target embedding transposed
+    residual: bool = False  # residual connections between stacked layers
+    dropout: float = 0.0  # on embeddings, between layers and on the readout (training only)
+    unroll: int = 1  # lax.scan unroll factor
+    projection: str | None = None  # input matmul inside/outside the scan; None: per backend
+    # Hand-written backward passes (`scan_implementations`): same values, faster gradients.
+    fused: bool = True
+    remat: bool = False  # recompute in the backward pass what the scans would store: less memory
+    # Mixed precision: "bfloat16" runs the matmuls and activations in bfloat16; the parameters,
+    # their gradients, the LSTM cell state, the softmaxes and the loss stay in float32.
+    dtype: str = "float32"  # float32 | bfloat16
+
+    def __post_init__(self):
+        def check(ok: bool, msg: str):
+            if not ok:
+                raise ConfigError(msg)
+
+        check(
+            self.cell in ("rnn", "gru", "lstm"), f"cell must be rnn, gru or lstm, not {self.cell!r}"
+        )
+        check(
+            self.context in CONTEXT_MODES,
+            f"context must be one of {CONTEXT_MODES}, not {self.context!r}",
+        )
+        check(
+            self.attention in attention.KINDS,
+            f"attention must be one of {attention.KINDS}, not {self.attention!r}",
+        )
+        check(self.dtype in DTYPES, f"dtype must be float32 or bfloat16, not {self.dtype!r}")
+        check(
+            self.projection in (None, "inside", "outside"),
+            f"projection must be inside, outside or None, not {self.projection!r}",
+        )
+        for name in (
+            "src_vocab",
+            "tgt_vocab",
+            "src_embed",
+            "tgt_embed",
+            "enc_hidden",
+            "dec_hidden",
+            "enc_layers",
+            "dec_layers",
+            "attn_dim",
+            "unroll",
+        ):
+            check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
+        check(
+            self.src_vocab > UNK and self.tgt_vocab > UNK, "vocabularies must hold the 4 specials"
+        )
+        check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        check(
+            self.attention != "luong_dot" or self.dec_hidden == self.enc_out,
+            f"luong_dot attention needs dec_hidden == encoder output size ({self.enc_out}); "
+            "use luong_general or bahdanau",
+        )
+        check(
+            not self.tie_embeddings or self.readout_dim == self.tgt_embed,
+            "tie_embeddings needs readout == tgt_embed (leave readout at 0)",
+        )
+
+    @property
+    def enc_out(self) -> int:
+        """Width of the annotations and of the context C."""
+        return self.enc_hidden * (2 if self.bidirectional else 1)
+
+    @property
+    def readout_dim(self) -> int:
+        if self.readout:
+            return self.readout
+        return self.tgt_embed if self.tie_embeddings else self.dec_hidden
+
+    @property
+    def luong(self) -> bool:
+        return self.attention.startswith("luong")
+
+    @property
+    def dec_in(self) -> int:
+        """Width of the first decoder layer's input."""
+        if self.attention == "bahdanau":
+            return self.tgt_embed + self.enc_out
+        if self.luong:
+            return self.tgt_embed + self.readout_dim  # input feeding
+        return self.tgt_embed + (self.enc_out if self.context != "init" else 0)
+
+    @property
+    def readout_in(self) -> int:
+        return self.dec_hidden + self.enc_out + self.tgt_embed
+
+    def replace(self, **changes) -> Seq2SeqConfig:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,181 @@
+"""What `s2s train` will do in a workdir, decided and checked before anything is written:
+`configure` (a new run or a resumed one, and which settings may change), then `prepare` (the
+data read, the vocabularies built or reloaded, the training pairs encoded)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from s2s_jax.data import Task, Vocab, encode_pairs
+from s2s_jax.data.tasks import recommended_steps
+from s2s_jax.errors import CheckpointError, ConfigError, DataError, S2SError
+from s2s_jax.nn import model
+from s2s_jax.run import config
+from s2s_jax.run import workdir as wd
+from s2s_jax.run.task_data import load_task_data
+
+
+def build_vocabs(task: Task, train_cfg: config.TrainConfig) -> tuple[Vocab, Vocab]:
+    """Vocabularies from the training split only."""
+    pairs = task.splits["train"]
+    kinds = (train_cfg.src_vocab_kind or task.src_kind, train_cfg.tgt_vocab_kind or task.tgt_kind)
+    return tuple(
+        Vocab.build(
+            (p[side] for p in pairs),
+            kind,
+            max_size=train_cfg.vocab_size,
+            sp_vocab_size=train_cfg.vocab_size,
+        )
+        for side, kind in enumerate(kinds)
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What `s2s train` will do in a workdir, decided (and validated) before anything is
+    written."""
+
+    values: dict  # the run's configuration values {"model": {...}, "train": {...}}
+    stored: wd.Run | None = None  # the run to resume (it has a checkpoint), checked
+    changes: tuple = ()  # (field, stored value, requested value) of TUNABLE fields changed
+
+    @property
+    def resume(self) -> bool:
+        return self.stored is not None
+
+
+def configure(
+    workdir: str | Path, requested: dict[str, dict], *, defaults: dict[str, dict] = config.DEFAULTS
+) -> Plan:
+    """The configuration of a run in `workdir`, and whether it resumes (reads only).
+
+    A new run takes `defaults` updated by `requested`. A workdir whose run never saved a
+    checkpoint starts again from its stored configuration updated by `requested`. A workdir
+    with checkpoints keeps its stored configuration: requested values may change only the
+    `config.RESUMABLE` fields, the `config.TUNABLE` ones (reported in `Plan.changes`) and the
+    decode section.
+
+    Raises:
+      ConfigError: an invalid configuration, or a change the stored run cannot take.
+      CheckpointError: a workdir whose files do not belong together.
+    """
+    latest, best = _checkpoint_steps(workdir)
+    has_checkpoint = latest is not None or best is not None
+    if not wd.exists(workdir) and has_checkpoint:
+        raise CheckpointError(
+            f"{workdir} holds checkpoints but no {wd.CONFIG}: restore that "
+            "file, or use another --workdir"
+        )
+    if not (wd.exists(workdir) and has_checkpoint):
+        base = defaults
+        if wd.exists(workdir):  # started, but killed or failed before its first checkpoint
+            try:
+                base = config.merge(defaults, _stored_values(workdir))
+            except S2SError:
+                pass  # nothing was trained with it: the request alone decides
+        values = config.merge(base, requested)
+        if not values["train"].get("steps"):
+            t = values["train"]
+            task = None if t.get("train_file") else t.get("task", config.TrainConfig.task)
+            values["train"]["steps"] = recommended_steps(task)
+        config.build(values)  # validates
+        return Plan(values)
+    run = wd.load(workdir)  # the workdir opened once: its config, vocabularies, checkpoints
+    stored = config.to_dict(run.model_cfg, run.train_cfg, run.decode_cfg)
+    changes = []
+    for section, values in requested.items():
+        for name, value in values.items():
+            old = stored[section][name]
+            if old == value:
+                continue
+            if section == "train" and name == "steps" and stored["train"]["schedule"] == "cosine":
+                changes.append((name, old, value))  # the cosine decay stretches: announce it
+                continue
+            if (section == "train" and name in config.RESUMABLE) or section == "decode":
+                continue
+            if section == "train" and name in config.TUNABLE:
+                if name == "clip_norm" and (old == 0) != (value == 0):
+                    raise ConfigError(
+                        f"{workdir} was trained with clip_norm={old}: clipping "
+                        "cannot be switched on or off on resume (the optimizer "
+                        "state differs); change its value instead"
+                    )
+                changes.append((name, old, value))
+                continue
+            raise ConfigError(
+                f"{workdir} holds a run with {section}.{name}={old!r}, not {value!r}: use a "
+                "new --workdir, or drop that setting to resume"
+            )
+    values = config.merge(stored, {s: requested.get(s, {}) for s in ("train", "decode")})
+    config.build(values)  # validates
+    done, asked = latest, requested.get("train", {}).get("steps")
+    if asked is not None and done is not None and asked < done:
+        raise ConfigError(
+            f"{workdir} has trained {done} steps already: steps={asked} would undo nothing; ask "
+            f"for more than {done} to train on, or use another --workdir"
+        )
+    return Plan(values, stored=run, changes=tuple(changes))
+
+
+def _stored_values(workdir) -> dict:
+    return config.to_dict(*config.build(wd.load_json_config(workdir)))
+
+
+def _checkpoint_steps(workdir) -> tuple[int | None, int | None]:
+    """The latest and the best saved steps (None: none), read once (nothing is restored, so
+    config.json need not be read for the digest policy)."""
+    ckpts = wd.checkpoints(workdir, require_digests=False)
+    try:
+        return ckpts.latest_step(), ckpts.best_step()
+    finally:
+        ckpts.close()
+
+
+def absolute_paths(requested: dict[str, dict]) -> dict[str, dict]:
+    """Data paths made absolute, relative to the current directory (once, here)."""
+    train_values = dict(requested.get("train", {}))
+    for name in ("train_file", "valid_file", "test_file"):
+        if train_values.get(name):
+            train_values[name] = os.path.abspath(os.path.expanduser(train_values[name]))
+    return {**requested, "train": train_values}
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A run's configuration and data, read and checked; nothing written yet."""
+
+    plan: Plan
+    model_cfg: model.Seq2SeqConfig
+    train_cfg: config.TrainConfig
+    decode_cfg: config.DecodeConfig
+    task: Task
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+    examples: list
+
+
+def prepare(plan: Plan) -> Prepared:
+    model_cfg, train_cfg, decode_cfg = config.build(plan.values)
+    task = load_task_data(train_cfg)
+    config.best_metric(train_cfg, task)  # one the evaluations compute
+    if plan.resume:
+        src_vocab, tgt_vocab = plan.stored.src_vocab, plan.stored.tgt_vocab
+    else:
+        src_vocab, tgt_vocab = build_vocabs(task, train_cfg)
+        model_cfg = model_cfg.replace(src_vocab=len(src_vocab), tgt_vocab=len(tgt_vocab))
+    examples, dropped = encode_pairs(
+        task.splits["train"],
+        src_vocab,
+        tgt_vocab,
+        max_src_len=train_cfg.max_src_len,
+        max_tgt_len=train_cfg.max_tgt_len,
+    )
+    if not examples:
+        raise DataError(
+            f"none of the {len(task.splits['train'])} training pairs fits "
+            f"max_src_len={train_cfg.max_src_len} / max_tgt_len="
+            f"{train_cfg.max_tgt_len}: raise them (--set max_src_len=...)"
+        )
+    return Prepared(plan, model_cfg, train_cfg, decode_cfg, task, src_vocab, tgt_vocab, examples)
