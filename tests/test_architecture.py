@@ -16,6 +16,7 @@ ALLOWED = {
     "run": {"nn", "data"},
     "training": {"nn", "data", "run"},
     "inference": {"nn", "data", "run"},
+    "serve": {"inference", "run"},  # the HTTP server stands on these alone
 }
 # The training loop evaluates as it goes: the one module of training that uses inference.
 EXCEPTIONS = {"s2s_jax.training.loop": {"inference"}}
@@ -58,13 +59,14 @@ def test_the_command_line_starts_without_jax():
 
 
 def test_inference_loads_neither_training_nor_optax():
-    """Translating, evaluating and exporting read a run directory through `s2s_jax.run`: the
-    training layer and the optimizer library stay unloaded (a server would import only these)."""
+    """Translating, evaluating, exporting and serving read a run directory through
+    `s2s_jax.run`: the training layer and the optimizer library stay unloaded."""
     code = (
         "import sys\n"
         "import s2s_jax.inference\n"
         "from s2s_jax import Translator, evaluate_workdir\n"
         "from s2s_jax.inference import evaluate, export, heatmap, metrics, translate\n"
+        "import s2s_jax.serve.server\n"
         "loaded = sorted(m for m in sys.modules if m.startswith('s2s_jax.training'))\n"
         "print(loaded, 'optax' in sys.modules, 's2s_jax.run.workdir' in sys.modules)"
     )

@@ -1,5 +1,5 @@
-"""`s2s train | translate | score | eval | export | bench | tasks | config`: parse, call the
-library, print.
+"""`s2s train | translate | score | eval | export | serve | bench | tasks | config`: parse, call
+the library, print.
 
 Errors a user can cause are printed as one line (`s2s: error: ...`) with exit status 2; a file
 that cannot be written (a full disk) likewise, with exit status 1; a signal with 128 + its number.
@@ -18,7 +18,7 @@ from s2s_jax.run.stopping import Interrupted, StopSignals
 
 # The commands that compile, and so load what an earlier launch compiled. Not `bench`: it
 # reports compile times.
-_COMPILING = ("train", "translate", "score", "eval")
+_COMPILING = ("train", "translate", "score", "eval", "serve")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

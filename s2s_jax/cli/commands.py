@@ -190,3 +190,32 @@ def config(args, stop) -> int:
             comment = f"  # {comments[field.name]}" if field.name in comments else ""
             print(f"{section}.{field.name}={getattr(cfg, field.name)}{comment}")
     return 0
+
+
+def serve(args, stop) -> int:
+    try:
+        from s2s_jax.serve.server import ServeConfig, serve
+    except ImportError as e:  # the optional [serve] extra
+        raise S2SError(
+            f's2s serve needs {e.name or "starlette and uvicorn"}: pip install -e ".[serve]"'
+        ) from None
+    if not 0 <= args.port <= 65535:
+        raise S2SError(f"--port must be in 0..65535, got {args.port}")
+    if args.max_wait_ms < 0:
+        raise S2SError(f"--max-wait-ms must be >= 0, got {args.max_wait_ms}")
+    try:
+        beams = tuple(int(b) for b in args.warm_beams.split(",") if b.strip())
+    except ValueError:
+        beams = (0,)
+    if any(b < 1 for b in beams):
+        raise S2SError(f"--warm-beams takes beam widths >= 1, e.g. 5,10; got {args.warm_beams!r}")
+    cfg = ServeConfig(
+        host=args.host,
+        port=args.port,
+        max_batch=args.max_batch or 0,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        max_inputs=args.max_inputs,
+        warm_beams=beams,
+    )
+    return serve(_load(args), cfg, workdirs=args.workdir)

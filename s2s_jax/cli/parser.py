@@ -208,6 +208,46 @@ def build_parser() -> argparse.ArgumentParser:
         "inference.export.PLATFORMS)",
     )
 
+    q = inference(
+        "serve",
+        "answer translation requests over HTTP (POST /translate, GET /health, GET /info), "
+        'decoding concurrent requests together; needs pip install -e ".[serve]"',
+        commands.serve,
+        "s2s serve --workdir runs/numbers --port 8080",
+    )
+    q.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    q.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    q.add_argument(
+        "--max-batch",
+        type=_positive_int,
+        help="sentences decoded together at most (default: the run's decode.sentences_per_batch)",
+    )
+    q.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=5.0,
+        help="how long a queued sentence waits for its batch to fill (default 5 ms)",
+    )
+    q.add_argument(
+        "--max-queue",
+        type=_positive_int,
+        default=1024,
+        help="sentences queued at most; beyond, requests get 503 with Retry-After (default 1024)",
+    )
+    q.add_argument(
+        "--max-inputs",
+        type=_positive_int,
+        default=64,
+        help="sentences in one request at most (default 64)",
+    )
+    q.add_argument(
+        "--warm-beams",
+        default="",
+        metavar="K,K",
+        help="beam widths to compile at start-up besides greedy and the run's decode.beam, "
+        "e.g. 5,10 (other widths compile on first use)",
+    )
+
     sub.add_parser("bench", help="benchmark scan-based RNNs (s2s bench --help)")  # see main
 
     q = command("tasks", "list the built-in tasks and their recommended steps", "s2s tasks")

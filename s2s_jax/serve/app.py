@@ -1,0 +1,139 @@
+"""The HTTP layer of `s2s serve` (Starlette): it parses, hands requests to the `Batcher` and
+answers; it decodes nothing itself.
+
+    POST /translate   {"inputs": [...], settings...} -> {"outputs": [...], "scores": [...],
+                      "log_probs": [...], "n_best": [[...]] (n_best > 1),
+                      "alignments": [...] (align)}
+    GET  /health      200 {"status": "ok"} once the model is loaded and warm, 503 before
+    GET  /info        the model, checkpoint, vocabularies, devices, settings and counters
+
+Every error is a JSON object `{"error": "one line"}` with a 4xx (the request) or 5xx (the
+server: 503 with Retry-After while warming up or when the queue is full, 500 when decoding
+the request's batch failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import Callable
+
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from s2s_jax.serve.batcher import Batcher, QueueFull, Result
+from s2s_jax.serve.requests import BadRequest, Limits, parse
+
+RETRY_AFTER = "1"  # seconds: a batch or two
+
+
+def _error(status: int, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+
+def _number(x: float) -> float | None:
+    """JSON has no infinities (an impossible hypothesis scores -inf): null instead."""
+    return x if math.isfinite(x) else None
+
+
+def _answer(results: list[Result], n_best: int) -> dict:
+    best = [r.hypotheses[0] for r in results]
+    out = {
+        "outputs": [h.text for h in best],
+        "scores": [_number(h.score) for h in best],
+        "log_probs": [_number(h.log_prob) for h in best],
+    }
+    if n_best > 1:
+        out["n_best"] = [
+            [
+                {"text": h.text, "log_prob": _number(h.log_prob), "score": _number(h.score)}
+                for h in r.hypotheses
+            ]
+            for r in results
+        ]
+    if results and results[0].alignment is not None:
+        out["alignments"] = [
+            {
+                "source": a.source,
+                "target": a.target,
+                "weights": a.weights.round(6).tolist(),
+                "pairs": a.pairs(),
+            }
+            for a in (r.alignment for r in results)
+        ]
+    return out
+
+
+async def _until_disconnect(request: Request) -> None:
+    """Returns when the client has gone (the body has been read: the next message is that)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def build_app(
+    batcher: Batcher,
+    limits: Limits,
+    *,
+    info: Callable[[], dict],
+    ready: Callable[[], bool],
+    lifespan=None,
+) -> Starlette:
+    """The application over a started `batcher`; `info()` gives /info's body, `ready()` whether
+    the model is warm."""
+    translator = batcher.translator
+
+    async def translate(request: Request) -> Response:
+        if not ready():
+            return _error(503, "the model is warming up", **{"Retry-After": RETRY_AFTER})
+        try:
+            parsed = parse(await request.body(), translator, limits)
+        except BadRequest as e:
+            return _error(e.status, str(e))
+        except ClientDisconnect:
+            return Response(status_code=499)  # nobody to answer
+        try:
+            future = batcher.submit(parsed)
+        except QueueFull as e:
+            return _error(503, f"busy: {e}; retry later", **{"Retry-After": RETRY_AFTER})
+        answer = asyncio.wrap_future(future)
+        gone = asyncio.ensure_future(_until_disconnect(request))
+        try:
+            await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not answer.done():  # the client disconnected: free its place in the queue
+            batcher.cancel(future)
+            with contextlib.suppress(asyncio.CancelledError):
+                await answer
+            return Response(status_code=499)
+        try:
+            results = answer.result()
+        except Exception as e:  # noqa: BLE001 (this batch failed; the server goes on)
+            message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            return _error(500, f"decoding failed: {message}")
+        return JSONResponse(_answer(results, parsed.settings.n_best))
+
+    async def health(request: Request) -> Response:
+        if not ready():
+            return JSONResponse({"status": "warming up"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    async def info_(request: Request) -> Response:
+        return JSONResponse(info())
+
+    async def not_allowed(request: Request, exc) -> Response:
+        return _error(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}")
+
+    routes = [
+        Route("/translate", translate, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/info", info_, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        exception_handlers={404: not_allowed, 405: not_allowed},
+        lifespan=lifespan,
+    )
