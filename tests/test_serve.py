@@ -13,22 +13,26 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-pytest.importorskip("starlette")
-pytest.importorskip("uvicorn")
+from s2s_jax import cli
+from s2s_jax.data import Vocab, load_task
+from s2s_jax.inference.outputs import Hypothesis, Sampling
+from s2s_jax.inference.translate import Translator
+from s2s_jax.nn.model import Seq2SeqConfig
+from s2s_jax.run.config import DecodeConfig, TrainConfig
+from s2s_jax.serve.batcher import Batcher
+from s2s_jax.serve.requests import Limits
 
-from s2s_jax import cli  # noqa: E402
-from s2s_jax.data import load_task  # noqa: E402
-from s2s_jax.inference.outputs import Hypothesis, Sampling  # noqa: E402
-from s2s_jax.inference.translate import Translator  # noqa: E402
-from s2s_jax.run.config import TrainConfig  # noqa: E402
-from s2s_jax.serve.batcher import Batcher  # noqa: E402
-from s2s_jax.serve.requests import Request, Settings  # noqa: E402
+pytest.importorskip("starlette")  # the serve extra
+uvicorn = pytest.importorskip("uvicorn")
+
+from s2s_jax.serve.app import build_app  # noqa: E402 (after the extra is known to be there)
 
 S2S = shutil.which("s2s", path=str(pathlib.Path(sys.executable).parent)) or "s2s"
 SENTENCES = [src for src, _ in load_task("numbers-en-fr").splits["test"][:40]]
@@ -191,6 +195,7 @@ def test_concurrent_clients_get_what_they_would_get_alone(server, translator):
         (b'{"inputs": ["one"], "top_p": 0.9}', 422, 'only apply with "sample": true'),
         (b'{"inputs": ["one"], "sample": true, "beam": 2}', 422, "no beam"),
         (b'{"inputs": ["one"], "sample": true, "temperature": 0}', 422, "temperature must be"),
+        (b'{"inputs": ["one"], "sample": true, "top_k": 100000}', 422, "top_k must be in"),
     ],
 )
 def test_bad_requests_get_a_4xx_and_one_line(server, raw, status, words):
@@ -278,9 +283,12 @@ def test_serve_without_its_extra_says_what_to_install(workdir, tmp_path):
 
 
 class StubTranslator:
-    """What `Batcher` uses of a `Translator`; "boom" in a batch makes decoding it fail."""
+    """What the server uses of a `Translator`; "boom" in a batch makes decoding it fail."""
 
     train_cfg = TrainConfig(max_src_len=16, buckets=1)
+    decode_cfg = DecodeConfig()
+    members = (Seq2SeqConfig(),)
+    src_vocab = tgt_vocab = Vocab.build(["a b c d e boom"], "word")
 
     def hypotheses(self, texts, **settings):
         if "boom" in texts:
@@ -289,17 +297,33 @@ class StubTranslator:
 
 
 def test_an_error_in_one_batch_fails_only_its_requests():
-    batcher = Batcher(StubTranslator(), max_batch=8, max_wait=0.05, max_queue=100)
+    """Over HTTP: a batch whose decoding fails answers its requests 500 with one line; a
+    request decoded in another batch at the same time, and later ones, are answered."""
+    batcher = Batcher(StubTranslator(), max_batch=8, max_wait=0.2, max_queue=100)
     batcher.start()
+    app = build_app(batcher, Limits(), info=dict, ready=lambda: True)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}/translate"
     try:
-        greedy, beam = Settings(beam=1, n_best=1, alpha=0.6), Settings(beam=2, n_best=1, alpha=0.6)
-        failing = batcher.submit(Request(["a", "boom"], [1, 4], greedy))
-        other = batcher.submit(Request(["c"], [1], beam))  # another batch: other settings
-        with pytest.raises(RuntimeError, match="boom"):
-            failing.result(timeout=10)
-        assert [r.hypotheses[0].text for r in other.result(timeout=10)] == ["C"]
-        later = batcher.submit(Request(["d", "e"], [1, 1], greedy))  # the worker goes on
-        assert [r.hypotheses[0].text for r in later.result(timeout=10)] == ["D", "E"]
+        assert wait_for(lambda: server.started, 30)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            failing = pool.submit(request, url, b'{"inputs": ["a", "boom"]}', "POST")
+            other = pool.submit(request, url, b'{"inputs": ["c"], "beam": 2}', "POST")
+            status, body, _ = failing.result(timeout=30)
+            assert status == 500 and body["error"] == "decoding failed: boom", body
+            assert other.result(timeout=30)[:2] == (200, {"outputs": ["C"], **SCORES})
+        assert request(url, b'{"inputs": ["d", "e"]}', "POST")[:2] == (
+            200,
+            {"outputs": ["D", "E"], "scores": [-1.0, -1.0], "log_probs": [-1.0, -1.0]},
+        )
         assert batcher.queued() == 0
     finally:
+        server.should_exit = True
+        thread.join(30)
         batcher.stop(timeout=10)
+
+
+SCORES = {"scores": [-1.0], "log_probs": [-1.0]}

@@ -3,6 +3,9 @@ beam 5, beside the same sentences through `Translator.translate` one at a time, 
 
     python experiments/serve/load.py --workdir runs/numbers --out experiments/serve/results
 
+It also times `Translator.translate` on batches of 1 to 64 sentences in-process: the ceiling of
+what batching can gain on this machine before any HTTP cost.
+
 Bounded: a fixed number of one-sentence requests per setting, a time limit per setting, and
 only 127.0.0.1. Every answer is compared with `Translator.translate` of that sentence alone
 (counted as wrong otherwise), and every request is accounted for (lost: no answer). Writes
@@ -119,12 +122,36 @@ def one_at_a_time(translator, sentences, beam: int) -> dict:
     }
 
 
+def in_process_batches(translator, sentences, beam: int) -> dict:
+    """`Translator.translate` on batches of 1, 4, 16 and 64 sentences in this process: the
+    most any server could gain from batching on this machine, with no HTTP at all."""
+    out = {}
+    for size in CONCURRENCY:
+        chunks = [sentences[i : i + size] for i in range(0, len(sentences), size)]
+        translator.translate(chunks[0], beam=beam)  # compiled before timing
+        started = time.perf_counter()
+        for chunk in chunks:
+            translator.translate(chunk, beam=beam)
+        out[str(size)] = round(len(sentences) / (time.perf_counter() - started), 2)
+    return out
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict:
     import jax
 
     return {
         "host": platform.node(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "devices": [str(d) for d in jax.devices()],
         "jax": jax.__version__,
@@ -145,11 +172,21 @@ def plot(results: dict, path: Path) -> None:
         (line,) = left.plot(xs, [r["sentences_per_s"] for r in runs], "o-", label=f"server {mode}")
         base = results["one_at_a_time"][mode]["sentences_per_s"]
         left.axhline(base, color=line.get_color(), ls=":", label=f"one at a time {mode}")
+        batches = results["in_process_batches"][mode]
+        left.plot(
+            xs,
+            [batches[str(x)] for x in xs],
+            "--",
+            color=line.get_color(),
+            alpha=0.6,
+            label=f"in-process batches of N, {mode}",
+        )
         right.plot(xs, [r["p99_ms"] for r in runs], "o-", color=line.get_color(), label=mode)
+    left.set_yscale("log")
     for ax, label in ((left, "sentences / s"), (right, "p99 latency (ms)")):
         ax.set_xscale("log", base=2)
         ax.set_xticks(CONCURRENCY, [str(c) for c in CONCURRENCY])
-        ax.set_xlabel("concurrent clients")
+        ax.set_xlabel("concurrent clients (in-process: sentences a call)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -165,6 +202,9 @@ def main(argv=None) -> int:
     parser.add_argument("--requests", type=int, default=256, help="requests per setting")
     parser.add_argument("--limit", type=float, default=120, help="seconds per setting at most")
     parser.add_argument("--sentences", type=int, default=256, help="distinct test sentences")
+    parser.add_argument(
+        "--serve", default="", help="more `s2s serve` options, e.g. '--max-wait-ms 1'"
+    )
     args = parser.parse_args(argv)
 
     from s2s_jax import Translator, compile_cache
@@ -173,15 +213,25 @@ def main(argv=None) -> int:
     compile_cache.enable()
     translator = Translator.from_workdir(args.workdir)
     sentences = [s for s, _ in load_task("numbers-en-fr").splits["test"][: args.sentences]]
-    results = {"machine": machine(), "workdir": args.workdir, "one_at_a_time": {}, "server": {}}
+    results = {
+        "machine": machine(),
+        "workdir": args.workdir,
+        "serve_options": args.serve,
+        "one_at_a_time": {},
+        "server": {},
+    }
     expected = {}
     for mode, beam in MODES.items():
         expected[mode], results["one_at_a_time"][mode] = one_at_a_time(translator, sentences, beam)
         print(mode, "one at a time:", results["one_at_a_time"][mode], flush=True)
+        batches = in_process_batches(translator, sentences, beam)
+        results.setdefault("in_process_batches", {})[mode] = batches
+        print(mode, "in-process batches of N, sentences/s:", batches, flush=True)
 
     port = free_port()
     s2s = shutil.which("s2s", path=str(Path(sys.executable).parent)) or "s2s"
     argv = [s2s, "serve", "--workdir", args.workdir, "--port", str(port), "--warm-beams", "5"]
+    argv += args.serve.split()
     server = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 600

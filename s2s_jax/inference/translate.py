@@ -267,13 +267,18 @@ class Translator:
                 out[i] = [Hypothesis("", 0.0, 0.0)] * n_best
         return out
 
-    def warm_up(self, max_rows: int, beams: Sequence[int] = (1,)) -> None:
+    def warm_up(
+        self, max_rows: int, beams: Sequence[int] = (1,), *, until: Callable[[], bool] = bool
+    ) -> None:
         """Compiles the search (at the decode section's alpha) for every padded source length
         and every batch size that decoding up to `max_rows` sentences at once forms, for each
-        beam width in `beams`: later calls of those shapes wait for no compilation."""
+        beam width in `beams`: later calls of those shapes wait for no compilation. Stops
+        between two compilations once `until()` is true."""
         sizes = sorted({min(max_rows, 1 << k) for k in range(max_rows.bit_length() + 1)})
         for length in self._src_buckets:
             for rows, beam in itertools.product(sizes, beams):
+                if until():
+                    return
                 pending = self._search(
                     [[UNK] * length] * rows,
                     beam=beam,

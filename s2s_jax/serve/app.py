@@ -59,7 +59,7 @@ def _answer(results: list[Result], n_best: int) -> dict:
             {
                 "source": a.source,
                 "target": a.target,
-                "weights": a.weights.round(6).tolist(),
+                "weights": a.weights.astype(float).round(6).tolist(),
                 "pairs": a.pairs(),
             }
             for a in (r.alignment for r in results)

@@ -88,7 +88,8 @@ class Batcher:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout)
 
     def queued(self) -> int:
         with self._cond:

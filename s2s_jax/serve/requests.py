@@ -169,7 +169,7 @@ def parse(raw: bytes, translator: Translator, limits: Limits) -> Request:
             sample=Sampling(
                 seed=_integer(body, "seed", 0, 0),
                 temperature=_number(body, "temperature", 1.0, positive=True),
-                top_k=_integer(body, "top_k", 0, 0),
+                top_k=_integer(body, "top_k", 0, 0, len(translator.tgt_vocab)),
                 top_p=top_p,
             ),
         )

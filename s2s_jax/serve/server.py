@@ -127,8 +127,16 @@ def serve(
 
     def prepare():
         started = time.perf_counter()
-        if cfg.warmup:
-            translator.warm_up(max_batch, beams)
+        try:
+            if cfg.warmup:
+                translator.warm_up(max_batch, beams, until=lambda: server.should_exit)
+        except Exception as e:  # noqa: BLE001 (said in one line; the server then stops)
+            state["failed"] = f"warming up failed: {str(e).splitlines()[0] if str(e) else e!r}"
+            log(f"s2s serve: error: {state['failed']}")
+            server.should_exit = True
+            return
+        if server.should_exit:  # stopped while warming up
+            return
         state["warmup_seconds"] = round(time.perf_counter() - started, 2)
         compiles.active = True  # from here on, a compilation is a request's
         batcher.start()
@@ -149,9 +157,10 @@ def serve(
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        warming = threading.Thread(target=prepare, name="s2s-warmup", daemon=True)
+        warming = threading.Thread(target=prepare, name="s2s-warmup")
         warming.start()
         yield
+        warming.join()  # a stop while warming up waits for the compilation in flight
         batcher.stop()  # the requests in flight are answered by now
 
     app = build_app(
@@ -166,7 +175,7 @@ def serve(
         uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", lifespan="on")
     )
     server.run()
-    if not server.started:
+    if not server.started or state.get("failed"):
         return 1
     log("s2s serve: stopped")
     return 0
