@@ -16,6 +16,12 @@ s2s_jax.errors` (and `s2s --help`) does not wait for JAX.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+
+try:
+    __version__ = importlib.metadata.version("s2s-jax")
+except importlib.metadata.PackageNotFoundError:  # a source tree that is not installed
+    __version__ = "unknown"
 
 # public name -> (module, attribute or None for the module itself)
 _API = {

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
@@ -223,7 +224,7 @@ def test_errors_are_one_line(tmp_path, trained, capsys, monkeypatch):
         capsys, "train", "--workdir", w, "--set", "cell=transformer", match="cell must be"
     )
     one_line_error(
-        capsys, "translate", "--workdir", tmp_path / "empty", "x", match="holds no trained model"
+        capsys, "translate", "--workdir", tmp_path / "empty", "x", match="empty does not exist"
     )
     one_line_error(
         capsys,
@@ -310,12 +311,30 @@ def test_config_prints_what_a_run_of_a_file_and_sets_would_get(tmp_path, capsys)
     toml.write_text('[train]\ntask = "copy"\nmax_len_ratio = 1.5\n[decode]\nbeam = 3\n')
     code, out, err = run(capsys, "config", "--config", toml, "--set", "dropout=0.25")
     assert code == 0, err
-    values = dict(line.split("  # ")[0].split("=", 1) for line in out.splitlines())
-    assert values["model.dropout"] == "0.25" and values["train.task"] == "copy"
-    assert values["decode.beam"] == "3" and values["decode.max_len_ratio"] == "1.5"  # moved key
-    assert values["model.attention"] == "bahdanau"  # the defaults under every run
-    assert "model.cell=gru  # rnn | gru | lstm" in out.splitlines()
+    values = tomllib.loads(out)  # an experiment file
+    assert values["model"]["dropout"] == 0.25 and values["train"]["task"] == "copy"
+    assert values["decode"]["beam"] == 3 and values["decode"]["max_len_ratio"] == 1.5  # moved key
+    assert values["model"]["attention"] == "bahdanau"  # the defaults under every run
+    assert 'cell = "gru"  # rnn | gru | lstm' in out.splitlines()
     one_line_error(capsys, "config", "--set", "beam=0", match="beam must be >= 1, got 0")
+
+
+def test_config_output_reads_back_as_the_same_run(tmp_path):
+    """`s2s config > my.toml && s2s config --config my.toml` prints the same file, from another
+    directory with relative paths, through the installed command."""
+    s2s = shutil.which("s2s", path=str(pathlib.Path(sys.executable).parent)) or "s2s"
+    g2p = EXPERIMENTS / "g2p" / "attention.toml"
+    script = (
+        f"{s2s} config --config {g2p} --set dropout=0.3 > my.toml && "
+        f"{s2s} config --config my.toml > again.toml && cmp my.toml again.toml"
+    )
+    proc = subprocess.run(script, shell=True, cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    values = tomllib.loads((tmp_path / "my.toml").read_text())
+    assert values["model"]["dropout"] == 0.3 and values["train"]["bucket_multiple"] == 8
+    every = (tmp_path / "my.toml").read_text().splitlines()
+    fields = [line for line in every if " = " in line]
+    assert fields and all("  # " in line for line in fields)  # every field commented
 
 
 def test_translate_samples_seeded_and_holds_back_the_end(trained, capsys):
@@ -334,3 +353,46 @@ def test_translate_samples_seeded_and_holds_back_the_end(trained, capsys):
     one_line_error(capsys, *argv, "--beam", "3", "abc", match="--sample draws one translation")
     _, distinct, _ = run(capsys, *argv[:3], "--no-repeat-ngram", "1", "--beam", "2", *texts)
     assert all(len(set(line)) == len(line) for line in distinct.splitlines())  # no char twice
+
+
+def test_runs_say_what_they_are(tmp_path):
+    """The start line names the devices; config.json records each start of the run and eval's
+    JSON its own (versions, command line, host, devices); `s2s_jax.__version__` exists. Through
+    the installed command, from another directory, with a relative workdir."""
+    s2s = shutil.which("s2s", path=str(pathlib.Path(sys.executable).parent)) or "s2s"
+    version = importlib.metadata.version("s2s-jax")
+    small = "enc_hidden=8 dec_hidden=8 src_embed=8 tgt_embed=8 attn_dim=8 eval_examples=8"
+    argv = [s2s, "train", "--workdir", "w", "--task", "copy", "--no-progress"]
+    argv += [x for item in small.split() for x in ("--set", item)]
+    proc = subprocess.run(
+        [*argv, "--steps", "2", "--set", "eval_every=2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "pairs of task copy, on 1 cpu device (cpu); workdir" in proc.stderr
+    started = json.loads((tmp_path / "w" / "config.json").read_text())["started"]
+    assert [s["step"] for s in started] == [0]  # a resume appends its own
+    assert started[0]["versions"]["s2s-jax"] == version and started[0]["host"]
+    assert started[0]["command"].startswith("s2s train --workdir w --task copy")
+    assert started[0]["devices"] == "1 cpu device (cpu)"
+
+    proc = subprocess.run(
+        [s2s, "eval", "--workdir", "w", "--split", "valid"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)["provenance"]
+    assert result["command"] == "s2s eval --workdir w --split valid"
+    assert result["versions"]["jax"] and result["devices"] == "1 cpu device (cpu)"
+
+    code = "import s2s_jax; print(s2s_jax.__version__)"
+    assert (
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == version
+    )

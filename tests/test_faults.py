@@ -773,5 +773,44 @@ def test_bad_inference_input(project, straight, env):
     assert_one_line(
         s2s("translate", "--workdir", "nowhere", "abc", cwd=runs, env=env),
         2,
-        "holds no trained model",
+        "no such workdir: " + str(runs / "nowhere") + " does not exist",
     )
+    # A folder inside a workdir names the workdir, for reading and for training alike.
+    for command in (("translate", "abc"), ("train",)):
+        assert_one_line(
+            s2s(command[0], "--workdir", "straight/checkpoints", *command[1:], cwd=runs, env=env),
+            2,
+            f"is inside the workdir {runs / 'straight'}",
+        )
+
+
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (("--temperature", "0.5"), "--temperature only apply with --sample"),
+        (("--top-p", "0.9", "--seed", "3"), "--top-p, --seed only apply with --sample"),
+        (("--sample", "--temperature", "0"), "temperature must be a number > 0, got 0.0"),
+        (("--sample", "--top-p", "2"), "top_p must be in (0, 1], got 2.0"),
+        (("--sample", "--top-k", "-1"), "top_k must be >= 0"),
+        (("--sample", "--top-k", "100000"), "top_k must be at most"),
+    ],
+)
+def test_sampling_flags_are_checked(project, straight, env, flags, match):
+    """No traceback, and no flag silently ignored."""
+    result = s2s("translate", "--workdir", "straight", *flags, "abc", cwd=project / "runs", env=env)
+    assert_one_line(result, 2, match)
+
+
+def test_a_minimum_length_beyond_every_output_is_said(project, straight, env):
+    rc, out, err = s2s(
+        "translate",
+        "--workdir",
+        "straight",
+        "--min-len",
+        "999",
+        "abc",
+        cwd=project / "runs",
+        env=env,
+    )
+    assert rc == 0 and out.count("\n") == 1, err
+    assert "warning: --min-len 999 is beyond this model's longest output" in err

@@ -174,6 +174,8 @@ def test_killed_and_resumed_run_equals_uninterrupted(tmp_path, straight, when):
     assert bool(unfinished) == (when == "during")
     loop.fit(killed, TINY, progress=False)  # resumes from step 8 (or 4 if 8 was cut short)
     jax.tree.map(np.testing.assert_array_equal, final_params(killed), final_params(straight))
+    # Each start of the run is recorded: the first, then the resume.
+    assert [s["step"] for s in wd.load(killed).started] == [0, 8 if when == "after" else 4]
 
 
 def test_resume_refuses_another_model_accepts_more_steps_and_reports_tunables(straight):
@@ -195,7 +197,9 @@ def test_resume_refuses_another_model_accepts_more_steps_and_reports_tunables(st
     moved = config.parse_overrides(["beam=4", "train.max_len_ratio=1.5"])
     assert moved["decode"] == {"beam": 4, "max_len_ratio": 1.5} and moved["train"] == {}
     plan = configure(straight, moved)
-    assert plan.resume and plan.changes == () and plan.values["decode"]["beam"] == 4
+    assert plan.resume and plan.values["decode"]["beam"] == 4
+    # ... and the change is announced and recorded, as the optimisation settings' are.
+    assert plan.changes == (("decode.beam", 1, 4), ("decode.max_len_ratio", 2.0, 1.5))
 
 
 def test_a_finished_run_says_so_and_returns_its_last_validation_metrics(straight):

@@ -70,8 +70,48 @@ def _which(args) -> dict:
     return {"which": args.checkpoint or "best", "average": args.average or 0}
 
 
+def _sampling(args):
+    """`--sample` and its settings as a `Sampling` (None without it); settings given without
+    `--sample`, or out of range, are refused before the model loads."""
+    from s2s_jax.inference.outputs import Sampling
+
+    given = {
+        flag: value
+        for flag, value in (
+            ("--temperature", args.temperature),
+            ("--top-k", args.top_k),
+            ("--top-p", args.top_p),
+            ("--seed", args.seed),
+        )
+        if value is not None
+    }
+    if not args.sample:
+        if given:
+            raise S2SError(f"{', '.join(given)} only apply with --sample: add it, or drop them")
+        return None
+    if args.beam is not None or args.n_best is not None:
+        raise S2SError("--sample draws one translation per input: drop --beam and --n-best")
+    defaults = Sampling()
+    sample = Sampling(
+        defaults.seed if args.seed is None else args.seed,
+        defaults.temperature if args.temperature is None else args.temperature,
+        defaults.top_k if args.top_k is None else args.top_k,
+        defaults.top_p if args.top_p is None else args.top_p,
+    )
+    sample.check(vocab_size=sys.maxsize)  # the vocabulary's bound once the model is loaded
+    return sample
+
+
 def translate(args, stop) -> int:
+    sample = _sampling(args)
     translator = _load(args)
+    longest = translator.train_cfg.max_tgt_len - 1
+    if args.min_len > longest:
+        print(
+            f"warning: --min-len {args.min_len} is beyond this model's longest output "
+            f"({longest} tokens, max_tgt_len - 1): every translation ends at its length cap",
+            file=sys.stderr,
+        )
     lines = list(args.text) if args.text else _stdin_lines()
     unknown = translator.unknown_tokens(lines)
     if unknown:
@@ -81,13 +121,6 @@ def translate(args, stop) -> int:
             f"<unk>: {shown}{', ...' if len(unknown) > 5 else ''}",
             file=sys.stderr,
         )
-    sample = None
-    if args.sample:
-        if args.beam is not None or args.n_best is not None:
-            raise S2SError("--sample draws one translation per input: drop --beam and --n-best")
-        from s2s_jax.inference.outputs import Sampling
-
-        sample = Sampling(args.seed, args.temperature, args.top_k, args.top_p)
     limits = dict(alpha=args.alpha, min_len=args.min_len, no_repeat_ngram=args.no_repeat_ngram)
     if args.align or args.heatmap:
         if args.sample or args.n_best is not None:
@@ -177,18 +210,11 @@ def tasks(args, stop) -> int:
 
 
 def config(args, stop) -> int:
-    import dataclasses
-
     from s2s_jax.run import config
 
     requested = config.load_file(args.config, smoke=args.smoke) if args.config else {}
     values = config.merge(config.DEFAULTS, requested, config.parse_overrides(args.set))
-    configs = config.build(values)  # validates, and fills in every default
-    for (section, cls), cfg in zip(config.SECTIONS.items(), configs):
-        comments = config.field_comments(cls)
-        for field in dataclasses.fields(cls):
-            comment = f"  # {comments[field.name]}" if field.name in comments else ""
-            print(f"{section}.{field.name}={getattr(cfg, field.name)}{comment}")
+    print(config.to_toml(*config.build(values)), end="")  # validated, every default filled in
     return 0
 
 

@@ -140,17 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="draw each translation from the model instead of searching for the most likely",
     )
-    q.add_argument("--temperature", type=float, default=1.0, help="with --sample (default 1)")
+    q.add_argument("--temperature", type=float, help="with --sample (default 1)")
     q.add_argument(
-        "--top-k", type=int, default=0, help="with --sample: only the K most likely tokens (0: all)"
+        "--top-k", type=int, help="with --sample: only the K most likely tokens (default 0: all)"
     )
     q.add_argument(
         "--top-p",
         type=float,
-        default=1.0,
         help="with --sample: only the most likely tokens whose probability reaches P (1: all)",
     )
-    q.add_argument("--seed", type=int, default=0, help="with --sample: the same seed, same draws")
+    q.add_argument("--seed", type=int, help="with --sample: the same seed, same draws (default 0)")
     q.add_argument(
         "--align",
         action="store_true",

@@ -26,6 +26,7 @@ from s2s_jax.inference.translate import Translator
 from s2s_jax.nn import ensemble
 from s2s_jax.nn.loss import loss_terms
 from s2s_jax.run import workdir as wd
+from s2s_jax.run.provenance import provenance
 from s2s_jax.run.task_data import load_task_data
 
 _CITED = ("checkpoint", "step", "steps", "members")  # what `s2s eval` says was loaded
@@ -146,7 +147,8 @@ def evaluate_workdir(
 
     Returns the metrics with what a reader needs to cite them: the split or file, the number
     of examples, the checkpoint and step (for an ensemble, `members`: each run's workdir,
-    checkpoint and step), the decoding settings, and sacrebleu's signatures.
+    checkpoint and step), the decoding settings, sacrebleu's signatures, and the versions,
+    command line, host and devices (`provenance`).
     `output`: a file that receives the hypotheses, one per line, in the order of the pairs.
     """
     if limit is not None and limit < 1:
@@ -194,4 +196,5 @@ def evaluate_workdir(
         "alpha": alpha,
         **scores,
         **signatures,
+        "provenance": provenance(),
     }

@@ -3,9 +3,12 @@ alignments."""
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
+
+from s2s_jax.errors import DataError
 
 
 class Sampling(NamedTuple):
@@ -15,6 +18,18 @@ class Sampling(NamedTuple):
     temperature: float = 1.0
     top_k: int = 0  # 0: every token
     top_p: float = 1.0  # 1: no nucleus truncation
+
+    def check(self, vocab_size: int) -> None:
+        """`DataError` naming the first setting a target vocabulary of `vocab_size` cannot
+        sample with."""
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise DataError(f"temperature must be a number > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise DataError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise DataError(f"top_k must be >= 0 (0: every token), got {self.top_k}")
+        if self.top_k > vocab_size:
+            raise DataError(f"top_k must be at most {vocab_size}, the target vocabulary's size")
 
 
 class Hypothesis(NamedTuple):

@@ -40,8 +40,7 @@ _log_prob = jax.jit(model.log_prob, static_argnames=("cfg",))
 _ensemble_log_prob = jax.jit(ensemble.log_prob, static_argnames=("cfg",))
 
 
-def _to_stderr(message: str) -> None:
-    print(message, file=sys.stderr)
+_to_stderr = lambda message: print(message, file=sys.stderr)
 
 
 class Translator:
@@ -134,8 +133,6 @@ class Translator:
     def members(self) -> tuple[model.Seq2SeqConfig, ...]:
         """The configs of the models that vote: one, or the ensemble's."""
         return self.cfg if isinstance(self.cfg, tuple) else (self.cfg,)
-
-    # -------------------------------------------------------------------------------- helpers
 
     def _encode_sources(self, texts: Sequence[str]) -> list[list[int]]:
         ids = [self.src_vocab.encode(t) for t in texts]
@@ -239,6 +236,8 @@ class Translator:
         alpha = self.decode_cfg.alpha if alpha is None else alpha
         if sample is not None and (beam != 1 or n_best != 1):
             raise DataError("sampling draws one translation per input: no beam, no n-best")
+        if sample is not None:
+            sample.check(len(self.tgt_vocab))
         if min_len < 0 or no_repeat_ngram < 0:
             raise DataError(
                 f"min_len and no_repeat_ngram must be >= 0, got {min_len}, {no_repeat_ngram}"

@@ -20,27 +20,24 @@ class Seq2SeqConfig:
     src_vocab: int = 64  # source vocabulary size, specials included
     tgt_vocab: int = 64  # target vocabulary size, specials included
     cell: str = "gru"  # rnn | gru | lstm
-    src_embed: int = 64
-    tgt_embed: int = 64
+    src_embed: int = 64  # source embedding size
+    tgt_embed: int = 64  # target embedding size
     enc_hidden: int = 128  # per direction
     dec_hidden: int = 128  # may differ from the encoder's: a bridge maps C to it
-    enc_layers: int = 1
-    dec_layers: int = 1
+    enc_layers: int = 1  # stacked encoder layers
+    dec_layers: int = 1  # stacked decoder layers
     bidirectional: bool = False  # bidirectional encoder (fig. 10.11)
     context: str = "init"  # init | input | both: how C enters the decoder
     attention: str = "none"  # none | bahdanau | luong_dot | luong_general
     attn_dim: int = 128  # hidden size of the additive attention
-    readout: int = (
-        0  # size of the tanh readout before the softmax; 0: tgt_embed if tied else dec_hidden
-    )
+    readout: int = 0  # tanh readout size before the softmax; 0: tgt_embed if tied, else dec_hidden
     reverse_source: bool = False  # read the source backwards (Sutskever 2014)
     tie_embeddings: bool = False  # output layer = target embedding transposed
     residual: bool = False  # residual connections between stacked layers
     dropout: float = 0.0  # on embeddings, between layers and on the readout (training only)
     unroll: int = 1  # lax.scan unroll factor
     projection: str | None = None  # input matmul inside/outside the scan; None: per backend
-    # Hand-written backward passes (`scan_implementations`): same values, faster gradients.
-    fused: bool = True
+    fused: bool = True  # hand-written backward passes: same values, faster gradients
     remat: bool = False  # recompute in the backward pass what the scans would store: less memory
     # Mixed precision: "bfloat16" runs the matmuls and activations in bfloat16; the parameters,
     # their gradients, the LSTM cell state, the softmaxes and the loss stay in float32.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import tomllib
 import typing
@@ -32,27 +33,27 @@ class TrainConfig:
 
     task: str = "numbers-en-fr"  # a built-in task (s2s tasks); "tsv" when train_file is given
     train_file: str = ""  # TSV source<TAB>target; with valid_file, replaces the task
-    valid_file: str = ""
-    test_file: str = ""
+    valid_file: str = ""  # TSV pairs to validate on (and choose the best checkpoint by)
+    test_file: str = ""  # TSV pairs for `s2s eval --split test`
     src_vocab_kind: str = ""  # char | word | sentencepiece; "" = the task's (char for TSV)
-    tgt_vocab_kind: str = ""
+    tgt_vocab_kind: str = ""  # as src_vocab_kind, for the targets
     vocab_size: int = 8000  # largest word vocabulary / sentencepiece size
     max_src_len: int = 64  # longer training pairs are dropped (and counted); longer inputs refused
     max_tgt_len: int = 64  # counting </s>
     buckets: int = 4  # padded lengths per side: few shapes, few compilations
     # Padded lengths are multiples of this. A step's time grows with its padded length: short
     # sequences (words, G2P) train ~20% faster with 2 (and buckets = 16) than with 8.
-    bucket_multiple: int = 8
+    bucket_multiple: int = 8  # padded lengths are multiples of this
     batch_size: int = 64  # global batch, split across devices
     steps: int = 0  # 0: the task's recommended number (s2s tasks shows it)
     seed: int = 0  # parameters, data order and dropout
     optimizer: str = "adam"  # adam | adamw
-    learning_rate: float = 3e-3
-    warmup_steps: int = 200
+    learning_rate: float = 3e-3  # peak, after the warmup
+    warmup_steps: int = 200  # linear warmup from 0
     schedule: str = "cosine"  # constant | cosine | rsqrt (after the linear warmup)
     weight_decay: float = 0.0  # adamw only
     clip_norm: float = 1.0  # clip gradients by global norm; 0 = off
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # eps: (1 - eps) * NLL + eps * mean -log p over the vocabulary
     eval_every: int = 400  # validate (loss + task metric) and checkpoint every N steps
     keep_checkpoints: int = 2  # the latest checkpoints kept (s2s translate --average N needs N)
     eval_examples: int = 1000  # validation pairs decoded at each evaluation
@@ -65,7 +66,7 @@ class TrainConfig:
     # maximised; ties go to the later step). "": exact_match for built-in tasks, loss for TSV.
     best_metric: str = ""  # a task metric or "loss" (see above); "": the task's default
     patience: int = 0  # stop after this many evaluations without improvement; 0 = never
-    log_every: int = 100
+    log_every: int = 100  # steps between training log lines
     parallel: str = "auto"  # auto | shard_map | pmap | none
 
     def __post_init__(self):
@@ -129,7 +130,7 @@ class DecodeConfig:
     beam: int = 1  # beam width; 1 = greedy
     alpha: float = 0.6  # beam length normalisation: scores divided by ((5 + length) / 6) ** alpha
     max_len_ratio: float = 2.0  # output cap per sentence: ratio * source length + offset
-    max_len_offset: int = 10
+    max_len_offset: int = 10  # (see max_len_ratio)
     sentences_per_batch: int = 64  # sentences decoded together
 
     def __post_init__(self):
@@ -188,6 +189,30 @@ def field_comments(cls) -> dict[str, str]:
         if match:
             comments[match.group(1)] = match.group(2)
     return comments
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string: JSON's escapes are TOML's
+    return repr(value)  # int, float (TOML reads inf and nan too)
+
+
+def to_toml(*configs) -> str:
+    """`to_dict`'s values as an experiment file: a table per section, every field with its
+    comment; `load_file` reads it back to the same configs (`s2s config > run.toml`)."""
+    lines = ["# Every key of a run with its value (s2s config); train with --config THIS_FILE."]
+    for (section, cls), cfg in zip(SECTIONS.items(), configs):
+        comments = field_comments(cls)
+        lines += ["", f"[{section}]"]
+        for field in dataclasses.fields(cls):
+            value, comment = getattr(cfg, field.name), f"  # {comments[field.name]}"
+            if value is None:  # TOML has no null: left out, so that the default applies
+                lines.append(f"# {field.name} = (none){comment}")
+            else:
+                lines.append(f"{field.name} = {_toml_value(value)}{comment}")
+    return "\n".join(lines) + "\n"
 
 
 def _fields(cls) -> dict[str, type]:

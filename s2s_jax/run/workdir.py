@@ -57,6 +57,8 @@ class Run:
     changes: tuple = ()  # {"step", "field", "old", "new"} for each field changed on resume
     decode_cfg: config.DecodeConfig = config.DecodeConfig()
     path: Path | None = None  # the workdir (None: a run not read from one)
+    # One `provenance.provenance()` (with its "step") per start of the run, oldest first.
+    started: tuple = ()
     # Written by a version that digests every step (its config names vocabulary checksums):
     # a step without a digest is then damage, not an older format.
     digests_required: bool = True
@@ -92,6 +94,7 @@ def save(path: str | Path, run: Run, *, vocabularies: bool = True) -> None:
         "tgt_sha256": run.tgt_vocab.fingerprint(),
     }
     values["changes"] = list(run.changes)
+    values["started"] = list(run.started)
     save_json(path / CONFIG, values)
 
 
@@ -109,10 +112,7 @@ def load(path: str | Path) -> Run:
     """
     path = Path(path)
     if not exists(path):
-        raise CheckpointError(
-            f"{path} holds no trained model (no {CONFIG}): "
-            f"train first with `s2s train --workdir {path}`"
-        )
+        raise CheckpointError(_not_a_workdir(path))
     values = load_json_config(path)
     model_cfg, train_cfg, decode_cfg = config.build(values)
     fingerprints = values.get("vocab", {})  # absent in workdirs of earlier versions
@@ -142,7 +142,23 @@ def load(path: str | Path) -> Run:
         changes=changes,
         decode_cfg=decode_cfg,
         path=path,
+        started=tuple(values.get("started", ())),  # absent in workdirs of earlier versions
         digests_required="vocab" in values,
+    )
+
+
+def _not_a_workdir(path: Path) -> str:
+    """What is wrong with a path given as a workdir that holds no run, and the fix."""
+    if not path.exists():
+        return f"no such workdir: {path} does not exist (train one with `s2s train --workdir`)"
+    if not path.is_dir():
+        return f"{path} is a file, not a workdir (a folder that `s2s train --workdir` made)"
+    inside = next((p for p in path.parents if exists(p)), None)
+    if inside is not None:
+        return f"{path} is inside the workdir {inside}: give --workdir {inside}"
+    return (
+        f"{path} holds no trained model (no {CONFIG}): "
+        f"train first with `s2s train --workdir {path}`"
     )
 
 

@@ -30,6 +30,7 @@ from s2s_jax.nn import model
 from s2s_jax.run import config
 from s2s_jax.run import workdir as wd
 from s2s_jax.run.mesh import on_any_process
+from s2s_jax.run.provenance import devices, provenance
 from s2s_jax.run.stopping import Interrupted, StopSignals
 from s2s_jax.run.workdir import WorkdirBusy
 from s2s_jax.training import parallel
@@ -147,13 +148,13 @@ def _fit(workdir: Path, prepared: Prepared, *, progress: bool, log, stop) -> dic
             ckpts.verify_best(target)
         step = int(dp.fetch(state.step))
         past = plan.stored.changes if plan.resume else ()
+        qualified = [(n if "." in n else f"train.{n}", old, new) for n, old, new in plan.changes]
         changes = past + tuple(
-            {"step": step, "field": f"train.{name}", "old": old, "new": new}
-            for name, old, new in plan.changes
+            {"step": step, "field": name, "old": old, "new": new} for name, old, new in qualified
         )
-        for name, old, new in plan.changes:
+        for name, old, new in qualified:
             log(
-                f"train.{name} changes from {old!r} to {new!r} at step {step} "
+                f"{name} changes from {old!r} to {new!r} at step {step} "
                 f"(recorded in {workdir / wd.CONFIG})"
             )
         run = wd.Run(
@@ -163,6 +164,8 @@ def _fit(workdir: Path, prepared: Prepared, *, progress: bool, log, stop) -> dic
             prepared.tgt_vocab,
             changes,
             decode_cfg=prepared.decode_cfg,
+            started=(plan.stored.started if plan.resume else ())
+            + ({"step": step, **provenance()},),
         )
         # Everything is validated: from here on the workdir is written.
         if owner:
@@ -176,12 +179,12 @@ def _fit(workdir: Path, prepared: Prepared, *, progress: bool, log, stop) -> dic
             )
             return wd.last_metrics(workdir, "valid")
         if plan.resume:
-            log(f"resuming {workdir} at step {step}")
+            log(f"resuming {workdir} at step {step}, on {devices()}")
         else:
             log(
                 f"training {model.param_count(state.params):,} parameters on "
-                f"{len(prepared.examples):,} pairs {_data_source(train_cfg)}; "
-                f"workdir {workdir}"
+                f"{len(prepared.examples):,} pairs {_data_source(train_cfg)}, on "
+                f"{devices()}; workdir {workdir}"
             )
         state = dp.replicate(state)
         return _loop(

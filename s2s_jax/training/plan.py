@@ -39,7 +39,9 @@ class Plan:
 
     values: dict  # the run's configuration values {"model": {...}, "train": {...}}
     stored: wd.Run | None = None  # the run to resume (it has a checkpoint), checked
-    changes: tuple = ()  # (field, stored value, requested value) of TUNABLE fields changed
+    # (field, stored value, requested value) of the TUNABLE fields (bare names) and of the
+    # decode section ("decode.beam") that change.
+    changes: tuple = ()
 
     @property
     def resume(self) -> bool:
@@ -61,6 +63,12 @@ def configure(
       ConfigError: an invalid configuration, or a change the stored run cannot take.
       CheckpointError: a workdir whose files do not belong together.
     """
+    inside = next((p for p in Path(workdir).parents if wd.exists(p)), None)
+    if inside is not None:  # e.g. --workdir W/checkpoints
+        raise CheckpointError(
+            f"{workdir} is inside the workdir {inside}: give --workdir {inside} to resume it, "
+            "or train in a folder of its own"
+        )
     latest, best = _checkpoint_steps(workdir)
     has_checkpoint = latest is not None or best is not None
     if not wd.exists(workdir) and has_checkpoint:
@@ -93,7 +101,10 @@ def configure(
             if section == "train" and name == "steps" and stored["train"]["schedule"] == "cosine":
                 changes.append((name, old, value))  # the cosine decay stretches: announce it
                 continue
-            if (section == "train" and name in config.RESUMABLE) or section == "decode":
+            if section == "decode":  # how the run decodes: free to change, and recorded
+                changes.append((f"decode.{name}", old, value))
+                continue
+            if section == "train" and name in config.RESUMABLE:
                 continue
             if section == "train" and name in config.TUNABLE:
                 if name == "clip_norm" and (old == 0) != (value == 0):
