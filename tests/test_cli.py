@@ -248,7 +248,16 @@ def test_errors_are_one_line(tmp_path, trained, capsys, monkeypatch):
         monkeypatch=monkeypatch,
         match="stdin:1",
     )
-    one_line_error(capsys, "translate", "--workdir", trained, "a" * 500, match="reads at most")
+    one_line_error(
+        capsys,
+        "translate",
+        "--workdir",
+        trained,
+        "--too-long",
+        "refuse",
+        "a" * 500,
+        match="line 1 has 500 tokens; this model reads at most",
+    )
     assert not w.exists() or not (w / "checkpoints").exists()
 
 

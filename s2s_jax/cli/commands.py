@@ -4,10 +4,12 @@ for JAX."""
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import sys
 
+from s2s_jax.cli import lines
 from s2s_jax.errors import DataError, S2SError
 
 
@@ -38,20 +40,6 @@ def train(args, stop) -> int:
     result = loop.fit(args.workdir, requested, progress=not args.no_progress, stop=stop)
     print(json.dumps(result))
     return 0
-
-
-def _stdin_lines() -> list[str]:
-    """Standard input's lines, decoded as UTF-8 (a line that is not names itself)."""
-    lines = []
-    for number, raw in enumerate(sys.stdin.buffer, 1):
-        try:
-            lines.append(raw.decode("utf-8").rstrip("\r\n"))
-        except UnicodeDecodeError as e:
-            raise DataError(
-                f"stdin:{number}: not UTF-8 ({e.reason} at byte {e.start}); "
-                "convert the input to UTF-8"
-            ) from None
-    return lines
 
 
 def _load(args):
@@ -102,18 +90,91 @@ def _sampling(args):
     return sample
 
 
+def _sources(args) -> tuple[str | None, object]:
+    """The input (a file, arguments or standard input) as `lines.batches` would give it."""
+    if args.text and args.input:
+        raise S2SError("give sentences as arguments or with --input FILE, not both")
+    if args.text:
+        numbered = list(enumerate(args.text, 1))
+        return None, lambda size: (numbered[i : i + size] for i in range(0, len(numbered), size))
+    return args.input, lambda size: lines.batches(args.input, size)
+
+
+def _too_long(numbers: list[int], lengths: list[int], most: int, how: str, unit: str) -> None:
+    """Refuses the first too-long line when `how` is "refuse"."""
+    if how == "refuse":
+        for number, n in zip(numbers, lengths):
+            if n > most:
+                raise DataError(
+                    f"line {number} has {n} {unit}; this model reads at most {most}: split it, "
+                    "or let --too-long crop or skip it"
+                )
+
+
+def _skipped(args, number: int) -> str:
+    """The answer of a line skipped for its length: still one line (n-best: n rows)."""
+    if args.n_best is None:
+        return "\t" if args.align else ""
+    return "\n".join(f"{number}\t{r}\tnan\tnan\t" for r in range(1, args.n_best + 1))
+
+
 def translate(args, stop) -> int:
     sample = _sampling(args)
+    if (args.align or args.heatmap) and (args.sample or args.n_best is not None):
+        raise S2SError("--align and --heatmap show the best translation: drop --sample, --n-best")
+    path, source = _sources(args)
     translator = _load(args)
-    longest = translator.train_cfg.max_tgt_len - 1
+    longest, most = translator.train_cfg.max_tgt_len - 1, translator.train_cfg.max_src_len
     if args.min_len > longest:
         print(
             f"warning: --min-len {args.min_len} is beyond this model's longest output "
             f"({longest} tokens, max_tgt_len - 1): every translation ends at its length cap",
             file=sys.stderr,
         )
-    lines = list(args.text) if args.text else _stdin_lines()
-    unknown = translator.unknown_tokens(lines)
+    limits = dict(alpha=args.alpha, min_len=args.min_len, no_repeat_ngram=args.no_repeat_ngram)
+    beam, n_best = args.beam, args.n_best
+    if n_best is not None and beam is None:
+        beam = max(n_best, translator.decode_cfg.beam)
+    unknown, long = collections.Counter(), []
+    with lines.output(args.output) as out, lines.progress(path) as bar:
+        for batch in source(translator.decode_cfg.sentences_per_batch):
+            numbers, texts = [n for n, _ in batch], [t for _, t in batch]
+            lengths = [len(translator.src_vocab.encode(t)) for t in texts]
+            _too_long(numbers, lengths, most, args.too_long, "tokens")
+            long += [n for n, k in zip(numbers, lengths) if k > most]
+            keep = [i for i, k in enumerate(lengths) if k <= most or args.too_long == "crop"]
+            unknown.update(translator.unknown_tokens(texts))
+            kept = [texts[i] for i in keep]
+            if args.align or args.heatmap:
+                done = translator.align(kept, beam=beam, crop=True, **limits)
+                if args.heatmap:
+                    from s2s_jax.inference.heatmap import save_heatmap
+
+                    for i, a in zip(keep, done):
+                        save_heatmap(a, os.path.join(args.heatmap, f"{numbers[i]:04d}.png"))
+                # The text, then source-target token index pairs, as fairseq's A- lines.
+                pairs = lambda a: " ".join(f"{i}-{j}" for i, j in a.pairs())
+                answers = [f"{a.text}\t{pairs(a)}" if args.align else a.text for a in done]
+            elif n_best is None:
+                answers = translator.translate(kept, beam=beam, sample=sample, crop=True, **limits)
+            else:  # input line, rank, score, log P, text: n_best lines an input
+                hyps = translator.translate(kept, beam=beam, n_best=n_best, crop=True, **limits)
+                answers = [
+                    "\n".join(
+                        f"{numbers[i]}\t{r}\t{h.score:.4f}\t{h.log_prob:.4f}\t{h.text}"
+                        for r, h in enumerate(hs, 1)
+                    )
+                    for i, hs in zip(keep, hyps)
+                ]
+            answered = dict(zip(keep, answers))
+            lines.write(
+                out,
+                [
+                    answered[i] if i in answered else _skipped(args, numbers[i])
+                    for i in range(len(batch))
+                ],
+            )
+            bar.update(len(batch))
     if unknown:
         shown = ", ".join(repr(t) for t, _ in unknown.most_common(5))
         print(
@@ -121,43 +182,37 @@ def translate(args, stop) -> int:
             f"<unk>: {shown}{', ...' if len(unknown) > 5 else ''}",
             file=sys.stderr,
         )
-    limits = dict(alpha=args.alpha, min_len=args.min_len, no_repeat_ngram=args.no_repeat_ngram)
-    if args.align or args.heatmap:
-        if args.sample or args.n_best is not None:
-            raise S2SError(
-                "--align and --heatmap show the best translation: drop --sample, --n-best"
-            )
-        alignments = translator.align(lines, beam=args.beam, **limits)
-        if args.heatmap:
-            from s2s_jax.inference.heatmap import save_heatmap
-
-            for number, a in enumerate(alignments, 1):
-                save_heatmap(a, os.path.join(args.heatmap, f"{number:04d}.png"))
-        for a in alignments:  # source-target token index pairs, as fairseq's A- lines
-            pairs = " ".join(f"{i}-{j}" for i, j in a.pairs())
-            print(f"{a.text}\t{pairs}" if args.align else a.text)
-        return 0
-    if args.n_best is None:
-        for text in translator.translate(lines, beam=args.beam, sample=sample, **limits):
-            print(text)
-        return 0
-    beam = args.beam if args.beam is not None else max(args.n_best, translator.decode_cfg.beam)
-    out = translator.translate(lines, beam=beam, n_best=args.n_best, **limits)
-    for number, hyps in enumerate(out, 1):  # input line, rank, score, log P, text
-        for rank, h in enumerate(hyps, 1):
-            print(f"{number}\t{rank}\t{h.score:.4f}\t{h.log_prob:.4f}\t{h.text}")
+    what = "cropped" if args.too_long == "crop" else "skipped (empty answers)"
+    lines.report(long, f"longer than {most} tokens (max_src_len) were {what}")
     return 0
 
 
 def score(args, stop) -> int:
-    pairs = []
-    for number, line in enumerate(_stdin_lines(), 1):
-        if line.count("\t") != 1:
-            raise DataError(f"stdin:{number}: write one source<TAB>target pair per line")
-        pairs.append(tuple(line.split("\t")))
     translator = _load(args)
-    for score in translator.score(pairs):
-        print(f"{score:.6f}")
+    most_src, most_tgt = translator.train_cfg.max_src_len, translator.train_cfg.max_tgt_len - 1
+    name, skipped = args.input or "stdin", []
+    with lines.output(args.output) as out, lines.progress(args.input) as bar:
+        for batch in lines.batches(args.input, translator.decode_cfg.sentences_per_batch):
+            pairs = []
+            for number, line in batch:
+                if line.count("\t") != 1:
+                    raise DataError(f"{name}:{number}: write one source<TAB>target pair per line")
+                pairs.append(tuple(line.split("\t")))
+            numbers = [n for n, _ in batch]
+            src_len = [len(translator.src_vocab.encode(s)) for s, _ in pairs]
+            tgt_len = [len(translator.tgt_vocab.encode(t)) for _, t in pairs]
+            _too_long(numbers, src_len, most_src, args.too_long, "source tokens")
+            _too_long(numbers, tgt_len, most_tgt, args.too_long, "target tokens")
+            keep = [
+                i for i in range(len(pairs)) if src_len[i] <= most_src and tgt_len[i] <= most_tgt
+            ]
+            skipped += [numbers[i] for i in range(len(pairs)) if i not in set(keep)]
+            scores = dict(zip(keep, translator.score([pairs[i] for i in keep])))
+            lines.write(
+                out, [f"{scores[i]:.6f}" if i in scores else "nan" for i in range(len(pairs))]
+            )
+            bar.update(len(batch))
+    lines.report(skipped, "too long for this model were skipped (nan)")
     return 0
 
 

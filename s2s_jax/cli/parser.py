@@ -111,6 +111,27 @@ def build_parser() -> argparse.ArgumentParser:
         q.set_defaults(run=run)
         return q
 
+    def line_flags(q, *, crop: bool):
+        q.add_argument(
+            "--input", metavar="FILE", help="read the lines from FILE instead of standard input"
+        )
+        q.add_argument(
+            "--output",
+            metavar="FILE",
+            help="write the answers to FILE (batch by batch) instead of standard output",
+        )
+        choices = ("crop", "skip", "refuse") if crop else ("skip", "refuse")
+        q.add_argument(
+            "--too-long",
+            choices=choices,
+            default=choices[0],
+            help="a line longer than the model reads: "
+            + ("crop it to max_src_len tokens (default), " if crop else "")
+            + "skip it (an empty answer"
+            + ("" if crop else ", nan")
+            + "), or refuse (an error); the lines concerned are listed on stderr",
+        )
+
     q = inference(
         "translate",
         "translate arguments, or each line of standard input",
@@ -162,15 +183,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="write each translation's attention weights as DIR/0001.png, ... (matplotlib)",
     )
-    q.add_argument("text", nargs="*", help="sentences to translate (none: read standard input)")
+    line_flags(q, crop=True)
+    q.add_argument(
+        "text", nargs="*", help="sentences to translate (none: --input, or standard input)"
+    )
 
-    inference(
+    q = inference(
         "score",
         "print log P(target | source) (natural log, </s> included) of each line of standard "
-        "input, written source<TAB>target",
+        "input (or --input), written source<TAB>target",
         commands.score,
         "printf 'forty-two\\tquarante-deux\\n' | s2s score --workdir runs/numbers",
     )
+    line_flags(q, crop=False)
 
     q = inference(
         "eval",

@@ -54,3 +54,24 @@ class Alignment(NamedTuple):
         if not self.source:
             return []
         return [(int(np.argmax(row)), j) for j, row in enumerate(self.weights[:-1])]
+
+
+def check_search(texts, beam, n_best, sample, min_len, no_repeat_ngram, vocab_size) -> None:
+    """`DataError` naming what `Translator.hypotheses` cannot do as asked."""
+    if isinstance(texts, str):
+        raise DataError(
+            "texts is one string: pass a list of sentences (e.g. [text]); a string would be "
+            "read as one sentence per character"
+        )
+    if sample is not None:
+        if beam != 1 or n_best != 1:
+            raise DataError("sampling draws one translation per input: no beam, no n-best")
+        sample.check(vocab_size)
+    if min_len < 0 or no_repeat_ngram < 0:
+        raise DataError(
+            f"min_len and no_repeat_ngram must be >= 0, got {min_len}, {no_repeat_ngram}"
+        )
+    if beam < 1 or not 1 <= n_best <= beam:
+        raise DataError(
+            f"need beam >= 1 and 1 <= n_best <= beam (got beam={beam}, n_best={n_best})"
+        )

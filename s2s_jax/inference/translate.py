@@ -26,7 +26,7 @@ from jax.sharding import PartitionSpec as P
 from s2s_jax.data import UNK, Vocab, pad_batch
 from s2s_jax.errors import DataError
 from s2s_jax.inference.ensemble_vocab import on_first_vocabularies
-from s2s_jax.inference.outputs import Alignment, Hypothesis, Sampling
+from s2s_jax.inference.outputs import Alignment, Hypothesis, Sampling, check_search
 from s2s_jax.nn import decoding, ensemble, model
 from s2s_jax.run import config
 from s2s_jax.run import workdir as wd
@@ -134,10 +134,11 @@ class Translator:
         """The configs of the models that vote: one, or the ensemble's."""
         return self.cfg if isinstance(self.cfg, tuple) else (self.cfg,)
 
-    def _encode_sources(self, texts: Sequence[str]) -> list[list[int]]:
-        ids = [self.src_vocab.encode(t) for t in texts]
+    def _encode_sources(self, texts: Sequence[str], crop: bool = False) -> list[list[int]]:
+        most = self.train_cfg.max_src_len
+        ids = [self.src_vocab.encode(t)[: most if crop else None] for t in texts]
         for i, s in enumerate(ids):
-            if len(s) > self.train_cfg.max_src_len:
+            if len(s) > most:
                 raise DataError(
                     f"input {i + 1} has {len(s)} tokens; this model reads at most "
                     f"{self.train_cfg.max_src_len} (max_src_len): split it"
@@ -185,6 +186,7 @@ class Translator:
         min_len: int = 0,
         no_repeat_ngram: int = 0,
         sample: Sampling | None = None,
+        crop: bool = False,
     ) -> list:
         """Translates `texts`.
 
@@ -198,6 +200,7 @@ class Translator:
           no_repeat_ngram: N > 0: no translation holds the same N tokens twice.
           sample: draw each translation (`Sampling`: seed, temperature, top-k, top-p) instead
             of searching for the most likely one; not with a beam.
+          crop: read only the first `max_src_len` tokens of a longer input (else refused).
 
         Returns:
           With n_best == 1, one string per input; otherwise, per input, a list of n_best
@@ -211,6 +214,7 @@ class Translator:
             min_len=min_len,
             no_repeat_ngram=no_repeat_ngram,
             sample=sample,
+            crop=crop,
         )
         return [h[0].text for h in hyps] if n_best == 1 else hyps
 
@@ -224,29 +228,14 @@ class Translator:
         min_len: int = 0,
         no_repeat_ngram: int = 0,
         sample: Sampling | None = None,
+        crop: bool = False,
     ) -> list[list[Hypothesis]]:
         """As `translate`, always as n_best `Hypothesis(text, log_prob, score)` per input, best
         first (for n_best == 1 too: the translation with its scores)."""
-        if isinstance(texts, str):
-            raise DataError(
-                "texts is one string: pass a list of sentences (e.g. [text]); a string would be "
-                "read as one sentence per character"
-            )
         beam = (1 if sample else self.decode_cfg.beam) if beam is None else beam
         alpha = self.decode_cfg.alpha if alpha is None else alpha
-        if sample is not None and (beam != 1 or n_best != 1):
-            raise DataError("sampling draws one translation per input: no beam, no n-best")
-        if sample is not None:
-            sample.check(len(self.tgt_vocab))
-        if min_len < 0 or no_repeat_ngram < 0:
-            raise DataError(
-                f"min_len and no_repeat_ngram must be >= 0, got {min_len}, {no_repeat_ngram}"
-            )
-        if beam < 1 or not 1 <= n_best <= beam:
-            raise DataError(
-                f"need beam >= 1 and 1 <= n_best <= beam (got beam={beam}, n_best={n_best})"
-            )
-        ids = self._encode_sources(texts)
+        check_search(texts, beam, n_best, sample, min_len, no_repeat_ngram, len(self.tgt_vocab))
+        ids = self._encode_sources(texts, crop)
         limits = dict(min_len=min_len, no_repeat_ngram=no_repeat_ngram)
         pending = self._search(ids, beam=beam, alpha=alpha, sample=sample, **limits)
         out: list = [None] * len(texts)
@@ -333,6 +322,7 @@ class Translator:
         alpha: float | None = None,
         min_len: int = 0,
         no_repeat_ngram: int = 0,
+        crop: bool = False,
     ) -> list[Alignment]:
         """Translates `texts` as `translate` does (the best hypothesis) and returns, for each,
         the attention weights of every token written over the source's tokens. The model must
@@ -349,7 +339,7 @@ class Translator:
         alpha = self.decode_cfg.alpha if alpha is None else alpha
         if beam < 1:
             raise DataError(f"need beam >= 1, got {beam}")
-        ids = self._encode_sources(texts)
+        ids = self._encode_sources(texts, crop)
         pending = self._search(
             ids,
             beam=beam,
@@ -368,7 +358,7 @@ class Translator:
                     weights = weights[:, ::-1]
                 out[start + r] = Alignment(
                     self.tgt_vocab.decode(toks[r, 0]) if n else "",
-                    self.src_vocab.tokenize(texts[start + r]),
+                    self.src_vocab.tokenize(texts[start + r])[:n],
                     [self.tgt_vocab.tokens[int(i)] for i in toks[r, 0, :m]],
                     weights,
                 )
