@@ -7,7 +7,7 @@ The package is layered as the data flows (docs/architecture.md):
     s2s_jax.run        a run: config, workdir, checkpoints, its data, the device mesh, signals
     s2s_jax.training   state, step, parallel, the plan and the resumable run (loop.fit)
     s2s_jax.inference  Translator, evaluation, metrics
-    s2s_jax.cli, s2s_jax.bench   front ends (the `s2s` command)
+    s2s_jax.cli, s2s_jax.serve, s2s_jax.bench   front ends (the `s2s` command, its server)
 
 The names below are the public API. They are imported on first use, so that `import
 s2s_jax.errors` (and `s2s --help`) does not wait for JAX.

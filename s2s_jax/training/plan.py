@@ -63,12 +63,6 @@ def configure(
       ConfigError: an invalid configuration, or a change the stored run cannot take.
       CheckpointError: a workdir whose files do not belong together.
     """
-    inside = next((p for p in Path(workdir).parents if wd.exists(p)), None)
-    if inside is not None:  # e.g. --workdir W/checkpoints
-        raise CheckpointError(
-            f"{workdir} is inside the workdir {inside}: give --workdir {inside} to resume it, "
-            "or train in a folder of its own"
-        )
     latest, best = _checkpoint_steps(workdir)
     has_checkpoint = latest is not None or best is not None
     if not wd.exists(workdir) and has_checkpoint:
