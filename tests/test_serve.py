@@ -209,10 +209,11 @@ def test_unknown_paths_and_methods(server):
     assert request(server.url + "/nowhere")[0] == 404
 
 
-def test_a_full_queue_answers_503_and_a_gone_client_frees_its_place(workdir):
+def test_a_full_queue_a_gone_client_and_sigterm(workdir, translator):
     """One sentence waits (up to 10 s) for a second to fill its batch of two: a request that
     would overfill the queue gets 503 with Retry-After, a fitting one completes the batch; a
-    client that hangs up while queued leaves the queue at once."""
+    client that hangs up while queued leaves the queue at once; SIGTERM answers the requests
+    in flight without waiting for their batch to fill, and exits 0."""
     slow = Server(workdir, "--max-batch", "2", "--max-queue", "3", "--max-wait-ms", "10000")
     try:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -236,24 +237,25 @@ def test_a_full_queue_answers_503_and_a_gone_client_frees_its_place(workdir):
             assert wait_for(lambda: get(slow.url + "/info")[1]["queued"] == 1, 5)
         # Hung up: its sentence leaves the queue long before its 10 s wait would end.
         assert wait_for(lambda: get(slow.url + "/info")[1]["queued"] == 0, 5)
+
+        # SIGTERM with requests in flight (one decoding, one waiting to fill a batch): both
+        # are answered at once, as they would be alone, and the server exits 0.
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            asks = [SENTENCES[:2], SENTENCES[2:3]]
+            answers = [pool.submit(post, slow, inputs=texts) for texts in asks]
+            assert wait_for(lambda: get(slow.url + "/info")[1]["queued"] == 1, 5)
+            started = time.monotonic()
+            slow.proc.send_signal(signal.SIGTERM)
+            for texts, answer in zip(asks, answers):
+                status, body = answer.result(timeout=60)
+                assert status == 200 and body["outputs"] == translator.translate(texts)
+            assert time.monotonic() - started < 5  # not after the 10 s wait to fill
+        _, err = slow.proc.communicate(timeout=60)  # no second signal: it stops on its own
+        assert slow.proc.returncode == 0, err
+        with pytest.raises(OSError):
+            get(slow.url + "/health")
     finally:
-        assert slow.stop()[0] == 0
-
-
-def test_sigterm_answers_the_requests_in_flight_then_exits_0(workdir, translator):
-    srv = Server(workdir, "--max-batch", "8", "--max-wait-ms", "1500")
-    asks = [SENTENCES[i : i + 2] for i in range(0, 12, 2)]
-    with concurrent.futures.ThreadPoolExecutor(len(asks)) as pool:
-        answers = [pool.submit(post, srv, inputs=texts) for texts in asks]
-        assert wait_for(lambda: get(srv.url + "/info")[1]["queued"] > 0, 5)
-        srv.proc.send_signal(signal.SIGTERM)
-        for texts, answer in zip(asks, answers):
-            status, body = answer.result(timeout=60)
-            assert status == 200 and body["outputs"] == translator.translate(texts)
-    _, err = srv.proc.communicate(timeout=60)  # no second signal: it stops on its own
-    assert srv.proc.returncode == 0, err
-    with pytest.raises(OSError):
-        get(srv.url + "/health")
+        slow.stop()
 
 
 def wait_for(condition, seconds: float) -> bool:

@@ -76,6 +76,7 @@ class Batcher:
         self._queue: collections.deque[_Sentence] = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
+        self._draining = False  # stopping soon: batches no longer wait to fill
         self._thread = threading.Thread(target=self._work, name="s2s-batcher", daemon=True)
         self.batches = 0  # decoded so far
         self.sentences = 0
@@ -90,6 +91,13 @@ class Batcher:
             self._cond.notify_all()
         if self._thread.ident is not None:  # started
             self._thread.join(timeout)
+
+    def drain(self) -> None:
+        """Decodes what is queued without waiting for batches to fill (the server is stopping:
+        no more requests will come to fill them)."""
+        with self._cond:
+            self._draining = True
+            self._cond.notify_all()
 
     def queued(self) -> int:
         with self._cond:
@@ -147,7 +155,7 @@ class Batcher:
                 return None
             first = self._queue[0]
             alone = first.pending.request.settings.sample is not None
-            while not (alone or self._stopping):
+            while not (alone or self._stopping or self._draining):
                 ready = sum(s.group == first.group for s in self._queue) >= self.max_batch
                 left = first.arrived + self.max_wait - time.monotonic()
                 if ready or left <= 0 or first.pending.cancelled:

@@ -93,7 +93,16 @@ def _server_info(translator: Translator, workdirs, cfg: ServeConfig, state: dict
 
 class _Server(uvicorn.Server):
     """uvicorn's server, except that a stop by SIGTERM or SIGINT exits with status 0 once the
-    requests in flight are answered (uvicorn would re-raise the signal afterwards)."""
+    requests in flight are answered (uvicorn would re-raise the signal afterwards), and that
+    the batcher then stops waiting for batches to fill."""
+
+    def __init__(self, config: uvicorn.Config, batcher: Batcher):
+        super().__init__(config)
+        self.batcher = batcher
+
+    def handle_exit(self, sig, frame) -> None:
+        self.batcher.drain()
+        super().handle_exit(sig, frame)
 
     @contextlib.contextmanager
     def capture_signals(self):
@@ -172,7 +181,8 @@ def serve(
     )
     log(f"s2s serve: loaded {translator.loaded}; warming up, listening on {cfg.host}:{cfg.port}")
     server = _Server(
-        uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", lifespan="on")
+        uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", lifespan="on"),
+        batcher,
     )
     server.run()
     if not server.started or state.get("failed"):
