@@ -203,10 +203,9 @@ def score(args, stop) -> int:
             tgt_len = [len(translator.tgt_vocab.encode(t)) for _, t in pairs]
             _too_long(numbers, src_len, most_src, args.too_long, "source tokens")
             _too_long(numbers, tgt_len, most_tgt, args.too_long, "target tokens")
-            keep = [
-                i for i in range(len(pairs)) if src_len[i] <= most_src and tgt_len[i] <= most_tgt
-            ]
-            skipped += [numbers[i] for i in range(len(pairs)) if i not in set(keep)]
+            fits = [src_len[i] <= most_src and tgt_len[i] <= most_tgt for i in range(len(pairs))]
+            keep = [i for i, ok in enumerate(fits) if ok]
+            skipped += [n for n, ok in zip(numbers, fits) if not ok]
             scores = dict(zip(keep, translator.score([pairs[i] for i in keep])))
             lines.write(
                 out, [f"{scores[i]:.6f}" if i in scores else "nan" for i in range(len(pairs))]
