@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import signal
 import sys
 import threading
@@ -68,7 +69,7 @@ def _server_info(translator: Translator, workdirs, cfg: ServeConfig, state: dict
     vocab = lambda v: {"kind": v.kind, "size": len(v)}
     models = [dataclasses.asdict(c) for c in translator.members]
     return {
-        "workdirs": [str(w) for w in workdirs],
+        "workdirs": [os.path.abspath(w) for w in workdirs],
         "loaded": translator.loaded,
         "model": models[0] if len(models) == 1 else models,
         "vocabularies": {
