@@ -175,12 +175,14 @@ def test_torch_model_is_the_same_model():
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
-def test_only_the_training_step_times_the_library_step(capsys, monkeypatch):
+def test_only_the_training_step_times_the_library_step(capsys, monkeypatch, tmp_path):
     """`--only train_step`: our step against the PyTorch model's, and with `--torch-compile on`
     against that model compiled too (the compiler stubbed out here: on this CPU inductor takes
     ~30 s even at toy sizes), its first call as compile time; `vs_torch` divides by the fastest
-    torch variant."""
+    torch variant. `--jsonl` writes the same records, a line each."""
+    jsonl = tmp_path / "records.jsonl"
     argv = ["--only", "train_step", "--toy", "--json", "--reps", "1", "--torch-compile", "on"]
+    argv += ["--jsonl", str(jsonl)]
     with pytest.raises(SystemExit):  # a misspelt group is refused by name
         bench.main(["--only", "train_step,decoding", "--toy"])
     assert "unknown group decoding" in capsys.readouterr().err
@@ -190,6 +192,7 @@ def test_only_the_training_step_times_the_library_step(capsys, monkeypatch):
         monkeypatch.setattr(torch, "compile", lambda fn, mode=None: compiled.append(mode) or fn)
     assert bench.main(argv) == 0
     records = json.loads(capsys.readouterr().out)
+    assert [json.loads(line) for line in jsonl.read_text().splitlines()] == records
     assert {r["bench"] for r in records} == {"matmul_peak", "train_step"}
     assert all(math.isfinite(r["median_s"]) and r["median_s"] > 0 for r in records)
     by_impl = {r["impl"]: r for r in records if r["bench"] == "train_step"}

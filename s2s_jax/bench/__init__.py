@@ -46,6 +46,7 @@ def run(
     dtype: str = "float32",
     torch_compile: bool | None = None,
     log: Callable[[str], None] | None = None,
+    on_group: Callable[[list[dict]], None] | None = None,
 ) -> list[dict]:
     """Runs the benchmarks and returns one record per measurement (see `FIELDS`).
 
@@ -61,6 +62,8 @@ def run(
         `torch.compile`; None: where torch runs on a GPU (on a CPU its compile takes a minute
         and gains little).
       log: called with a progress line before each group (e.g. `print` to stderr).
+      on_group: called with each group's records as soon as the group is done, so that a run
+        stopped midway keeps the groups it finished.
     """
     sizes = sizes or Sizes.for_backend(jax.default_backend())
     log = log or (lambda msg: None)
@@ -87,7 +90,10 @@ def run(
     records = []
     for name, bench in groups:
         log(f"bench: {name} ...")
-        records += bench()
+        done = bench()
+        records += done
+        if on_group is not None:
+            on_group(done)
     return records
 
 
@@ -133,10 +139,21 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="time the PyTorch training step with torch.compile too (auto: on a GPU)",
     )
+    parser.add_argument(
+        "--jsonl",
+        metavar="FILE",
+        help="append each record to FILE as a JSON line as soon as its group is done (a run "
+        "stopped midway keeps what it measured)",
+    )
     args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error("--reps must be at least 1")
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
+
+    def append(records: list[dict]) -> None:
+        with open(args.jsonl, "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+
     start = time.perf_counter()
     records = run(
         args.quick,
@@ -146,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         dtype=args.dtype,
         torch_compile={"auto": None, "on": True, "off": False}[args.torch_compile],
         log=log,
+        on_group=append if args.jsonl else None,
     )
     log(f"total {time.perf_counter() - start:.0f} s; load average now {os.getloadavg()[0]:.2f}")
     if args.json:
