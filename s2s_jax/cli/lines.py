@@ -6,15 +6,15 @@ keeps every line it finished; one output line (or n-best block) per input line, 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import select
 import sys
 from collections.abc import Iterator
 from typing import IO
 
+from s2s_jax.data.corpus import GZIP_MAGIC, line_list
 from s2s_jax.errors import DataError
-
-SHOWN = 10  # line numbers listed in a report
 
 
 def read_lines(path: str | None) -> Iterator[tuple[int, str]]:
@@ -23,6 +23,8 @@ def read_lines(path: str | None) -> Iterator[tuple[int, str]]:
     name = path or "stdin"
     try:
         stream = open(path, "rb") if path else sys.stdin.buffer
+        if path and stream.peek(2)[:2] == GZIP_MAGIC:  # read a gzipped file as its text
+            stream = gzip.open(stream)
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror or e}") from None
     try:
@@ -93,7 +95,8 @@ def progress(path: str | None):
     total = None
     if path and os.path.getsize(path) < 1 << 30:  # count the lines of a file up to 1 GB
         with open(path, "rb") as f:
-            total = sum(1 for _ in f)
+            if f.peek(2)[:2] != GZIP_MAGIC:  # a gzipped file's lines are not counted
+                total = sum(1 for _ in f)
     return tqdm(
         total=total, unit="line", file=sys.stderr, disable=not sys.stderr.isatty(), leave=False
     )
@@ -102,5 +105,4 @@ def progress(path: str | None):
 def report(numbers: list[int], what: str) -> None:
     """One stderr line: how many lines `what` (e.g. "were cropped") and which."""
     if numbers:
-        shown = ", ".join(map(str, numbers[:SHOWN])) + (", ..." if len(numbers) > SHOWN else "")
-        print(f"{len(numbers)} input line(s) {what}: line(s) {shown}", file=sys.stderr)
+        print(f"{len(numbers)} input line(s) {what}: line(s) {line_list(numbers)}", file=sys.stderr)

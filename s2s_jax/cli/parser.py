@@ -51,9 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the run's directory (created; a relative path is taken from here)",
     )
     p.add_argument("--task", help="a built-in task (see `s2s tasks`); default numbers-en-fr")
-    p.add_argument("--train", help="training pairs, TSV source<TAB>target")
-    p.add_argument("--valid", help="validation pairs, TSV")
-    p.add_argument("--test", help="test pairs, TSV (for `s2s eval --split test`)")
+    p.add_argument(
+        "--train",
+        help="training pairs: a TSV file (source<TAB>target), or two line-aligned files "
+        "SRC,TGT (train.en,train.de); plain or gzipped",
+    )
+    p.add_argument("--valid", help="validation pairs, as --train")
+    p.add_argument("--test", help="test pairs, as --train (for `s2s eval --split test`)")
     p.add_argument("--config", help="an experiment file (TOML), e.g. experiments/cho2014.toml")
     p.add_argument("--smoke", action="store_true", help="apply the config file's [smoke] variant")
     p.add_argument(
@@ -208,8 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument(
         "--file",
-        help="evaluate on this TSV file of source<TAB>target pairs instead of a split (a source "
-        "on several lines counts as right when the output matches any of its targets)",
+        help="evaluate on these pairs instead of a split: a TSV file, or SRC,TGT line-aligned "
+        "files, plain or gzipped (a source on several lines counts as right when the output "
+        "matches any of its targets)",
     )
     search_flags(q)
     q.add_argument("--limit", type=_positive_int, help="evaluate on the first N pairs only")

@@ -31,6 +31,7 @@ class Task:
       references: per split, all acceptable targets of each pair's source (same order and
         length as `splits[split]`), for multi-reference tasks; None (or a missing split) means
         the pair's target is the only reference.
+      skipped: per split read from files, the line numbers of pairs skipped for an empty side.
     """
 
     name: str
@@ -40,6 +41,7 @@ class Task:
     metrics: tuple[str, ...]
     splits: dict[str, Pairs] = dataclasses.field(repr=False)
     references: dict[str, list[list[str]]] | None = dataclasses.field(default=None, repr=False)
+    skipped: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict, repr=False)
 
     def refs(self, split: str) -> list[list[str]]:
         """All acceptable targets of each pair of `split`."""

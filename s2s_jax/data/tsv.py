@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 
+from s2s_jax.data.corpus import read_lines, tsv_corpus
 from s2s_jax.errors import DataError
 
 
 def read_tsv(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """Reads `source<TAB>target` pairs.
+    """Reads `source<TAB>target` pairs, strictly: a pair with an empty side is an error (a
+    corpus for training skips it instead: `s2s_jax.data.corpus.read_corpus`).
 
     Blank lines are skipped; surrounding whitespace of each field is stripped; a UTF-8 byte order
-    mark is tolerated.
+    mark is tolerated; a gzipped file is read as its text.
 
     Args:
       path: the file.
@@ -25,35 +27,13 @@ def read_tsv(path: str | os.PathLike) -> list[tuple[str, str]]:
         side (the message gives `PATH:LINENO`).
     """
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            lines = f.read().split("\n")  # Universal newlines: \r\n and \r are \n here.
-    except FileNotFoundError:
-        raise DataError(f"no such file: {path}") from None
-    except IsADirectoryError:
-        raise DataError(f"{path} is a directory; give a .tsv file") from None
-    except UnicodeDecodeError as e:
-        raise DataError(
-            f"{path}: not UTF-8 ({e.reason} at byte {e.start}); convert it to UTF-8"
-        ) from None
-    pairs = []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) == 1:
-            raise DataError(f"{path}:{lineno}: no tab between source and target")
-        if len(fields) > 2:
-            raise DataError(
-                f"{path}:{lineno}: {len(fields) - 1} tabs; a line holds exactly one "
-                "tab, between source and target"
-            )
-        src, tgt = fields[0].strip(), fields[1].strip()
-        if not src or not tgt:
-            side = "source" if not src else "target"
-            raise DataError(f"{path}:{lineno}: empty {side}; give text on both sides of the tab")
-        pairs.append((src, tgt))
-    return pairs
+    corpus = tsv_corpus(path)
+    if corpus.empty:
+        lineno = corpus.empty[0]
+        fields = read_lines(path)[lineno - 1].split("\t")
+        side = "source" if not fields[0].strip() else "target"
+        raise DataError(f"{path}:{lineno}: empty {side}; give text on both sides of the tab")
+    return corpus.pairs
 
 
 def with_references(pairs: Sequence[tuple[str, str]]) -> tuple[list, list[list[str]]]:

@@ -16,9 +16,9 @@ from s2s_jax.data import (
     Task,
     encode_pairs,
     eval_batches,
-    read_tsv,
     with_references,
 )
+from s2s_jax.data.corpus import corpus_files, line_list, read_corpus
 from s2s_jax.errors import DataError
 from s2s_jax.files import write_atomically
 from s2s_jax.inference import metrics
@@ -111,14 +111,21 @@ def evaluate(
     return out
 
 
-def _file_task(path: Path, task: Task) -> Task:
-    """The pairs of a TSV file as the split "file" of `task`'s kind (its metrics)."""
-    pairs, refs = with_references(read_tsv(path))
+def _file_task(spec: str, task: Task) -> Task:
+    """The pairs of a corpus (a TSV file, or SRC,TGT files) as the split "file" of `task`'s kind
+    (its metrics). A pair with an empty side is refused: skipping it would change the score."""
+    corpus = read_corpus(spec)
+    if corpus.empty:
+        raise DataError(
+            f"{spec}: line(s) {line_list(corpus.empty)} have an empty side; "
+            "every pair scored needs a source and a reference"
+        )
+    pairs, refs = with_references(corpus.pairs)
     if not pairs:
-        raise DataError(f"{path} holds no source<TAB>target pairs")
+        raise DataError(f"{spec} holds no source<TAB>target pairs")
     return Task(
         name=task.name,
-        description=f"pairs from {path}",
+        description=f"pairs from {spec}",
         src_kind=task.src_kind,
         tgt_kind=task.tgt_kind,
         metrics=task.metrics,
@@ -157,7 +164,7 @@ def evaluate_workdir(
     workdir = wd.resolve(workdirs[0])
     run = wd.load(workdir)  # read and checked once, for the model and for the task's data
     if file is not None:
-        file = Path(os.path.abspath(file))
+        file = ",".join(os.path.abspath(f) for f in corpus_files(file))
         task, split = _file_task(file, load_task_data(run.train_cfg)), "file"
     else:
         task = load_task_data(run.train_cfg)

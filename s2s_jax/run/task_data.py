@@ -1,17 +1,19 @@
-"""The data a run names: its built-in task, or a task made of its TSV files."""
+"""The data a run names: its built-in task, or a task made of its corpus files (TSV, or two
+line-aligned files)."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
-from s2s_jax.data import Task, load_task, read_tsv, with_references
+from s2s_jax.data import Task, load_task, with_references
+from s2s_jax.data.corpus import corpus_files, read_corpus
 from s2s_jax.errors import DataError
 from s2s_jax.run.config import TrainConfig
 
 
 def load_task_data(train_cfg: TrainConfig) -> Task:
-    """The built-in task, or a task made of the configured TSV files; evaluated with
+    """The built-in task, or a task made of the configured corpus files; evaluated with
     `train_cfg.metrics` when given."""
     task = _task_data(train_cfg)
     if train_cfg.metric_names():
@@ -22,24 +24,34 @@ def load_task_data(train_cfg: TrainConfig) -> Task:
 def _task_data(train_cfg: TrainConfig) -> Task:
     if not train_cfg.train_file:
         return load_task(train_cfg.task, seed=train_cfg.seed)
-    splits, references = {}, {}
-    for split, path in (
+    splits, references, skipped = {}, {}, {}
+    for split, spec in (
         ("train", train_cfg.train_file),
         ("valid", train_cfg.valid_file),
         ("test", train_cfg.test_file),
     ):
-        if path:
-            splits[split] = read_tsv(path)
-            if not splits[split]:
-                raise DataError(f"{path} holds no source<TAB>target pairs (the {split} split)")
+        if spec:
+            corpus = read_corpus(spec)
+            if not corpus.pairs:
+                what = "source<TAB>target" if len(corpus.files) == 1 else "non-empty line"
+                raise DataError(f"{spec} holds no {what} pairs (the {split} split)")
+            splits[split] = corpus.pairs
+            if corpus.empty:
+                skipped[split] = corpus.empty
             if split != "train":  # a source on several lines: any of its targets is right
                 splits[split], references[split] = with_references(splits[split])
     return Task(
-        name=Path(train_cfg.train_file).name,  # the run is named after its data
+        name=corpus_name(train_cfg.train_file),  # the run is named after its data
         description=f"pairs from {train_cfg.train_file}",
         src_kind=train_cfg.src_vocab_kind or "char",
         tgt_kind=train_cfg.tgt_vocab_kind or "char",
         metrics=("exact_match", "token_accuracy", "bleu", "chrf"),
         splits=splits,  # no test split without a test file
         references=references,
+        skipped=skipped,
     )
+
+
+def corpus_name(spec: str) -> str:
+    """A corpus's name for the run: the TSV file's, or `train.en,train.de` for two files."""
+    return ",".join(Path(f).name for f in corpus_files(spec))

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from s2s_jax.data import Task, Vocab, encode_pairs
+from s2s_jax.data.corpus import corpus_files
 from s2s_jax.data.tasks import recommended_steps
 from s2s_jax.errors import CheckpointError, ConfigError, DataError, S2SError
 from s2s_jax.nn import model
@@ -143,7 +144,8 @@ def absolute_paths(requested: dict[str, dict]) -> dict[str, dict]:
     train_values = dict(requested.get("train", {}))
     for name in ("train_file", "valid_file", "test_file"):
         if train_values.get(name):
-            train_values[name] = os.path.abspath(os.path.expanduser(train_values[name]))
+            files = corpus_files(os.path.expanduser(train_values[name]))
+            train_values[name] = ",".join(os.path.abspath(f) for f in files)
     return {**requested, "train": train_values}
 
 
