@@ -85,6 +85,21 @@ def test_s2s_trains_and_evaluates_on_two_files(tmp_path, env):
         record = json.loads(out)
         scores.append({k: v for k, v in record.items() if k not in ("provenance", "file")})
     assert scores[0] == scores[1] and scores[0]["examples"] == 8
+    # The shared tasks' BLEU: against the references prepared here, or against a file of them
+    # prepared already (lowercase words: the Moses rules leave them as they are), the same.
+    write(tmp_path / "valid.tok", [w[::-1] for w in words[:8]])
+    tok = []
+    for extra in ([], ["--tok-refs", "valid.tok"]):
+        evaluate = ["eval", "--workdir", "run", "--split", "valid", "--tok-bleu", "en", *extra]
+        rc, out, err = s2s(*evaluate, cwd=tmp_path, env=env)
+        assert rc == 0, err
+        tok.append(json.loads(out)["bleu_tok"])
+    assert tok[0] == tok[1]
+    write(tmp_path / "short.tok", ["x"])
+    evaluate[-1] = "short.tok"
+    assert_one_line(s2s(*evaluate, cwd=tmp_path, env=env), 2, "short.tok has 1 lines for 8 pairs")
+    rc, out, err = s2s(*evaluate[:-4], "--tok-refs", "valid.tok", cwd=tmp_path, env=env)
+    assert_one_line((rc, out, err), 2, "--tok-refs goes with --tok-bleu")
     write(tmp_path / "in.gz", words[:5], gz=True)
     write(tmp_path / "in.txt", words[:5])
     outs = [

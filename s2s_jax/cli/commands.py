@@ -220,6 +220,8 @@ def evaluate(args, stop) -> int:
 
     if args.file is not None and args.split is not None:
         raise S2SError("give either --split or --file, not both")
+    if args.tok_refs is not None and args.tok_bleu is None:
+        raise S2SError("--tok-refs goes with --tok-bleu LANG (the language to tokenise for)")
     result = evaluate.evaluate_workdir(
         args.workdir,
         split=args.split or "test",
@@ -229,6 +231,8 @@ def evaluate(args, stop) -> int:
         limit=args.limit,
         **_which(args),
         output=args.output,
+        tok_bleu=args.tok_bleu,
+        tok_refs=args.tok_refs,
     )
     print(json.dumps(result, indent=None))
     return 0

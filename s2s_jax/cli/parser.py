@@ -219,6 +219,19 @@ def build_parser() -> argparse.ArgumentParser:
     search_flags(q)
     q.add_argument("--limit", type=_positive_int, help="evaluate on the first N pairs only")
     q.add_argument("--output", help="write the hypotheses to this file, one per line")
+    q.add_argument(
+        "--tok-bleu",
+        metavar="LANG",
+        help="also report bleu_tok, the BLEU the WMT shared tasks published: hypotheses and "
+        "references punctuation-normalised, lowercased and Moses-tokenised for the target "
+        "language LANG (de, fr, en, ...), scored without further tokenisation",
+    )
+    q.add_argument(
+        "--tok-refs",
+        metavar="FILE",
+        help="with --tok-bleu: the references already prepared that way, one line per pair "
+        "(e.g. Multi30k's test_2016_flickr.lc.norm.tok.de)",
+    )
 
     q = inference(
         "export",

@@ -18,10 +18,11 @@ from s2s_jax.data import (
     eval_batches,
     with_references,
 )
-from s2s_jax.data.corpus import corpus_files, line_list, read_corpus
+from s2s_jax.data.corpus import corpus_files, line_list, read_corpus, read_lines
 from s2s_jax.errors import DataError
 from s2s_jax.files import write_atomically
 from s2s_jax.inference import metrics
+from s2s_jax.inference.shared_task_bleu import tokenized_bleu
 from s2s_jax.inference.translate import Translator
 from s2s_jax.nn import ensemble
 from s2s_jax.nn.loss import loss_terms
@@ -145,6 +146,8 @@ def evaluate_workdir(
     average: int = 0,
     limit: int | None = None,
     output: str | os.PathLike | None = None,
+    tok_bleu: str | None = None,
+    tok_refs: str | os.PathLike | None = None,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
 ) -> dict:
     """`s2s eval`: the task metrics of a trained workdir on one of its splits, or on a TSV
@@ -157,6 +160,9 @@ def evaluate_workdir(
     checkpoint and step), the decoding settings, sacrebleu's signatures, and the versions,
     command line, host and devices (`provenance`).
     `output`: a file that receives the hypotheses, one per line, in the order of the pairs.
+    `tok_bleu`: a target language code; adds `bleu_tok`, the shared tasks' tokenised lowercased
+    BLEU (`shared_task_bleu`), against the references prepared here or, with `tok_refs`, against
+    that file's lines (one per pair, already prepared).
     """
     if limit is not None and limit < 1:
         raise DataError(f"limit must be >= 1, got {limit}")
@@ -189,6 +195,8 @@ def evaluate_workdir(
     scores = evaluate(translator, task, split, beam=beam, alpha=alpha, limit=limit, hyps_out=hyps)
     if output is not None:
         write_atomically(Path(output), "".join(h + "\n" for h in hyps))
+    if tok_bleu is not None:
+        scores |= _tokenized_bleu(hyps, task.refs(split)[: len(hyps)], tok_bleu, tok_refs)
     char = _character_level(translator)
     signatures = {
         f"{name}_signature": metrics.signature(name, "char" if char else "13a")
@@ -205,3 +213,17 @@ def evaluate_workdir(
         **signatures,
         "provenance": provenance(),
     }
+
+
+def _tokenized_bleu(hyps: list[str], refs: list[list[str]], lang: str, tok_refs) -> dict:
+    """`bleu_tok` and its signature, against `refs` or the lines of the file `tok_refs`."""
+    if tok_refs is not None:
+        lines = read_lines(os.fspath(tok_refs))
+        if len(lines) != len(refs):
+            raise DataError(
+                f"{tok_refs} has {len(lines)} lines for {len(refs)} pairs: give one tokenised "
+                "reference per pair, in order"
+            )
+        refs = [[line] for line in lines[: len(hyps)]]
+    score, signature = tokenized_bleu(hyps, refs, lang, refs_tokenized=tok_refs is not None)
+    return {"bleu_tok": score, "bleu_tok_signature": signature}
