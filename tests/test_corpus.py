@@ -13,6 +13,7 @@ from test_faults import TINY, assert_one_line, s2s
 
 from s2s_jax.data.corpus import corpus_files, line_list, read_corpus
 from s2s_jax.errors import DataError
+from s2s_jax.run import workdir as wd
 
 env = test_faults.env
 
@@ -62,21 +63,25 @@ def test_format_errors_name_file_and_line(tmp_path):
 
 
 def test_s2s_trains_and_evaluates_on_two_files(tmp_path, env):
-    """`s2s train --train SRC,TGT` (gzipped) against the same pairs as TSV: the skipped lines
+    """`s2s train --train SRC,TGT` (gzipped), one vocabulary for both sides: the skipped lines
     reported; `s2s eval --file SRC,TGT` scores exactly as the TSV file; `translate --input`
     reads a gzipped file as its text; mismatched files refused in one line."""
     words = [w * k for w in "abcdef" for k in range(1, 5)]
     (tmp_path / "tiny.toml").write_text(TINY)
     write(tmp_path / "train.src.gz", [*words[:3], "", *words[3:]], gz=True)
-    write(tmp_path / "train.tgt", [*[w[::-1] for w in words[:3]], "orphan", *words[3:]])
+    targets = [w.upper() for w in words]
+    write(tmp_path / "train.tgt", [*targets[:3], "ORPHAN", *targets[3:]])
     write(tmp_path / "valid.src", words[:8])
-    write(tmp_path / "valid.tgt", [w[::-1] for w in words[:8]])
-    write(tmp_path / "valid.tsv", [f"{w}\t{w[::-1]}" for w in words[:8]])
+    write(tmp_path / "valid.tgt", [w.upper() for w in words[:8]])
+    write(tmp_path / "valid.tsv", [f"{w}\t{w.upper()}" for w in words[:8]])
     train = ["train", "--config", "tiny.toml", "--no-progress", "--steps", "4"]
     train += ["--train", "train.src.gz,train.tgt", "--valid", "valid.src,valid.tgt"]
+    train += ["--set", "joint_vocab=true"]  # targets in capitals: one vocabulary of both
     rc, out, err = s2s(*train, "--workdir", "run", cwd=tmp_path, env=env)
     assert rc == 0, err
     assert "skipped 1 train pair(s) with an empty side: line(s) 4 of" in err
+    run = wd.load(tmp_path / "run")
+    assert run.src_vocab == run.tgt_vocab and {"a", "A"} <= set(run.src_vocab.tokens)
     assert f"{tmp_path / 'train.src.gz'},{tmp_path / 'train.tgt'}" in err  # absolute, both
     scores = []
     for data in ("valid.src,valid.tgt", "valid.tsv"):
@@ -87,7 +92,7 @@ def test_s2s_trains_and_evaluates_on_two_files(tmp_path, env):
     assert scores[0] == scores[1] and scores[0]["examples"] == 8
     # The shared tasks' BLEU: against the references prepared here, or against a file of them
     # prepared already (lowercase words: the Moses rules leave them as they are), the same.
-    write(tmp_path / "valid.tok", [w[::-1] for w in words[:8]])
+    write(tmp_path / "valid.tok", words[:8])
     tok = []
     for extra in ([], ["--tok-refs", "valid.tok"]):
         evaluate = ["eval", "--workdir", "run", "--split", "valid", "--tok-bleu", "en", *extra]
@@ -108,6 +113,6 @@ def test_s2s_trains_and_evaluates_on_two_files(tmp_path, env):
     ]
     assert outs[0][0] == 0 and outs[0][1] == outs[1][1] and len(outs[0][1].splitlines()) == 5
     write(tmp_path / "short.tgt", ["x"])
-    bad = [*train[:-4], "--train", "train.src.gz,short.tgt", "--valid", "valid.tsv"]
+    bad = [*train[:-6], "--train", "train.src.gz,short.tgt", "--valid", "valid.tsv"]
     assert_one_line(s2s(*bad, "--workdir", "run2", cwd=tmp_path, env=env), 2, "has 25 lines but")
     assert not (tmp_path / "run2").exists()

@@ -1,11 +1,12 @@
 """Vocabularies: tokenizers, round trips, specials, storage."""
 
+import base64
 import json
 
 import pytest
 
 from s2s_jax.data.vocab import EOS, PAD, SPECIALS, UNK, Vocab
-from s2s_jax.errors import DataError
+from s2s_jax.errors import ConfigError, DataError
 
 FRENCH = ["trois cent quarante-deux", "quarante-deux ans", "deux cents", "mille trois"]
 
@@ -114,3 +115,33 @@ def test_load_errors_name_the_file(tmp_path):
     other.write_text(json.dumps({"tokens": ["a"]}))
     with pytest.raises(DataError, match="other.json"):
         Vocab.load(other)
+
+
+def test_build_vocabs_sizes_kinds_and_a_joint_vocabulary():
+    """`build_vocabs` on a run's settings: per-side sizes, a minimum count, sentencepiece's BPE,
+    and one vocabulary of both sides' texts."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    from s2s_jax.data import Task
+    from s2s_jax.run.config import TrainConfig
+    from s2s_jax.training.plan import build_vocabs
+
+    pairs = [("the cat sat", "le chat assis"), ("a dog sat", "un chien assis")] * 40
+    pairs += [("rare", "mot")]
+    task = Task("t", "", "word", "word", ("bleu",), splits={"train": pairs})
+    src, tgt = build_vocabs(task, TrainConfig(src_vocab_size=6, tgt_vocab_size=9))
+    assert len(src) == 6 and len(tgt) == 9  # the 4 specials, then the most frequent words
+    src, tgt = build_vocabs(task, TrainConfig(vocab_min_count=2))
+    assert "▁rare" not in src.tokens and "▁mot" not in tgt.tokens and "▁sat" in src.tokens
+    joint = TrainConfig(joint_vocab=True, src_vocab_kind="char", tgt_vocab_kind="char")
+    src, tgt = build_vocabs(task, joint)
+    assert src is tgt and set("thecatsdogleinuhmr") <= set(src.tokens)
+    with pytest.raises(ConfigError, match="one vocabulary kind on both sides"):
+        build_vocabs(task, TrainConfig(joint_vocab=True, src_vocab_kind="char"))
+    with pytest.raises(ConfigError, match="separate ones"):
+        TrainConfig(joint_vocab=True, src_vocab_size=10)
+    sp = TrainConfig(src_vocab_kind="sentencepiece", sp_model_type="bpe", vocab_size=30)
+    src, _ = build_vocabs(task, sp)
+    model = base64.b64decode(src.to_dict()["sp_model"])
+    proto = sentencepiece_model_pb2.ModelProto.FromString(model)
+    assert proto.trainer_spec.model_type == sentencepiece_model_pb2.TrainerSpec.BPE

@@ -38,6 +38,11 @@ class TrainConfig:
     src_vocab_kind: str = ""  # char | word | sentencepiece; "" = the task's (char for TSV)
     tgt_vocab_kind: str = ""  # as src_vocab_kind, for the targets
     vocab_size: int = 8000  # largest word vocabulary / sentencepiece size
+    src_vocab_size: int = 0  # the source side's, when it differs; 0 = vocab_size
+    tgt_vocab_size: int = 0  # the target side's, when it differs; 0 = vocab_size
+    joint_vocab: bool = False  # one vocabulary of both sides' texts (same kind; vocab_size)
+    sp_model_type: str = "unigram"  # unigram | bpe: how sentencepiece splits words
+    vocab_min_count: int = 1  # char/word vocabularies: tokens seen fewer times are <unk>
     max_src_len: int = 64  # longer training pairs are dropped (and counted); longer inputs refused
     max_tgt_len: int = 64  # counting </s>
     buckets: int = 4  # padded lengths per side: few shapes, few compilations
@@ -73,6 +78,7 @@ class TrainConfig:
         choices = {
             "optimizer": ("adam", "adamw"),
             "schedule": ("constant", "cosine", "rsqrt"),
+            "sp_model_type": ("unigram", "bpe"),
             "parallel": mesh.MODES,
         }
         for name, allowed in choices.items():
@@ -89,9 +95,17 @@ class TrainConfig:
             "eval_examples",
             "eval_beam",
             "log_every",
+            "vocab_min_count",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.joint_vocab and (self.src_vocab_size or self.tgt_vocab_size):
+            raise ConfigError(
+                "joint_vocab builds one vocabulary of vocab_size; src_vocab_size and "
+                "tgt_vocab_size are for separate ones"
+            )
+        if min(self.src_vocab_size, self.tgt_vocab_size) < 0:
+            raise ConfigError("src_vocab_size and tgt_vocab_size must be >= 0 (0: vocab_size)")
         if self.steps < 0 or self.patience < 0 or self.warmup_steps < 0:
             raise ConfigError("steps, patience and warmup_steps must be >= 0")
         if not 0.0 <= self.label_smoothing < 1.0:

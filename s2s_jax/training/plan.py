@@ -19,17 +19,33 @@ from s2s_jax.run.task_data import load_task_data
 
 
 def build_vocabs(task: Task, train_cfg: config.TrainConfig) -> tuple[Vocab, Vocab]:
-    """Vocabularies from the training split only."""
+    """Vocabularies from the training split only: one per side, or with `joint_vocab` one of
+    both sides' texts (the same object twice)."""
     pairs = task.splits["train"]
     kinds = (train_cfg.src_vocab_kind or task.src_kind, train_cfg.tgt_vocab_kind or task.tgt_kind)
-    return tuple(
-        Vocab.build(
-            (p[side] for p in pairs),
+
+    def build(texts, kind: str, size: int) -> Vocab:
+        return Vocab.build(
+            texts,
             kind,
-            max_size=train_cfg.vocab_size,
-            sp_vocab_size=train_cfg.vocab_size,
+            max_size=size,
+            min_count=train_cfg.vocab_min_count,
+            sp_vocab_size=size,
+            sp_model_type=train_cfg.sp_model_type,
         )
-        for side, kind in enumerate(kinds)
+
+    if train_cfg.joint_vocab:
+        if kinds[0] != kinds[1]:
+            raise ConfigError(
+                f"joint_vocab needs one vocabulary kind on both sides, not {kinds[0]} (source) "
+                f"and {kinds[1]} (target): set src_vocab_kind and tgt_vocab_kind alike"
+            )
+        vocab = build([p[0] for p in pairs] + [p[1] for p in pairs], kinds[0], train_cfg.vocab_size)
+        return vocab, vocab
+    sizes = (train_cfg.src_vocab_size, train_cfg.tgt_vocab_size)
+    return tuple(
+        build((p[side] for p in pairs), kinds[side], sizes[side] or train_cfg.vocab_size)
+        for side in (0, 1)
     )
 
 
