@@ -31,6 +31,14 @@ def quick_bf16():
 def test_quick_json_run_has_finite_fields(quick_bf16):
     records = [r for r in quick_bf16 if r["dtype"] == "float32"]
     assert {r["bench"] for r in records} == {"matmul_peak", "lstm_layer"}
+    torch_version = getattr(peers.torch_module(), "__version__", None)
+    for r in quick_bf16:  # each record names what it was measured on
+        assert (r["backend"], r["jax"], r["torch"]) == (
+            jax.default_backend(),
+            jax.__version__,
+            torch_version,
+        )
+        assert r["device"] == jax.devices()[0].device_kind and r["matmul_precision"]
     layer = [r for r in records if r["bench"] == "lstm_layer"]
     impls = {r["impl"] for r in layer}
     assert {"s2s", "s2s_plain"} <= impls

@@ -170,3 +170,21 @@ def test_a_bfloat16_run_learns_what_a_float32_run_learns(tmp_path, capsys, monke
     code = cli.main(["score", "--workdir", str(tmp_path / "bf16")])
     out, _ = capsys.readouterr()
     assert code == 0 and float(out) == pytest.approx(t.score([(src, src[::-1])])[0], abs=1e-4)
+
+
+def test_bfloat16_output_layer_is_not_rounded_to_bfloat16():
+    """The output layer's bfloat16 matmul keeps a float32 result: against a float64 numpy
+    product of the same bfloat16-rounded readout and weights, at a realistic width, the logits
+    differ by float32 accumulation error, far below bfloat16's rounding (2^-9 relative)."""
+    ks = jax.random.split(jax.random.key(0), 3)
+    readout = jnp.tanh(jax.random.normal(ks[0], (8, 5, 512)))
+    w = (jax.random.normal(ks[1], (512, 2000)) / np.sqrt(512)).astype(jnp.bfloat16)
+    b = (0.1 * jax.random.normal(ks[2], (2000,))).astype(jnp.bfloat16)
+    for tied in (False, True):
+        params = {"output": {"b": b}, "tgt_embed": w.T} if tied else {"output": {"w": w, "b": b}}
+        got = model.output_logits(params, readout)
+        assert got.dtype == jnp.float32
+        as64 = lambda x: np.asarray(x.astype(jnp.float32), np.float64)
+        want = as64(readout.astype(jnp.bfloat16)) @ as64(w) + as64(b)
+        scale = np.abs(want).max()
+        assert np.abs(np.asarray(got) - want).max() < 1e-5 * scale

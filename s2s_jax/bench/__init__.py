@@ -72,7 +72,10 @@ def run(
         peers.setup_torch(torch, torch_threads or os.cpu_count() or 1)
         if torch_compile is None:
             torch_compile = peers.torch_device(torch) == "cuda"
-    log(f"machine: {json.dumps(machine())}")
+    measured_on = machine()
+    log(f"machine: {json.dumps(measured_on)}")
+    # Every record names its machine, so that a saved record still says where it was measured.
+    stamp = {key: measured_on.get(key) for key in STAMP}
     groups = [
         ("matmul_peak", lambda: g.matmul_peak(sizes, reps, dtype)),
         ("lstm_layer", lambda: g.layer_bench("lstm", sizes, reps, dtype)),
@@ -90,7 +93,7 @@ def run(
     records = []
     for name, bench in groups:
         log(f"bench: {name} ...")
-        done = bench()
+        done = [record | stamp for record in bench()]
         records += done
         if on_group is not None:
             on_group(done)
@@ -98,6 +101,7 @@ def run(
 
 
 GROUPS = ("lstm_layer", "gru_layer", "train_step", "decode", "length_scaling")
+STAMP = ("device", "backend", "jax", "torch", "matmul_precision", "torch_matmul_precision")
 
 
 def _groups(text: str) -> list[str]:

@@ -211,7 +211,10 @@ def output_logits(params: dict, readout: Array) -> Array:
     under mixed precision too, for the softmax and the loss."""
     out = params["output"]
     w = out["w"] if "w" in out else params["tgt_embed"].T
-    return affine(readout, w, out["b"]).astype(jnp.float32)
+    # A float32 result from bfloat16 operands: rounding the logits to bfloat16 before the softmax
+    # would move log P by up to ~0.5% (relative) at realistic widths.
+    logits = jnp.matmul(readout.astype(w.dtype), w, preferred_element_type=jnp.float32)
+    return logits + out["b"].astype(jnp.float32)
 
 
 def decode_step(
