@@ -1,7 +1,8 @@
-"""The G2P experiment's path as a user takes it (experiments/g2p.md): the CNTK split converted
+"""The G2P experiment's path as a user takes it (experiments/g2p/README.md): the CNTK split converted
 to TSV with validation words held out by word, a run of the attention design's smoke variant on
 it, and the report's figures, against a hand-made dictionary in the CNTK format."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def test_the_split_runs_and_reports_as_the_results_page_says(tmp_path):
     data.mkdir()
     (data / "cmudict-0.7b.train").write_text(TRAIN, encoding="latin-1")
     (data / "cmudict-0.7b.test").write_text(TEST, encoding="latin-1")
-    convert = [sys.executable, str(REPO / "experiments/g2p_cmudict.py")]
+    convert = [sys.executable, str(REPO / "experiments/g2p/cmudict_split.py")]
     done = subprocess.run(
         [*convert, "--data", "cntk", "--out", "g2p", "--valid-words", "4"],
         cwd=tmp_path, capture_output=True, text=True, check=True,
@@ -65,7 +66,7 @@ def test_the_split_runs_and_reports_as_the_results_page_says(tmp_path):
     assert run["train"]["tgt_vocab_kind"] == "word" and run["train"]["metrics"] == "wer,per"
 
     out = tmp_path / "report"
-    report = [sys.executable, str(REPO / "experiments/g2p_report.py")]
+    report = [sys.executable, str(REPO / "experiments/g2p/report.py")]
     subprocess.run(
         [*report, "--test", "g2p/test.tsv", "--beam", "2", "--out", "report",
          "--valid", "g2p/valid.tsv", "--average", "2", "--hyps", "hyps",
@@ -112,18 +113,16 @@ def test_the_split_runs_and_reports_as_the_results_page_says(tmp_path):
 
 
 def test_the_seeds_script_says_how_to_call_it(tmp_path):
-    script = REPO / "experiments/g2p_seeds.sh"
+    script = REPO / "experiments/g2p/seeds.sh"
     for args in ([], [str(tmp_path), "runs", "2"], [str(tmp_path), "runs", "none"]):
         done = subprocess.run([script, *args], cwd=tmp_path, capture_output=True, text=True)
         assert done.returncode == 2 and "usage:" in done.stderr and "train.tsv" in done.stderr
 
 
 def test_the_wall_time_leaves_out_the_pauses_between_sessions(tmp_path):
-    sys.path.insert(0, str(REPO / "experiments"))
-    try:
-        import g2p_report
-    finally:
-        sys.path.pop(0)
+    spec = importlib.util.spec_from_file_location("g2p_report", REPO / "experiments/g2p/report.py")
+    g2p_report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(g2p_report)
     times = [100.0, 110.0, 125.0, 2125.0, 2135.0]  # stopped after 125, resumed 2,000 s later
     lines = [json.dumps({"step": i, "time": t}) for i, t in enumerate(times)]
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")

@@ -196,7 +196,7 @@ def evaluate_workdir(
     if output is not None:
         write_atomically(Path(output), "".join(h + "\n" for h in hyps))
     if tok_bleu is not None:
-        scores |= _tokenized_bleu(hyps, task.refs(split)[: len(hyps)], tok_bleu, tok_refs)
+        scores |= _tokenized_bleu(hyps, task.refs(split), tok_bleu, tok_refs)
     char = _character_level(translator)
     signatures = {
         f"{name}_signature": metrics.signature(name, "char" if char else "13a")
@@ -216,7 +216,8 @@ def evaluate_workdir(
 
 
 def _tokenized_bleu(hyps: list[str], refs: list[list[str]], lang: str, tok_refs) -> dict:
-    """`bleu_tok` and its signature, against `refs` or the lines of the file `tok_refs`."""
+    """`bleu_tok` and its signature, against `refs` (every pair's; the hypotheses may cover the
+    first ones only) or the lines of the file `tok_refs`."""
     if tok_refs is not None:
         lines = read_lines(os.fspath(tok_refs))
         if len(lines) != len(refs):
@@ -224,6 +225,7 @@ def _tokenized_bleu(hyps: list[str], refs: list[list[str]], lang: str, tok_refs)
                 f"{tok_refs} has {len(lines)} lines for {len(refs)} pairs: give one tokenised "
                 "reference per pair, in order"
             )
-        refs = [[line] for line in lines[: len(hyps)]]
+        refs = [[line] for line in lines]
+    refs = refs[: len(hyps)]  # `limit`
     score, signature = tokenized_bleu(hyps, refs, lang, refs_tokenized=tok_refs is not None)
     return {"bleu_tok": score, "bleu_tok_signature": signature}

@@ -13,7 +13,7 @@ This script writes, into OUT:
 each line `WORD<TAB>PH PH ...`. A word on several lines is one example with several
 references, as `s2s eval` reads it.
 
-    python experiments/g2p_cmudict.py --data ../shared/data/g2p_cmudict_split --out data/g2p
+    python experiments/g2p/cmudict_split.py --data ../shared/data/g2p_cmudict_split --out data/g2p
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""The figures of experiments/g2p.md from trained workdirs: each model (or ensemble) decoded on
+"""The figures of experiments/g2p/README.md from trained workdirs: each model (or ensemble) decoded on
 the test words, WER and PER overall and by word length, and the training curves, as JSON and
-PNG plots in experiments/results/g2p/.
+PNG plots in experiments/g2p/results/.
 
-    python experiments/g2p_report.py --test data/g2p/test.tsv \
+    python experiments/g2p/report.py --test data/g2p/test.tsv \
         sutskever=runs/g2p-sutskever cho=runs/g2p-cho attention=runs/g2p-attention \
         ensemble=runs/g2p-attention,runs/g2p-attention-s1,runs/g2p-attention-s2
 
@@ -29,7 +29,7 @@ from s2s_jax.errors import S2SError
 from s2s_jax.inference import metrics
 from s2s_jax.inference.translate import Translator
 
-RESULTS = Path(__file__).parent / "results" / "g2p"
+RESULTS = Path(__file__).parent / "results"
 LENGTHS = ((1, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 99))  # letters, inclusive
 
 
@@ -126,7 +126,7 @@ def length_plot(results: dict, out: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--test", required=True, help="test.tsv from g2p_cmudict.py")
+    parser.add_argument("--test", required=True, help="test.tsv from cmudict_split.py")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--average", type=int, default=0, help="N latest checkpoints averaged")
     parser.add_argument("--valid", help="valid.tsv: choose best vs --average N on it")
@@ -184,4 +184,4 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except S2SError as e:  # a workdir, checkpoint or file that cannot serve: one line, no trace
-        sys.exit(f"g2p_report.py: {e}")
+        sys.exit(f"report.py: {e}")
