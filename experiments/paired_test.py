@@ -1,5 +1,5 @@
 """Is one system's error rate really lower than another's on the same examples? The paired
-comparison behind "inside the noise" in experiments/g2p.md.
+comparison behind "inside the noise" in experiments/g2p/README.md.
 
     s2s eval --workdir runs/g2p-attention --split test --output a.txt
     s2s eval --workdir runs/g2p-attention-dropout03 --split test --output b.txt
