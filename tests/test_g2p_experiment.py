@@ -1,6 +1,6 @@
-"""The G2P experiment's path as a user takes it (experiments/g2p/README.md): the CNTK split converted
-to TSV with validation words held out by word, a run of the attention design's smoke variant on
-it, and the report's figures, against a hand-made dictionary in the CNTK format."""
+"""The G2P experiment's path as a user takes it (experiments/g2p/README.md): the CNTK split
+converted to TSV with validation words held out by word, a run of the attention design's smoke
+variant on it, and the report's figures, against a hand-made dictionary in the CNTK format."""
 
 import importlib.util
 import json

@@ -1,6 +1,6 @@
-"""The figures of experiments/g2p/README.md from trained workdirs: each model (or ensemble) decoded on
-the test words, WER and PER overall and by word length, and the training curves, as JSON and
-PNG plots in experiments/g2p/results/.
+"""The figures of experiments/g2p/README.md from trained workdirs: each model (or ensemble)
+decoded on the test words, WER and PER overall and by word length, and the training curves, as
+JSON and PNG plots in experiments/g2p/results/.
 
     python experiments/g2p/report.py --test data/g2p/test.tsv \
         sutskever=runs/g2p-sutskever cho=runs/g2p-cho attention=runs/g2p-attention \
