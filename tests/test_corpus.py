@@ -116,3 +116,7 @@ def test_s2s_trains_and_evaluates_on_two_files(tmp_path, env):
     bad = [*train[:-6], "--train", "train.src.gz,short.tgt", "--valid", "valid.tsv"]
     assert_one_line(s2s(*bad, "--workdir", "run2", cwd=tmp_path, env=env), 2, "has 25 lines but")
     assert not (tmp_path / "run2").exists()
+    # An experiment file that names no data is not a reason to train the default task.
+    no_data = ["train", "--config", "tiny.toml", "--workdir", "run3"]
+    assert_one_line(s2s(*no_data, cwd=tmp_path, env=env), 2, "tiny.toml names no data")
+    assert not (tmp_path / "run3").exists()

@@ -14,7 +14,7 @@ from s2s_jax.errors import DataError, S2SError
 
 
 def train(args, stop) -> int:
-    from s2s_jax.run import config, mesh
+    from s2s_jax.run import config, mesh, workdir
     from s2s_jax.training import loop
 
     mesh.initialize_distributed()
@@ -37,6 +37,13 @@ def train(args, stop) -> int:
         if value is not None:
             cli["train"][name] = value
     requested = config.merge(requested, cli, overrides)  # loop.fit makes paths absolute
+    data = requested.get("train", {})
+    if args.config and not (data.get("task") or data.get("train_file")):
+        if not workdir.exists(args.workdir):  # a new run: the default task would be a surprise
+            raise S2SError(
+                f"{args.config} names no data: give --train FILE --valid FILE, or --task NAME "
+                '(or task = "NAME" under its [train])'
+            )
     result = loop.fit(args.workdir, requested, progress=not args.no_progress, stop=stop)
     print(json.dumps(result))
     return 0

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from s2s_jax.nn import attention, rnn, scan
-from s2s_jax.nn.affine import affine
+from s2s_jax.nn.affine import add_bias, affine
 from s2s_jax.nn.cells import get_cell
 
 # The config and the parameter pytree live in modules of their own; `model.X` names them all.
@@ -214,7 +214,7 @@ def output_logits(params: dict, readout: Array) -> Array:
     # A float32 result from bfloat16 operands: rounding the logits to bfloat16 before the softmax
     # would move log P by up to ~0.5% (relative) at realistic widths.
     logits = jnp.matmul(readout.astype(w.dtype), w, preferred_element_type=jnp.float32)
-    return logits + out["b"].astype(jnp.float32)
+    return add_bias(logits, out["b"].astype(jnp.float32))
 
 
 def decode_step(
