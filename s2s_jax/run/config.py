@@ -32,9 +32,9 @@ class TrainConfig:
     """How to train: data, optimisation, evaluation. Defaults train the default task well."""
 
     task: str = "numbers-en-fr"  # a built-in task (s2s tasks); "tsv" when train_file is given
-    train_file: str = ""  # TSV source<TAB>target; with valid_file, replaces the task
-    valid_file: str = ""  # TSV pairs to validate on (and choose the best checkpoint by)
-    test_file: str = ""  # TSV pairs for `s2s eval --split test`
+    train_file: str = ""  # TSV (source<TAB>target) or SRC,TGT line-aligned files; replaces task
+    valid_file: str = ""  # pairs as train_file, to validate on (and choose the best checkpoint by)
+    test_file: str = ""  # pairs as train_file, for `s2s eval --split test`
     src_vocab_kind: str = ""  # char | word | sentencepiece; "" = the task's (char for TSV)
     tgt_vocab_kind: str = ""  # as src_vocab_kind, for the targets
     vocab_size: int = 8000  # largest word vocabulary / sentencepiece size
