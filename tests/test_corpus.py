@@ -90,6 +90,16 @@ def test_s2s_trains_and_evaluates_on_two_files(tmp_path, env):
         record = json.loads(out)
         scores.append({k: v for k, v in record.items() if k not in ("provenance", "file")})
     assert scores[0] == scores[1] and scores[0]["examples"] == 8
+    # A source on two lines: scored once, but its hypothesis written on both lines.
+    write(tmp_path / "dup.src", [words[0], words[1], words[0]])
+    write(tmp_path / "dup.tgt", [targets[0], targets[1], targets[0]])
+    evaluate = ["eval", "--workdir", "run", "--file", "dup.src,dup.tgt", "--output", "h.txt"]
+    rc, out, err = s2s(*evaluate, cwd=tmp_path, env=env)
+    assert rc == 0 and json.loads(out)["examples"] == 2, err
+    hyps = (tmp_path / "h.txt").read_text().splitlines()
+    assert len(hyps) == 3 and hyps[0] == hyps[2]
+    rc, out, err = s2s("translate", "--workdir", "run", words[0], words[1], cwd=tmp_path, env=env)
+    assert out.splitlines() == hyps[:2]
     # The shared tasks' BLEU: against the references prepared here, or against a file of them
     # prepared already (lowercase words: the Moses rules leave them as they are), the same.
     write(tmp_path / "valid.tok", words[:8])

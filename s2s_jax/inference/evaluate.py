@@ -159,7 +159,9 @@ def evaluate_workdir(
     of examples, the checkpoint and step (for an ensemble, `members`: each run's workdir,
     checkpoint and step), the decoding settings, sacrebleu's signatures, and the versions,
     command line, host and devices (`provenance`).
-    `output`: a file that receives the hypotheses, one per line, in the order of the pairs.
+    `output`: a file that receives the hypotheses, one per line of the pairs' file (a source on
+    several lines has its one hypothesis on each), in order, so that the file lines up with the
+    references for sacrebleu; for a built-in task, one per pair.
     `tok_bleu`: a target language code; adds `bleu_tok`, the shared tasks' tokenised lowercased
     BLEU (`shared_task_bleu`), against the references prepared here or, with `tok_refs`, against
     that file's lines (one per pair, already prepared).
@@ -194,7 +196,9 @@ def evaluate_workdir(
     hyps: list[str] = []
     scores = evaluate(translator, task, split, beam=beam, alpha=alpha, limit=limit, hyps_out=hyps)
     if output is not None:
-        write_atomically(Path(output), "".join(h + "\n" for h in hyps))
+        spec = file if file is not None else _split_file(run.train_cfg, split)
+        lines = _line_hyps(spec, task.splits[split], hyps) if spec else hyps
+        write_atomically(Path(output), "".join(h + "\n" for h in lines))
     if tok_bleu is not None:
         scores |= _tokenized_bleu(hyps, task.refs(split), tok_bleu, tok_refs)
     char = _character_level(translator)
@@ -229,3 +233,17 @@ def _tokenized_bleu(hyps: list[str], refs: list[list[str]], lang: str, tok_refs)
     refs = refs[: len(hyps)]  # `limit`
     score, signature = tokenized_bleu(hyps, refs, lang, refs_tokenized=tok_refs is not None)
     return {"bleu_tok": score, "bleu_tok_signature": signature}
+
+
+def _split_file(train_cfg, split: str) -> str | None:
+    """The corpus a run's split was read from; None for a built-in task."""
+    if not train_cfg.train_file:
+        return None
+    return {"valid": train_cfg.valid_file, "test": train_cfg.test_file}.get(split) or None
+
+
+def _line_hyps(spec: str, pairs: list[tuple[str, str]], hyps: list[str]) -> list[str]:
+    """One hypothesis per line of the corpus `spec`, from one per distinct source (`pairs`, of
+    which `hyps` may cover the first ones only: `limit`)."""
+    by_source = dict(zip((src for src, _ in pairs), hyps))
+    return [by_source[src] for src, _ in read_corpus(spec).pairs if src in by_source]
