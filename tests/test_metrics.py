@@ -101,3 +101,18 @@ def test_errors():
         metrics.exact_match(["a", "b"], ["a"])
     with pytest.raises(DataError, match="nothing to score"):
         metrics.bleu([], [])
+
+
+def test_bleu_and_chrf_take_every_reference_and_say_how_many():
+    """A hypothesis equal to its second reference scores 100 against both references, as exact
+    match counts it right; the signature names the references' number (`var` when it varies)."""
+    hyps = ["the cat sat on the mat", "a dog runs in the park"]
+    first_only = ["the cat sat on a mat", "a dog runs in the park"]
+    both = [["the cat sat on a mat", "the cat sat on the mat"], ["a dog runs in the park"]]
+    assert metrics.bleu(hyps, first_only) < 100.0 and metrics.chrf(hyps, first_only) < 100.0
+    assert metrics.bleu(hyps, both) == pytest.approx(100.0)
+    assert metrics.chrf(hyps, both) == pytest.approx(100.0)
+    got = metrics.compute_metrics(["bleu", "chrf", "exact_match"], hyps, first_only, both)
+    assert got == pytest.approx({"bleu": 100.0, "chrf": 100.0, "exact_match": 1.0})
+    assert "nrefs:var" in metrics.signature("bleu", refs=both)
+    assert "nrefs:2" in metrics.signature("chrf", refs=[["a", "b"], ["c", "d"]])

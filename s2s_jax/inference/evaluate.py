@@ -202,8 +202,9 @@ def evaluate_workdir(
     if tok_bleu is not None:
         scores |= _tokenized_bleu(hyps, task.refs(split), tok_bleu, tok_refs)
     char = _character_level(translator)
+    refs = task.refs(split)[: len(hyps)]
     signatures = {
-        f"{name}_signature": metrics.signature(name, "char" if char else "13a")
+        f"{name}_signature": metrics.signature(name, "char" if char else "13a", refs)
         for name in ("bleu", "chrf")
         if name in scores
     }

@@ -65,24 +65,36 @@ def _sacrebleu(name: str, tokenize: str):
     return sacrebleu.BLEU(tokenize=tokenize) if name == "bleu" else sacrebleu.CHRF()
 
 
-def bleu(hyps: Sequence[str], refs: Sequence[str], tokenize: str = "13a") -> float:
-    """sacrebleu corpus BLEU, 0-100. `tokenize`: sacrebleu's tokeniser, "13a" (its default,
-    for words) or "char" (for character-level targets, which 13a would see as one word)."""
+def reference_streams(refs: Sequence[str | Sequence[str]]) -> list[list[str | None]]:
+    """sacrebleu's layout of references: one stream per reference slot, each hypothesis's
+    references (a string, or a list of them) spread over the slots, None where one has fewer."""
+    multi = [[r] if isinstance(r, str) else list(r) for r in refs]
+    slots = max((len(r) for r in multi), default=1)
+    return [[r[i] if i < len(r) else None for r in multi] for i in range(slots)]
+
+
+def bleu(hyps: Sequence[str], refs: Sequence[str | Sequence[str]], tokenize: str = "13a") -> float:
+    """sacrebleu corpus BLEU, 0-100, against each hypothesis's reference or references.
+    `tokenize`: sacrebleu's tokeniser, "13a" (its default, for words) or "char" (for
+    character-level targets, which 13a would see as one word)."""
     _check_lengths(hyps, refs)
-    return float(_sacrebleu("bleu", tokenize).corpus_score(list(hyps), [list(refs)]).score)
+    metric = _sacrebleu("bleu", tokenize)
+    return float(metric.corpus_score(list(hyps), reference_streams(refs)).score)
 
 
-def chrf(hyps: Sequence[str], refs: Sequence[str]) -> float:
-    """sacrebleu corpus chrF (character n-gram F-score, beta=2), 0-100."""
+def chrf(hyps: Sequence[str], refs: Sequence[str | Sequence[str]]) -> float:
+    """sacrebleu corpus chrF (character n-gram F-score, beta=2), 0-100, against each
+    hypothesis's reference or references."""
     _check_lengths(hyps, refs)
-    return float(_sacrebleu("chrf", "").corpus_score(list(hyps), [list(refs)]).score)
+    return float(_sacrebleu("chrf", "").corpus_score(list(hyps), reference_streams(refs)).score)
 
 
-def signature(name: str, tokenize: str = "13a") -> str:
-    """sacrebleu's signature of `bleu` or `chrf` as computed here (one reference per
-    hypothesis): what a paper cites next to the score."""
+def signature(name: str, tokenize: str = "13a", refs: Sequence[str | Sequence[str]] = ("",)) -> str:
+    """sacrebleu's signature of `bleu` or `chrf` as computed here on `refs` (their number per
+    hypothesis, `nrefs`, is part of it): what a paper cites next to the score."""
     metric = _sacrebleu(name, tokenize)
-    metric.corpus_score([""], [[""]])  # sacrebleu fills in the reference count on scoring
+    streams = reference_streams(refs)
+    metric.corpus_score([""] * len(streams[0]), streams)  # sacrebleu counts references on use
     return str(metric.get_signature())
 
 
@@ -136,8 +148,8 @@ def compute_metrics(
     Args:
       names: metric names, each one of `METRICS`.
       hyps: decoded hypotheses.
-      refs: the single reference of each hypothesis (for bleu, chrf, token_accuracy).
-      refs_multi: all acceptable references of each hypothesis (for exact_match, wer, per);
+      refs: the first reference of each hypothesis (for token_accuracy).
+      refs_multi: all acceptable references of each hypothesis (for every other metric);
         None means `[[r] for r in refs]`.
       tokenize: splits a string into tokens for token_accuracy and per (`str.split` for words
         or phonemes, `list` for characters).
@@ -165,7 +177,7 @@ def compute_metrics(
                 [tokenize(h) for h in hyps], [[tokenize(r) for r in rs] for rs in multi]
             )
         elif name == "bleu":
-            out[name] = bleu(hyps, refs, bleu_tokenize)
+            out[name] = bleu(hyps, multi, bleu_tokenize)
         else:
-            out[name] = chrf(hyps, refs)
+            out[name] = chrf(hyps, multi)
     return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from s2s_jax.errors import DataError
+from s2s_jax.inference.metrics import reference_streams
 
 SCHEME = "moses-norm-lc-tok"  # named in the signature
 
@@ -59,11 +60,8 @@ def tokenized_bleu(
 
     if len(refs) != len(hyps) or not all(refs):
         raise DataError(f"{len(hyps)} hypotheses but {len(refs)} pairs of references")
-    n_refs = max(map(len, refs))
     if not refs_tokenized:
         refs = [moses_tokenize(r, lang) for r in refs]
-    # sacreBLEU takes one stream per reference slot; a pair with fewer references pads with None.
-    streams = [[r[i] if i < len(r) else None for r in refs] for i in range(n_refs)]
     bleu = sacrebleu.metrics.BLEU(tokenize="none", force=True)
-    score = bleu.corpus_score(moses_tokenize(hyps, lang), streams).score
+    score = bleu.corpus_score(moses_tokenize(hyps, lang), reference_streams(refs)).score
     return score, f"{bleu.get_signature()}|prep:{SCHEME}.{lang}"
