@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 
 import pytest
 import test_faults
 from test_faults import TINY, assert_one_line, s2s
 
 from s2s_jax.data.corpus import corpus_files, line_list, read_corpus
+from s2s_jax.data.vocab_kind import KindChoice, suggest_kind
 from s2s_jax.errors import DataError
 from s2s_jax.run import workdir as wd
 
@@ -130,3 +132,74 @@ def test_s2s_trains_and_evaluates_on_two_files(tmp_path, env):
     no_data = ["train", "--config", "tiny.toml", "--workdir", "run3"]
     assert_one_line(s2s(*no_data, cwd=tmp_path, env=env), 2, "tiny.toml names no data")
     assert not (tmp_path / "run3").exists()
+
+
+def test_vocabulary_kind_follows_the_text():
+    """Single words: characters; a closed set of space-separated symbols (phonemes): words;
+    sentences of an open vocabulary: sentencepiece. Half the lines with several words is the
+    line between words and text."""
+    rng = random.Random(0)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    word = lambda: "".join(rng.choice(letters) for _ in range(rng.randint(3, 8)))
+    assert suggest_kind(["hello", "world", "new york", "paris"]).kind == "char"
+    assert suggest_kind(["new york", "los angeles", "paris", "rome"]).kind != "char"
+    phonemes = [f"P{i}" for i in range(40)]
+    lines = [" ".join(rng.choice(phonemes) for _ in range(5)) for _ in range(200)]
+    assert suggest_kind(lines) == KindChoice("word", "40 distinct space-separated symbols")
+    # The same symbols seen too rarely to be a closed set (under 20 times each): subwords.
+    assert suggest_kind(lines[:100]).kind == "sentencepiece"
+    lexicon = [word() for _ in range(1500)]
+    text = [" ".join(rng.choice(lexicon) for _ in range(8)) for _ in range(300)]
+    assert suggest_kind(text) == KindChoice("sentencepiece", "sentences, over 1,000 distinct words")
+
+
+def sentence_corpus(tmp_path, n_train=300, n_valid=20):
+    """Made-up sentences of an open vocabulary, targets their words reversed in capitals."""
+    rng = random.Random(1)
+    lexicon = [
+        "".join(rng.choice("abcdefghij") for _ in range(rng.randint(3, 7))) for _ in range(2000)
+    ]
+    pairs = []
+    for _ in range(n_train + n_valid):
+        words = [rng.choice(lexicon) for _ in range(rng.randint(4, 12))]
+        pairs.append(f"{' '.join(words)}\t{' '.join(words[::-1]).upper()}")
+    write(tmp_path / "train.tsv", pairs[:n_train])
+    write(tmp_path / "valid.tsv", pairs[n_train:])
+
+
+def test_sentences_get_subwords_and_too_many_long_pairs_are_refused(tmp_path, env):
+    """`s2s train` on a TSV of sentences chooses sentencepiece for both sides, says so and
+    records it; eval scores BLEU with sacreBLEU's 13a words. With characters forced, most
+    sentences exceed the limits: refused before anything is written, naming the limits that
+    would keep 99%; `max_dropped=1` trains on what fits, and says how many it dropped."""
+    sentence_corpus(tmp_path)
+    (tmp_path / "tiny.toml").write_text(TINY)
+    train = ["train", "--config", "tiny.toml", "--no-progress", "--steps", "2"]
+    train += ["--train", "train.tsv", "--valid", "valid.tsv", "--set", "max_tgt_len=64"]
+    rc, out, err = s2s(
+        *train, "--set", "max_src_len=64", "--workdir", "words", cwd=tmp_path, env=env
+    )
+    assert rc == 0, err
+    assert "source sentencepiece (sentences, over 1,000 distinct words)" in err
+    assert "target sentencepiece" in err and "dropped" not in err
+    run = wd.load(tmp_path / "words")
+    assert run.train_cfg.src_vocab_kind == run.src_vocab.kind == "sentencepiece"
+    assert run.train_cfg.tgt_vocab_kind == run.tgt_vocab.kind == "sentencepiece"
+    rc, out, err = s2s("eval", "--workdir", "words", "--split", "valid", cwd=tmp_path, env=env)
+    assert rc == 0 and "tok:13a" in json.loads(out)["bleu_signature"], err
+    chars = [*train, "--set", "src_vocab_kind=char", "--set", "max_src_len=40"]
+    line = assert_one_line(
+        s2s(*chars, "--workdir", "chars", cwd=tmp_path, env=env), 2, "max_src_len=40"
+    )
+    longer = sum(
+        len(p.split("\t")[0]) > 40 for p in (tmp_path / "train.tsv").read_text().splitlines()
+    )
+    assert line.startswith(f"s2s: error: {longer} of 300 training pairs") and longer > 15, line
+    assert "more than max_dropped=0.05 allows: --set max_src_len=" in line
+    assert not (tmp_path / "chars").exists()
+    rc, out, err = s2s(
+        *chars, "--set", "max_dropped=1", "--workdir", "chars", cwd=tmp_path, env=env
+    )
+    assert (
+        rc == 0 and f"dropped {longer} of 300 training pairs longer than max_src_len=40" in err
+    ), err

@@ -35,7 +35,9 @@ class TrainConfig:
     train_file: str = ""  # TSV (source<TAB>target) or SRC,TGT line-aligned files; replaces task
     valid_file: str = ""  # pairs as train_file, to validate on (and choose the best checkpoint by)
     test_file: str = ""  # pairs as train_file, for `s2s eval --split test`
-    src_vocab_kind: str = ""  # char | word | sentencepiece; "" = the task's (char for TSV)
+    # For files, "" chooses from the training text: char for single words, word for a closed set
+    # of symbols (phonemes), sentencepiece for sentences (the start line says which and why).
+    src_vocab_kind: str = ""  # char | word | sentencepiece; "" = the task's, or chosen (above)
     tgt_vocab_kind: str = ""  # as src_vocab_kind, for the targets
     vocab_size: int = 8000  # largest word vocabulary / sentencepiece size
     src_vocab_size: int = 0  # the source side's, when it differs; 0 = vocab_size
@@ -45,6 +47,7 @@ class TrainConfig:
     vocab_min_count: int = 1  # char/word vocabularies: tokens seen fewer times are <unk>
     max_src_len: int = 64  # longer training pairs are dropped (and counted); longer inputs refused
     max_tgt_len: int = 64  # counting </s>
+    max_dropped: float = 0.05  # refuse to train when a larger share of a file's pairs is too long
     buckets: int = 4  # padded lengths per side: few shapes, few compilations
     # Padded lengths are multiples of this. A step's time grows with its padded length: short
     # sequences (words, G2P) train ~20% faster with 2 (and buckets = 16) than with 8.
@@ -108,6 +111,8 @@ class TrainConfig:
             raise ConfigError("src_vocab_size and tgt_vocab_size must be >= 0 (0: vocab_size)")
         if self.steps < 0 or self.patience < 0 or self.warmup_steps < 0:
             raise ConfigError("steps, patience and warmup_steps must be >= 0")
+        if not 0.0 <= self.max_dropped <= 1.0:
+            raise ConfigError(f"max_dropped must be a share in [0, 1], got {self.max_dropped}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         _non_negative(self, "learning_rate", "clip_norm", "weight_decay")
@@ -182,6 +187,7 @@ RESUMABLE = frozenset(
         "log_every",
         "parallel",
         "test_file",
+        "max_dropped",
     }
 )
 # Optimisation settings a resumed run may change, e.g. a lower learning rate after the loss

@@ -22,7 +22,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from s2s_jax.data import train_batches
-from s2s_jax.data.corpus import line_list
 from s2s_jax.errors import S2SError, TrainingError
 from s2s_jax.inference import metrics
 from s2s_jax.inference.evaluate import evaluate
@@ -108,19 +107,8 @@ def _fit(workdir: Path, prepared: Prepared, *, progress: bool, log, stop) -> dic
     owner = jax.process_index() == 0  # on a cluster, process 0 writes the files
     if not plan.resume and wd.exists(workdir):
         log(f"{workdir} holds no checkpoint yet: starting its run again")
-    files = {"train": train_cfg.train_file, "valid": train_cfg.valid_file}
-    files["test"] = train_cfg.test_file
-    for split, lines in prepared.task.skipped.items():
-        log(
-            f"skipped {len(lines)} {split} pair(s) with an empty side: line(s) "
-            f"{line_list(lines)} of {files[split]}"
-        )
-    dropped = len(prepared.task.splits["train"]) - len(prepared.examples)
-    if dropped:
-        log(
-            f"dropped {dropped} of {len(prepared.task.splits['train'])} training pairs longer "
-            f"than max_src_len={train_cfg.max_src_len} / max_tgt_len={train_cfg.max_tgt_len}"
-        )
+    for note in prepared.notes:
+        log(note)
     if 0 < train_cfg.steps <= train_cfg.warmup_steps:
         log(
             f"warning: warmup_steps={train_cfg.warmup_steps} is not below steps="

@@ -9,8 +9,9 @@ import os
 from pathlib import Path
 
 from s2s_jax.data import Task, Vocab, encode_pairs
-from s2s_jax.data.corpus import corpus_files
+from s2s_jax.data.corpus import corpus_files, line_list
 from s2s_jax.data.tasks import recommended_steps
+from s2s_jax.data.vocab_kind import suggest_kind
 from s2s_jax.errors import CheckpointError, ConfigError, DataError, S2SError
 from s2s_jax.nn import model
 from s2s_jax.run import config
@@ -177,28 +178,89 @@ class Prepared:
     src_vocab: Vocab
     tgt_vocab: Vocab
     examples: list
+    notes: tuple[str, ...] = ()  # what was chosen, skipped or dropped, for the run's log
 
 
 def prepare(plan: Plan) -> Prepared:
+    """Reads the data, builds (or reloads) the vocabularies and encodes the training pairs.
+
+    Raises:
+      DataError: unreadable data, or more than `max_dropped` of a corpus's training pairs too
+        long (a built-in task only reports those it drops).
+    """
     model_cfg, train_cfg, decode_cfg = config.build(plan.values)
     task = load_task_data(train_cfg)
     config.best_metric(train_cfg, task)  # one the evaluations compute
+    notes = []
     if plan.resume:
         src_vocab, tgt_vocab = plan.stored.src_vocab, plan.stored.tgt_vocab
     else:
+        train_cfg, notes = choose_kinds(task, train_cfg)
         src_vocab, tgt_vocab = build_vocabs(task, train_cfg)
         model_cfg = model_cfg.replace(src_vocab=len(src_vocab), tgt_vocab=len(tgt_vocab))
+    pairs = task.splits["train"]
     examples, dropped = encode_pairs(
-        task.splits["train"],
+        pairs,
         src_vocab,
         tgt_vocab,
         max_src_len=train_cfg.max_src_len,
         max_tgt_len=train_cfg.max_tgt_len,
     )
-    if not examples:
-        raise DataError(
-            f"none of the {len(task.splits['train'])} training pairs fits "
-            f"max_src_len={train_cfg.max_src_len} / max_tgt_len="
-            f"{train_cfg.max_tgt_len}: raise them (--set max_src_len=...)"
+    if train_cfg.train_file and dropped > train_cfg.max_dropped * len(pairs):
+        raise DataError(_too_long_message(pairs, dropped, src_vocab, tgt_vocab, train_cfg))
+    files = {"train": train_cfg.train_file, "valid": train_cfg.valid_file}
+    files["test"] = train_cfg.test_file
+    for split, lines in task.skipped.items():
+        notes.append(
+            f"skipped {len(lines)} {split} pair(s) with an empty side: line(s) "
+            f"{line_list(lines)} of {files[split]}"
         )
-    return Prepared(plan, model_cfg, train_cfg, decode_cfg, task, src_vocab, tgt_vocab, examples)
+    if dropped:
+        notes.append(
+            f"dropped {dropped} of {len(pairs)} training pairs longer than max_src_len="
+            f"{train_cfg.max_src_len} / max_tgt_len={train_cfg.max_tgt_len} tokens"
+        )
+    return Prepared(
+        plan, model_cfg, train_cfg, decode_cfg, task, src_vocab, tgt_vocab, examples, tuple(notes)
+    )
+
+
+def choose_kinds(task: Task, train_cfg: config.TrainConfig) -> tuple[config.TrainConfig, list]:
+    """A corpus's vocabulary kinds where the run names none, chosen from its training text
+    (`vocab_kind.suggest_kind`; with `joint_vocab`, from both sides' text), recorded in the
+    returned configuration, with a line saying what was chosen and why."""
+    if not train_cfg.train_file:
+        return train_cfg, []  # a built-in task knows its kinds
+    pairs = task.splits["train"]
+    sides = {"src": [p[0] for p in pairs], "tgt": [p[1] for p in pairs]}
+    if train_cfg.joint_vocab:
+        sides = {"src": sides["src"] + sides["tgt"]}
+    chosen = {}
+    for side, texts in sides.items():
+        if not getattr(train_cfg, f"{side}_vocab_kind"):
+            chosen[side] = suggest_kind(texts)
+    if train_cfg.joint_vocab and "src" in chosen:
+        chosen["tgt"] = chosen["src"]
+    if not chosen:
+        return train_cfg, []
+    names = {"src": "source", "tgt": "target"}
+    what = "; ".join(f"{names[s]} {c.kind} ({c.reason})" for s, c in chosen.items())
+    note = f"vocabularies chosen from the training text: {what}; set src_vocab_kind / "
+    note += "tgt_vocab_kind (char, word, sentencepiece) to choose otherwise"
+    fields = {f"{side}_vocab_kind": choice.kind for side, choice in chosen.items()}
+    return dataclasses.replace(train_cfg, **fields), [note]
+
+
+def _too_long_message(pairs, dropped, src_vocab, tgt_vocab, train_cfg) -> str:
+    """Refusing a corpus whose pairs are too long too often: the limits that would keep 99%."""
+    src_lens = sorted(len(src_vocab.encode(s)) for s, _ in pairs)
+    tgt_lens = sorted(len(tgt_vocab.encode(t)) + 1 for _, t in pairs)  # </s> counts
+    at99 = lambda lens: lens[min(len(lens) - 1, int(0.99 * len(lens)))]
+    return (
+        f"{dropped} of {len(pairs)} training pairs ({dropped / len(pairs):.1%}) are longer than "
+        f"max_src_len={train_cfg.max_src_len} / max_tgt_len={train_cfg.max_tgt_len} tokens "
+        f"({src_vocab.kind} / {tgt_vocab.kind}), more than max_dropped="
+        f"{train_cfg.max_dropped:g} allows: --set max_src_len={at99(src_lens)} --set "
+        f"max_tgt_len={at99(tgt_lens)} keeps 99% of each side (or --set max_dropped=1 drops "
+        "them all)"
+    )
