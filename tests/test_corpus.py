@@ -5,6 +5,7 @@ hand-written files, then the real `s2s` command on them."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import random
 
@@ -203,3 +204,46 @@ def test_sentences_get_subwords_and_too_many_long_pairs_are_refused(tmp_path, en
     assert (
         rc == 0 and f"dropped {longer} of 300 training pairs longer than max_src_len=40" in err
     ), err
+
+
+def test_a_workdir_knows_its_data_by_content(tmp_path, env):
+    """The data moved: eval of a file reads only that file, eval of a split says where its
+    file was and how to score the copy, and the run resumes from the new place, recognised by
+    size and SHA-256 (the move recorded); other data, or a file changed in place, is refused."""
+    words = [w * k for w in "abcdef" for k in range(1, 5)]
+    (tmp_path / "tiny.toml").write_text(TINY)
+    (tmp_path / "a").mkdir()
+    write(tmp_path / "a" / "train.tsv", [f"{w}\t{w.upper()}" for w in words])
+    write(tmp_path / "a" / "valid.tsv", [f"{w}\t{w.upper()}" for w in words[:8]])
+    train = ["train", "--config", "tiny.toml", "--no-progress", "--workdir", "run"]
+    rc, out, err = s2s(*train, "--train", "a/train.tsv", "--valid", "a/valid.tsv", "--steps", "4",
+                       cwd=tmp_path, env=env)  # fmt: skip
+    assert rc == 0, err
+    recorded = wd.load(tmp_path / "run").data
+    data = (tmp_path / "a" / "train.tsv").read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    assert recorded["train"] == [
+        {"file": str(tmp_path / "a" / "train.tsv"), "bytes": len(data), "sha256": digest}
+    ]
+    (tmp_path / "a").rename(tmp_path / "b")
+    evaluate = ["eval", "--workdir", "run"]
+    rc, out, err = s2s(*evaluate, "--file", "b/valid.tsv", cwd=tmp_path, env=env)
+    assert rc == 0 and json.loads(out)["examples"] == 8, err
+    gone = f"was read from {tmp_path / 'a' / 'valid.tsv'}, but"
+    assert_one_line(s2s(*evaluate, "--split", "valid", cwd=tmp_path, env=env), 2, gone)
+    resume = [*train, "--steps", "6"]
+    assert_one_line(s2s(*resume, cwd=tmp_path, env=env), 2, "give the same data's new place")
+    moved = ["--train", "b/train.tsv", "--valid", "b/valid.tsv"]
+    rc, out, err = s2s(*resume, *moved, cwd=tmp_path, env=env)
+    assert rc == 0 and "resuming" in err, err
+    assert f"train.train_file changes from '{tmp_path / 'a' / 'train.tsv'}' to" in err
+    run = wd.load(tmp_path / "run")
+    assert run.data["train"][0]["file"] == str(tmp_path / "b" / "train.tsv")
+    assert run.data["train"][0]["sha256"] == digest
+    write(tmp_path / "b" / "other.tsv", [f"{w}\t{w.upper()}" for w in words[:-1]])
+    other = [*resume[:-1], "8", "--train", "b/other.tsv", "--valid", "b/valid.tsv"]
+    assert_one_line(s2s(*other, cwd=tmp_path, env=env), 2, "is not the data")
+    with open(tmp_path / "b" / "train.tsv", "a") as f:
+        f.write("xyz\tXYZ\n")
+    changed = [*resume[:-1], "8"]
+    assert_one_line(s2s(*changed, cwd=tmp_path, env=env), 2, "has changed since")

@@ -290,3 +290,28 @@ def test_average_is_the_mean_of_the_latest_checkpoints(runs, capsys, monkeypatch
     with pytest.raises(SystemExit) as exit_:  # argparse's own usage error
         cli.main(["translate", "--workdir", str(gru), "--average", "0", "abc"])
     assert exit_.value.code == 2 and "--average: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_any_kept_step_can_be_loaded(runs, capsys, monkeypatch):
+    """`--checkpoint STEP` loads that step's parameters (against orbax's own restore of it);
+    a step the run does not keep is refused, naming those it keeps."""
+    gru = runs["gru"]
+    run_ = wd.load(gru)
+    target = {"params": jax.eval_shape(lambda: model.init(run_.model_cfg, key=jax.random.key(0)))}
+    ckpts = wd.checkpoints(gru)
+    six = ckpts.restore(target, which="latest", step=6, partial=True)["params"]
+    ckpts.close()
+    loaded = Translator.from_workdir(gru, which="6")
+    assert loaded.loaded == {"checkpoint": "step", "step": 6}
+    for got, want in zip(*map(jax.tree.leaves, (loaded.params, six))):
+        np.testing.assert_array_equal(got, want)
+    code, out, err = run(capsys, "score", "--workdir", gru, "--checkpoint", "6", stdin="ab\tab\n",
+                         monkeypatch=monkeypatch)  # fmt: skip
+    assert code == 0 and "step 6, as asked" in err
+    assert float(out) == pytest.approx(loaded.score([("ab", "ab")])[0], rel=1e-6)
+    code, out, err = run(capsys, "translate", "--workdir", gru, "--checkpoint", "5", "abc")
+    line = [x for x in err.splitlines() if x.startswith("s2s: error:")]
+    assert code == 2 and len(line) == 1 and "keeps no step 5: it keeps 3, 6, 9" in line[0], err
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["translate", "--workdir", str(gru), "--checkpoint", "first", "abc"])
+    assert exit_.value.code == 2 and "give best, latest or a step number" in capsys.readouterr().err

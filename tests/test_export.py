@@ -86,9 +86,9 @@ def test_exported_translations_equal_the_translators(workdir, tmp_path, kind, be
     if beam > 1:
         ours = translator.translate(texts, beam=beam, n_best=beam)
         theirs = loaded.translate(texts, n_best=beam)
-        assert [[h.text for h in hyps] for hyps in ours] == [[t for t, _ in h] for h in theirs]
-        assert [h.log_prob for hyps in ours for h in hyps] == pytest.approx(
-            [lp for hyps in theirs for _, lp in hyps], abs=1e-5
+        assert [[h.text for h in hyps] for hyps in ours] == [[t for t, *_ in h] for h in theirs]
+        assert [x for hyps in ours for h in hyps for x in h[1:]] == pytest.approx(
+            [x for hyps in theirs for _, lp, score in hyps for x in (lp, score)], abs=1e-5
         )
         assert isinstance(ours[0][0], Hypothesis)
 
@@ -120,9 +120,13 @@ def test_the_loader_runs_where_s2s_jax_cannot_be_imported(workdir, tmp_path, cap
     assert proc.returncode == 0, proc.stderr
     lines = [line.split("\t") for line in proc.stdout.splitlines()]
     expected = Translator.from_workdir(workdir).translate(["abc", "jihgfedcba"], beam=2, n_best=2)
-    assert [(int(n), int(r), t) for n, r, _, t in lines] == [
+    # The columns of `s2s translate --n-best`: input, rank, score, log P, text.
+    assert [(int(n), int(r), t) for n, r, _, _, t in lines] == [
         (n, r, h.text) for n, hyps in enumerate(expected, 1) for r, h in enumerate(hyps, 1)
     ]
+    assert [float(x) for _, _, s, lp, _ in lines for x in (s, lp)] == pytest.approx(
+        [x for hyps in expected for h in hyps for x in (h.score, h.log_prob)], abs=1e-4
+    )
 
 
 def _rewrite(path: Path, **members) -> None:

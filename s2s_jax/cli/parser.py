@@ -16,6 +16,13 @@ def _version() -> str:
         return "unknown"
 
 
+def _checkpoint(text: str) -> str:
+    """`--checkpoint`'s value: best, latest, or a step number."""
+    if text in ("best", "latest") or text.isdigit():
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: give best, latest or a step number")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -102,8 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
         )
         q.add_argument(
             "--checkpoint",
-            choices=("best", "latest"),
-            help="which step to load: the best by train.best_metric (default) or the latest",
+            type=_checkpoint,
+            metavar="best|latest|STEP",
+            help="which step to load: the best by train.best_metric (default), the latest, or "
+            "any step the run keeps (train.keep_checkpoints)",
         )
         q.add_argument(
             "--average",

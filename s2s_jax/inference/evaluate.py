@@ -26,6 +26,7 @@ from s2s_jax.inference.shared_task_bleu import tokenized_bleu
 from s2s_jax.inference.translate import Translator
 from s2s_jax.nn import ensemble
 from s2s_jax.nn.loss import loss_terms
+from s2s_jax.run import data_files
 from s2s_jax.run import workdir as wd
 from s2s_jax.run.provenance import provenance
 from s2s_jax.run.task_data import load_task_data
@@ -135,6 +136,22 @@ def _file_task(spec: str, task: Task) -> Task:
     )
 
 
+def _check_split_data(run: wd.Run, split: str, log: Callable[[str], None]) -> None:
+    """A split's files are where the run found them (else: how to score a copy), and a file
+    that changed since is said to have changed."""
+    spec = getattr(run.train_cfg, f"{split}_file", "")
+    if not spec:
+        return
+    if gone := data_files.missing(spec):
+        raise DataError(
+            f"the {split} split of {run.path} was read from {spec}, but {', '.join(gone)} is "
+            f"gone: score its new place with --file NEW"
+        )
+    recorded = run.data.get(split)
+    if recorded is not None and not data_files.same_content(spec, recorded):
+        log(f"note: {spec} has changed since {run.path} started (size or SHA-256 differ)")
+
+
 def evaluate_workdir(
     workdir: str | Path | Sequence[str | Path],
     *,
@@ -173,17 +190,18 @@ def evaluate_workdir(
     run = wd.load(workdir)  # read and checked once, for the model and for the task's data
     if file is not None:
         file = ",".join(os.path.abspath(f) for f in corpus_files(file))
-        task, split = _file_task(file, load_task_data(run.train_cfg)), "file"
+        task, split = _file_task(file, load_task_data(run.train_cfg, splits=())), "file"
     else:
-        task = load_task_data(run.train_cfg)
+        _check_split_data(run, split, log)
+        task = load_task_data(run.train_cfg, splits=(split,))
         if split not in task.splits:
-            hint = (
-                "train with --test FILE, or evaluate a file with --file"
-                if run.train_cfg.train_file
-                else "evaluate a file with --file"
-            )
+            cfg = run.train_cfg
+            names = [s for s in ("train", "valid", "test") if getattr(cfg, f"{s}_file")]
+            hint = "evaluate a file with --file"
+            hint = f"train with --test FILE, or {hint}" if cfg.train_file else hint
             raise DataError(
-                f"{workdir} has no {split} split (its data: {', '.join(task.splits)}): {hint}"
+                f"{workdir} has no {split} split (its data: "
+                f"{', '.join(names if cfg.train_file else task.splits)}): {hint}"
             )
     if len(workdirs) == 1:
         translator = Translator.from_workdir(

@@ -1,12 +1,12 @@
 """Translate with a model that `s2s export` wrote, without s2s_jax: copy this one file.
 
     python standalone.py model.s2s "forty-two" "seventy-one"     # or one input per stdin line
-    python standalone.py model.s2s --n-best 2 "forty-two"        # rank, log P, text per line
+    python standalone.py model.s2s --n-best 2 "forty-two"  # input, rank, score, log P, text
 
     from standalone import load
     model = load("model.s2s")
     model.translate(["forty-two"])               # ['quarante-deux']
-    model.translate(["forty-two"], n_best=2)     # [[('quarante-deux', -0.02), (...)]]
+    model.translate(["forty-two"], n_best=2)     # [[('quarante-deux', -0.02, -0.017), ...]]
 
 Needs jax and numpy (and flatbuffers, which `jax.export` needs to read the function);
 sentencepiece only for a model with a sentencepiece vocabulary. It imports nothing from
@@ -90,8 +90,9 @@ class ExportedModel:
         self._src, self._tgt = _Vocab(manifest["src_vocab"]), _Vocab(manifest["tgt_vocab"])
 
     def translate(self, texts, n_best: int = 1) -> list:
-        """One string per text; with n_best > 1, per text a list of (text, log P), best first.
-        An empty text gives an empty translation."""
+        """One string per text; with n_best > 1, per text a list of (text, log P, score), best
+        first, as `s2s translate --n-best` gives them (score: log P over GNMT's length penalty,
+        the beam's ranking key). An empty text gives an empty translation."""
         m = self.manifest
         if not 1 <= n_best <= m["beam"]:
             raise ValueError(f"n_best must be in 1..{m['beam']} (the exported beam)")
@@ -113,13 +114,21 @@ class ExportedModel:
                 src[r, : len(s)], src_len[r] = s, len(s)
             pending.append(self._function.call(self._leaves, src, src_len))
         out = []
-        for start, (tokens, _, log_probs) in zip(range(0, len(ids), size), jax.device_get(pending)):
+        for start, (tokens, lengths, log_probs) in zip(
+            range(0, len(ids), size), jax.device_get(pending)
+        ):
+            # s2s_jax's search_rules.length_penalty, in numpy: ((5 + |y|) / 6) ** alpha
+            scores = log_probs / ((5.0 + lengths) / 6.0) ** m["alpha"]
             for r in range(min(size, len(ids) - start)):
                 if not ids[start + r]:  # nothing to translate
-                    hyps = [("", 0.0)] * n_best
+                    hyps = [("", 0.0, 0.0)] * n_best
                 else:
                     hyps = [
-                        (self._tgt.decode(tokens[r, k]), float(log_probs[r, k]))
+                        (
+                            self._tgt.decode(tokens[r, k]),
+                            float(log_probs[r, k]),
+                            float(scores[r, k]),
+                        )
                         for k in range(n_best)
                     ]
                 out.append(hyps[0][0] if n_best == 1 else hyps)
@@ -175,8 +184,8 @@ def main(argv=None) -> int:
         if args.n_best == 1:
             print(result)
         else:
-            for rank, (text, log_prob) in enumerate(result, 1):
-                print(f"{number}\t{rank}\t{log_prob:.4f}\t{text}")
+            for rank, (text, log_prob, score) in enumerate(result, 1):
+                print(f"{number}\t{rank}\t{score:.4f}\t{log_prob:.4f}\t{text}")
     return 0
 
 

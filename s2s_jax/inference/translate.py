@@ -83,8 +83,9 @@ class Translator:
         log: Callable[[str], None] = _to_stderr,
         run: wd.Run | None = None,
     ) -> Translator:
-        """Loads the `which` ("best" or "latest") checkpoint of a training workdir (a relative
-        path is taken from the current directory), verified: a damaged step is skipped for
+        """Loads the `which` ("best", "latest" or a kept step's number) checkpoint of a
+        training workdir (a relative path is taken from the current directory), verified: a
+        damaged step is skipped for
         the newest intact one, and `log` says so. `average` N > 0: the mean of the parameters
         of the run's N latest checkpoints instead (`workdir.restore_params`). `run`: the
         workdir opened by `wd.load`, when the caller has opened it already."""

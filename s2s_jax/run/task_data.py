@@ -11,17 +11,20 @@ from s2s_jax.data.corpus import corpus_files, read_corpus
 from s2s_jax.errors import DataError
 from s2s_jax.run.config import TrainConfig
 
+SPLITS = ("train", "valid", "test")
 
-def load_task_data(train_cfg: TrainConfig) -> Task:
-    """The built-in task, or a task made of the configured corpus files; evaluated with
-    `train_cfg.metrics` when given."""
-    task = _task_data(train_cfg)
+
+def load_task_data(train_cfg: TrainConfig, splits: tuple[str, ...] = SPLITS) -> Task:
+    """The built-in task, or a task made of the configured corpus files (only those of
+    `splits`: a command reads just what it uses); evaluated with `train_cfg.metrics` when
+    given."""
+    task = _task_data(train_cfg, splits)
     if train_cfg.metric_names():
         task = dataclasses.replace(task, metrics=train_cfg.metric_names())
     return task
 
 
-def _task_data(train_cfg: TrainConfig) -> Task:
+def _task_data(train_cfg: TrainConfig, wanted: tuple[str, ...]) -> Task:
     if not train_cfg.train_file:
         return load_task(train_cfg.task, seed=train_cfg.seed)
     splits, references, skipped = {}, {}, {}
@@ -30,7 +33,7 @@ def _task_data(train_cfg: TrainConfig) -> Task:
         ("valid", train_cfg.valid_file),
         ("test", train_cfg.test_file),
     ):
-        if spec:
+        if spec and split in wanted:
             corpus = read_corpus(spec)
             if not corpus.pairs:
                 what = "source<TAB>target" if len(corpus.files) == 1 else "non-empty line"

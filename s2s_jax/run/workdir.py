@@ -1,7 +1,8 @@
 """A run directory (workdir): self-describing, locked while trained, validated on every load.
 
-    DIR/config.json        model and training configuration, vocabulary fingerprints, and the
-                           changes made on resume (written last: it marks a started run)
+    DIR/config.json        model and training configuration, vocabulary fingerprints, the data
+                           files' sizes and checksums, and the changes made on resume (written
+                           last: it marks a started run)
     DIR/vocab.src.json     source vocabulary (sentencepiece models embedded)
     DIR/vocab.tgt.json     target vocabulary
     DIR/checkpoints/       orbax checkpoints: latest/ (the last few), best/ (by valid metric),
@@ -62,6 +63,9 @@ class Run:
     # Written by a version that digests every step (its config names vocabulary checksums):
     # a step without a digest is then damage, not an older format.
     digests_required: bool = True
+    # Each data file's path, size and SHA-256 per split (`data_files.describe_run`); {} for a
+    # built-in task or a workdir of an earlier version.
+    data: dict = dataclasses.field(default_factory=dict)
 
     def checkpoints(self, **options) -> Checkpoints:
         """The workdir's checkpoints (`options` as for `checkpoints`)."""
@@ -95,6 +99,7 @@ def save(path: str | Path, run: Run, *, vocabularies: bool = True) -> None:
     }
     values["changes"] = list(run.changes)
     values["started"] = list(run.started)
+    values["data"] = run.data
     save_json(path / CONFIG, values)
 
 
@@ -144,6 +149,7 @@ def load(path: str | Path) -> Run:
         path=path,
         started=tuple(values.get("started", ())),  # absent in workdirs of earlier versions
         digests_required="vocab" in values,
+        data=values.get("data", {}),
     )
 
 
@@ -197,8 +203,8 @@ def restore_params(
     average: int = 0,
     log: Callable[[str], None] | None = None,
 ) -> tuple[Any, dict]:
-    """The parameters of the `which` ("best" or "latest") checkpoint of the workdir `run` was
-    read from (`load`), verified, and nothing
+    """The parameters of the `which` ("best", "latest", or a kept step's number) checkpoint of
+    the workdir `run` was read from (`load`), verified, and nothing
     else (inference needs no optimizer state); falls back to the latest when there is no
     usable best one, and to older steps past damaged ones.
 
@@ -215,6 +221,8 @@ def restore_params(
     try:
         if average:
             return _average(path, ckpts, target, average, log)
+        if str(which).isdigit():
+            return _one_step(path, ckpts, target, int(which), log)
         params = ckpts.restore(target, which=which, partial=True)["params"]
         name, step = ckpts.restored
         loaded = {"checkpoint": name, "step": step}
@@ -227,6 +235,23 @@ def restore_params(
         return params, loaded
     finally:
         ckpts.close()
+
+
+def _one_step(path, ckpts: Checkpoints, target, step: int, log) -> tuple[Any, dict]:
+    """The parameters of one kept step, latest or best (`restore_params`)."""
+    kept = ckpts.latest_steps()
+    best = ckpts.best_step()
+    if step not in kept and step != best:
+        raise CheckpointError(
+            f"{path} keeps no step {step}: it keeps {', '.join(map(str, kept)) or 'none'}"
+            + (f" and the best, {best}" if best is not None and best not in kept else "")
+            + " (train.keep_checkpoints sets how many it keeps)"
+        )
+    which = "latest" if step in kept else "best"
+    params = ckpts.restore(target, which=which, step=step, partial=True)["params"]
+    if log is not None:
+        log(f"{path}: step {step}, as asked")
+    return params, {"checkpoint": "step", "step": step}
 
 
 def _average(path, ckpts: Checkpoints, target, n: int, log) -> tuple[Any, dict]:

@@ -162,6 +162,7 @@ def _fit(workdir: Path, prepared: Prepared, *, progress: bool, log, stop) -> dic
             decode_cfg=prepared.decode_cfg,
             started=(plan.stored.started if plan.resume else ())
             + ({"step": step, **provenance()},),
+            data=prepared.data,
         )
         # Everything is validated: from here on the workdir is written.
         if owner:

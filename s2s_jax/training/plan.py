@@ -14,7 +14,7 @@ from s2s_jax.data.tasks import recommended_steps
 from s2s_jax.data.vocab_kind import suggest_kind
 from s2s_jax.errors import CheckpointError, ConfigError, DataError, S2SError
 from s2s_jax.nn import model
-from s2s_jax.run import config
+from s2s_jax.run import config, data_files
 from s2s_jax.run import workdir as wd
 from s2s_jax.run.task_data import load_task_data
 
@@ -118,6 +118,10 @@ def configure(
                 continue
             if section == "train" and name in config.RESUMABLE:
                 continue
+            if section == "train" and name in ("train_file", "valid_file"):
+                _check_moved(workdir, run, name, old, value)
+                changes.append((name, old, value))  # the same data, from a new place
+                continue
             if section == "train" and name in config.TUNABLE:
                 if name == "clip_norm" and (old == 0) != (value == 0):
                     raise ConfigError(
@@ -140,6 +144,40 @@ def configure(
             f"for more than {done} to train on, or use another --workdir"
         )
     return Plan(values, stored=run, changes=tuple(changes))
+
+
+def _check_moved(workdir, run: wd.Run, name: str, old: str, new: str) -> None:
+    """A resumed run may read its data from a new place when the files hold the same bytes."""
+    split = name.removesuffix("_file")
+    recorded = run.data.get(split)
+    if recorded is None:
+        raise ConfigError(
+            f"{workdir} was trained on {old} (its config.json records no checksums to "
+            f"recognise a copy by): give that path, or train a new --workdir on {new}"
+        )
+    if not data_files.same_content(new, recorded):
+        raise ConfigError(
+            f"{new} is not the data {workdir} was trained on ({old}: size or SHA-256 differ): "
+            "resume with the same data, or train a new --workdir"
+        )
+
+
+def _check_data(run: wd.Run, train_cfg: config.TrainConfig) -> None:
+    """The files a resumed run reads are there and hold what it started with."""
+    for split in ("train", "valid"):
+        spec, recorded = getattr(train_cfg, f"{split}_file"), run.data.get(split)
+        if not spec:
+            continue
+        if gone := data_files.missing(spec):
+            raise DataError(
+                f"{run.path} was trained on {spec}, but {', '.join(gone)} is gone: give the "
+                f"same data's new place (--train NEW --valid NEW; recognised by size and SHA-256)"
+            )
+        if recorded is not None and not data_files.same_content(spec, recorded):
+            raise DataError(
+                f"{spec} has changed since {run.path} started on it (size or SHA-256 differ "
+                f"from its config.json): restore the file, or train a new --workdir"
+            )
 
 
 def _stored_values(workdir) -> dict:
@@ -178,7 +216,8 @@ class Prepared:
     src_vocab: Vocab
     tgt_vocab: Vocab
     examples: list
-    notes: tuple[str, ...] = ()  # what was chosen, skipped or dropped, for the run's log
+    data: dict  # each data file's size and SHA-256 (`data_files.describe_run`)
+    notes: list[str]  # what was chosen, skipped or dropped, for the run's log
 
 
 def prepare(plan: Plan) -> Prepared:
@@ -189,6 +228,8 @@ def prepare(plan: Plan) -> Prepared:
         long (a built-in task only reports those it drops).
     """
     model_cfg, train_cfg, decode_cfg = config.build(plan.values)
+    if plan.resume:
+        _check_data(plan.stored, train_cfg)
     task = load_task_data(train_cfg)
     config.best_metric(train_cfg, task)  # one the evaluations compute
     notes = []
@@ -220,8 +261,9 @@ def prepare(plan: Plan) -> Prepared:
             f"dropped {dropped} of {len(pairs)} training pairs longer than max_src_len="
             f"{train_cfg.max_src_len} / max_tgt_len={train_cfg.max_tgt_len} tokens"
         )
+    data = data_files.describe_run(train_cfg)
     return Prepared(
-        plan, model_cfg, train_cfg, decode_cfg, task, src_vocab, tgt_vocab, examples, tuple(notes)
+        plan, model_cfg, train_cfg, decode_cfg, task, src_vocab, tgt_vocab, examples, data, notes
     )
 
 
