@@ -78,11 +78,14 @@ def initial_state():
     return jax.jit(init_state, static_argnums=(0, 1))(*configs())  # one compile, not per op
 
 
-def counted_body(counter: list):
+def counted_body(counter: list, accumulate: int = 1):
     """train_step with the model configs bound; appends to `counter` each time it is traced."""
+    import dataclasses
+
     from s2s_jax.training import step
 
     model_cfg, train_cfg = configs()
+    train_cfg = dataclasses.replace(train_cfg, accumulate=accumulate)
 
     def body(state, batch, *, axis_name=None):
         counter.append(1)
@@ -134,6 +137,15 @@ def devices_main(out: str, ckpt_in: str, ckpt_out: str) -> None:
             arrays[f"{mode}{n}/loss"] = np.array(losses + more)
             facts[f"{mode}{n}/traces"] = len(traces)
             facts[f"{mode}{n}/sharding"] = str(jax.tree.leaves(state.params)[0].sharding)
+
+    # Gradient accumulation within the split: 4 devices, each running its 2 rows as 2
+    # micro-batches of one row.
+    dp = parallel.DataParallel(
+        "shard_map", counted_body([], 2), batch_size=B, micro_batches=2, devices=jax.devices()[:4]
+    )
+    losses, state = run(dp, dp.replicate(initial_state()), data)
+    arrays.update(flat("accumulate/params", dp.fetch(state.params)))
+    arrays["accumulate/loss"] = np.array(losses)
 
     for mode in ("shard_map", "pmap"):
         try:

@@ -191,6 +191,16 @@ def test_split_over_devices_matches_one_device(on_devices, mode, n):
     assert facts[f"{mode}{n}/donated"]
 
 
+def test_micro_batches_on_devices_match_one_device(on_devices):
+    """accumulate=2 on 4 devices (one-row micro-batches, padding rows included): the losses
+    and parameters of the whole batch on one device."""
+    arrays, _, _, _ = on_devices
+    np.testing.assert_allclose(arrays["accumulate/loss"], arrays["none1/loss"], rtol=1e-5)
+    _assert_close(
+        _leaves(arrays, "accumulate/params"), _leaves(arrays, "none1/params"), rtol=1e-4, atol=1e-5
+    )
+
+
 def test_reference_run_learns(on_devices):
     """The reference (plain jit) itself moves: step 1 changes the parameters, the loss goes
     down; it too compiles once and donates its state."""

@@ -92,6 +92,41 @@ def test_non_finite_update_is_skipped():
     )
 
 
+def test_accumulated_micro_batches_give_the_whole_batch_update():
+    """accumulate=2 runs the batch's two rows (4 and 2 target tokens) one after another: the
+    same update and metrics as the whole batch at once (no dropout: same masks), not the mean
+    of two per-row means."""
+    values = config.merge(
+        TINY,
+        {
+            "model": {"src_vocab": 9, "tgt_vocab": 9, "dropout": 0.0},
+            "train": {"warmup_steps": 0, "batch_size": 2},
+        },
+    )
+    model_cfg, whole_cfg, _ = config.build(values)
+    micro_cfg = dataclasses.replace(whole_cfg, accumulate=2)
+    st = state.init_state(model_cfg, whole_cfg)
+    results = [
+        jax.jit(lambda s, b, c=c: train_step(s, b, model_cfg=model_cfg, train_cfg=c))(
+            st, tiny_batch()
+        )
+        for c in (whole_cfg, micro_cfg)
+    ]
+    (whole, whole_metrics), (micro, micro_metrics) = results
+    for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(micro.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    for name in ("loss", "tokens", "accuracy", "grad_norm"):
+        np.testing.assert_allclose(whole_metrics[name], micro_metrics[name], rtol=1e-5)
+    assert not np.allclose(whole.params["tgt_embed"], st.params["tgt_embed"])  # it did update
+    # A mean of the two rows' own means would weight the 2-token row's tokens double.
+    row = lambda i: Batch(*(x[i : i + 1] for x in tiny_batch()))
+    per_row = [loss_terms(st.params, row(i), None, model_cfg=model_cfg)[1] for i in (0, 1)]
+    mean_of_means = np.mean([s["nll"] / s["tokens"] for s in per_row])
+    assert not np.isclose(mean_of_means, micro_metrics["loss"], rtol=1e-3)
+    with pytest.raises(ConfigError, match="does not split into accumulate=3"):
+        dataclasses.replace(whole_cfg, accumulate=3)
+
+
 def test_diverging_run_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path):
     run = config.merge(
         TINY,

@@ -53,6 +53,9 @@ class TrainConfig:
     # sequences (words, G2P) train ~20% faster with 2 (and buckets = 16) than with 8.
     bucket_multiple: int = 8  # padded lengths are multiples of this
     batch_size: int = 64  # global batch, split across devices
+    # Gradient accumulation: each device's rows run as N micro-batches one after another, their
+    # gradients summed into one update: the update of the whole batch, 1/N of its activations.
+    accumulate: int = 1  # N micro-batches a batch (batch_size a multiple of N x devices)
     steps: int = 0  # 0: the task's recommended number (s2s tasks shows it)
     seed: int = 0  # parameters, data order and dropout
     optimizer: str = "adam"  # adam | adamw
@@ -93,6 +96,7 @@ class TrainConfig:
             "buckets",
             "bucket_multiple",
             "batch_size",
+            "accumulate",
             "eval_every",
             "keep_checkpoints",
             "eval_examples",
@@ -111,6 +115,11 @@ class TrainConfig:
             raise ConfigError("src_vocab_size and tgt_vocab_size must be >= 0 (0: vocab_size)")
         if self.steps < 0 or self.patience < 0 or self.warmup_steps < 0:
             raise ConfigError("steps, patience and warmup_steps must be >= 0")
+        if self.batch_size % self.accumulate:
+            raise ConfigError(
+                f"batch_size {self.batch_size} does not split into accumulate={self.accumulate} "
+                "micro-batches: make it a multiple"
+            )
         if not 0.0 <= self.max_dropped <= 1.0:
             raise ConfigError(f"max_dropped must be a share in [0, 1], got {self.max_dropped}")
         if not 0.0 <= self.label_smoothing < 1.0:

@@ -119,6 +119,7 @@ def _fit(workdir: Path, prepared: Prepared, *, progress: bool, log, stop) -> dic
         train_cfg.parallel,
         functools.partial(train_step, model_cfg=model_cfg, train_cfg=train_cfg),
         batch_size=train_cfg.batch_size,
+        micro_batches=train_cfg.accumulate,
     )
 
     best_metric = config.best_metric(train_cfg)

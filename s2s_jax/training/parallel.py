@@ -61,6 +61,8 @@ class DataParallel:
       mode: "shard_map", "pmap", "none" (plain jit on one device) or "auto".
       body: the per-device step, e.g. `functools.partial(step.train_step, model_cfg=...)`.
       batch_size: the global batch size; it must split evenly across the devices.
+      micro_batches: each device's rows are split this many ways (`TrainConfig.accumulate`):
+        checked here, where the number of devices is known.
       devices: the devices to use (single-process runs only); by default all of them.
 
     Every mode donates the state: the state passed to `step` must not be used again.
@@ -72,6 +74,7 @@ class DataParallel:
         body: Callable,
         *,
         batch_size: int,
+        micro_batches: int = 1,
         devices: Sequence[jax.Device] | None = None,
     ):
         self.mode = resolve_mode(mode)
@@ -91,11 +94,13 @@ class DataParallel:
             raise ConfigError("a multi-process run uses every device: do not pass devices")
         self.mesh = data_mesh(devices)
         self.n_devices = self.mesh.size
-        if batch_size % self.n_devices:
+        if batch_size % (self.n_devices * micro_batches):
+            unit = self.n_devices * micro_batches
             raise ConfigError(
                 f"batch_size {batch_size} does not split evenly across {self.n_devices} "
-                f"devices: set batch_size to a multiple of {self.n_devices}, e.g. "
-                f"{-(-batch_size // self.n_devices) * self.n_devices}"
+                f"devices"
+                + (f" x {micro_batches} micro-batches" if micro_batches > 1 else "")
+                + f": set batch_size to a multiple of {unit}, e.g. {-(-batch_size // unit) * unit}"
             )
         self._replicated = NamedSharding(self.mesh, P())
         self._rows = NamedSharding(self.mesh, P(AXIS))

@@ -42,14 +42,7 @@ def train_step(
     key = key if model_cfg.dropout > 0 else None
     reduce = (lambda x: jax.lax.psum(x, axis_name)) if axis_name else (lambda x: x)
     tokens = jnp.maximum(reduce(jnp.sum(batch.tgt_len).astype(jnp.float32)), 1.0)
-
-    def loss_fn(params):
-        loss, sums = loss_terms(
-            params, batch, key, model_cfg=model_cfg, label_smoothing=train_cfg.label_smoothing
-        )
-        return loss / tokens, sums
-
-    grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
+    grads, sums = _gradients(state.params, batch, key, tokens, model_cfg, train_cfg)
     grads, sums = reduce(grads), reduce(sums)
     updates, opt_state = make_optimizer(train_cfg).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -70,3 +63,38 @@ def train_step(
         "finite": finite.astype(jnp.float32),
     }
     return new_state, metrics_
+
+
+def _gradients(params, batch: Batch, key, tokens, model_cfg, train_cfg) -> tuple:
+    """The gradient of the batch's token-summed loss over `tokens`, and the loss sums.
+
+    With `train_cfg.accumulate` N > 1, the batch's rows are split into N micro-batches run one
+    after another (`lax.scan`), their gradients summed: the update of the whole batch (each
+    micro-batch's loss is over the whole batch's tokens) with the activations of 1/N of it.
+    Dropout then draws each micro-batch's masks from its own key.
+    """
+
+    def grad_fn(micro: Batch, key) -> tuple:
+        def loss_fn(params):
+            loss, sums = loss_terms(
+                params, micro, key, model_cfg=model_cfg, label_smoothing=train_cfg.label_smoothing
+            )
+            return loss / tokens, sums
+
+        return jax.grad(loss_fn, has_aux=True)(params)
+
+    n = train_cfg.accumulate
+    if n == 1:
+        return grad_fn(batch, key)
+    micros = jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
+
+    def add(total, i_micro):
+        i, micro = i_micro
+        part = grad_fn(micro, None if key is None else jax.random.fold_in(key, i))
+        return jax.tree.map(jnp.add, total, part), None
+
+    first = jax.tree.map(lambda x: x[0], micros)
+    shapes = jax.eval_shape(lambda: grad_fn(first, key))
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    total, _ = jax.lax.scan(add, zeros, (jnp.arange(n), micros))
+    return total
