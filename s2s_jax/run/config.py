@@ -67,6 +67,8 @@ class TrainConfig:
     label_smoothing: float = 0.0  # eps: (1 - eps) * NLL + eps * mean -log p over the vocabulary
     eval_every: int = 400  # validate (loss + task metric) and checkpoint every N steps
     keep_checkpoints: int = 2  # the latest checkpoints kept (s2s translate --average N needs N)
+    save_every: int = 0  # also checkpoint every N steps between evaluations (0: at them only)
+    init_from: str = ""  # a trained workdir whose best parameters and vocabularies start this run
     eval_examples: int = 1000  # validation pairs decoded at each evaluation
     eval_beam: int = 1  # 1 = greedy
     # The validation and test metrics, comma-separated, among exact_match, token_accuracy, bleu,
@@ -113,8 +115,8 @@ class TrainConfig:
             )
         if min(self.src_vocab_size, self.tgt_vocab_size) < 0:
             raise ConfigError("src_vocab_size and tgt_vocab_size must be >= 0 (0: vocab_size)")
-        if self.steps < 0 or self.patience < 0 or self.warmup_steps < 0:
-            raise ConfigError("steps, patience and warmup_steps must be >= 0")
+        if min(self.steps, self.patience, self.warmup_steps, self.save_every) < 0:
+            raise ConfigError("steps, patience, warmup_steps and save_every must be >= 0")
         if self.batch_size % self.accumulate:
             raise ConfigError(
                 f"batch_size {self.batch_size} does not split into accumulate={self.accumulate} "
@@ -189,6 +191,7 @@ RESUMABLE = frozenset(
         "steps",
         "eval_every",
         "keep_checkpoints",
+        "save_every",
         "eval_examples",
         "eval_beam",
         "metrics",

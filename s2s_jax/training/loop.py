@@ -139,6 +139,8 @@ def _fit(workdir: Path, prepared: Prepared, *, progress: bool, log, stop) -> dic
     writer = None
     try:
         state = init_state(model_cfg, train_cfg)
+        if prepared.init_params is not None:  # fine-tuning: a fresh optimizer on them
+            state = state._replace(params=prepared.init_params)
         if plan.resume:
             target = dp.restore_target(state)
             state = ckpts.restore(target)  # verified; an older step if the newest is damaged
@@ -292,7 +294,10 @@ def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, wo
                         + (f", {rate:,.0f} tokens/s" if rate is not None else "")
                         + f", {elapsed} elapsed"
                     )
-            if step % train_cfg.eval_every == 0 or final:
+            evaluating = step % train_cfg.eval_every == 0 or final
+            if train_cfg.save_every and step % train_cfg.save_every == 0 and not evaluating:
+                save()  # a preempted run loses at most save_every steps
+            if evaluating:
                 params = dp.fetch_params(state.params)
                 hyps: list[str] = []
                 last_eval = evaluate(

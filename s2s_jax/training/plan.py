@@ -8,6 +8,8 @@ import dataclasses
 import os
 from pathlib import Path
 
+import jax
+
 from s2s_jax.data import Task, Vocab, encode_pairs
 from s2s_jax.data.corpus import corpus_files, line_list
 from s2s_jax.data.tasks import recommended_steps
@@ -96,6 +98,10 @@ def configure(
             except S2SError:
                 pass  # nothing was trained with it: the request alone decides
         values = config.merge(base, requested)
+        if values["train"].get("init_from"):  # its model section, unless asked otherwise
+            source = wd.load(values["train"]["init_from"])
+            model_values = config.to_dict(source.model_cfg, source.train_cfg)["model"]
+            values = config.merge(base, {"model": model_values}, requested)
         if not values["train"].get("steps"):
             t = values["train"]
             task = None if t.get("train_file") else t.get("task", config.TrainConfig.task)
@@ -201,6 +207,8 @@ def absolute_paths(requested: dict[str, dict]) -> dict[str, dict]:
         if train_values.get(name):
             files = corpus_files(os.path.expanduser(train_values[name]))
             train_values[name] = ",".join(os.path.abspath(f) for f in files)
+    if train_values.get("init_from"):
+        train_values["init_from"] = str(wd.resolve(train_values["init_from"]))
     return {**requested, "train": train_values}
 
 
@@ -218,6 +226,7 @@ class Prepared:
     examples: list
     data: dict  # each data file's size and SHA-256 (`data_files.describe_run`)
     notes: list[str]  # what was chosen, skipped or dropped, for the run's log
+    init_params: object = None  # fine-tuning: the parameters to start from (`init_from`)
 
 
 def prepare(plan: Plan) -> Prepared:
@@ -233,8 +242,12 @@ def prepare(plan: Plan) -> Prepared:
     task = load_task_data(train_cfg)
     config.best_metric(train_cfg, task)  # one the evaluations compute
     notes = []
+    init_params = None
     if plan.resume:
         src_vocab, tgt_vocab = plan.stored.src_vocab, plan.stored.tgt_vocab
+    elif train_cfg.init_from:
+        train_cfg, src_vocab, tgt_vocab, init_params, note = _start_from(train_cfg, model_cfg)
+        notes.append(note)
     else:
         train_cfg, notes = choose_kinds(task, train_cfg)
         src_vocab, tgt_vocab = build_vocabs(task, train_cfg)
@@ -263,8 +276,44 @@ def prepare(plan: Plan) -> Prepared:
         )
     data = data_files.describe_run(train_cfg)
     return Prepared(
-        plan, model_cfg, train_cfg, decode_cfg, task, src_vocab, tgt_vocab, examples, data, notes
+        plan,
+        model_cfg,
+        train_cfg,
+        decode_cfg,
+        task,
+        src_vocab,
+        tgt_vocab,
+        examples,
+        data,
+        notes,
+        init_params,
     )
+
+
+def _start_from(train_cfg: config.TrainConfig, model_cfg: model.Seq2SeqConfig) -> tuple:
+    """Fine-tuning: the vocabularies and best parameters of the `init_from` workdir, checked to
+    fit this run's model; its vocabulary kinds recorded in the returned configuration."""
+    source = wd.load(train_cfg.init_from)
+    want = jax.eval_shape(lambda: model.init(model_cfg, key=jax.random.key(0)))
+    have = jax.eval_shape(lambda: model.init(source.model_cfg, key=jax.random.key(0)))
+    if jax.tree.structure(want) != jax.tree.structure(have) or any(
+        a.shape != b.shape for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(have))
+    ):
+        theirs = dataclasses.asdict(source.model_cfg)
+        differ = [
+            f"{k}={v!r} (it has {theirs[k]!r})"
+            for k, v in dataclasses.asdict(model_cfg).items()
+            if theirs[k] != v
+        ]
+        raise ConfigError(
+            f"init_from={train_cfg.init_from}: its parameters do not fit this model: "
+            f"{', '.join(differ)}; drop those settings to fine-tune its model"
+        )
+    lines = []
+    params, loaded = wd.restore_params(source, which="best", log=lines.append)
+    kinds = dict(src_vocab_kind=source.src_vocab.kind, tgt_vocab_kind=source.tgt_vocab.kind)
+    note = f"starting from the parameters and vocabularies of {lines[-1]}"
+    return dataclasses.replace(train_cfg, **kinds), source.src_vocab, source.tgt_vocab, params, note
 
 
 def choose_kinds(task: Task, train_cfg: config.TrainConfig) -> tuple[config.TrainConfig, list]:
