@@ -198,6 +198,9 @@ def test_sentences_get_subwords_and_too_many_long_pairs_are_refused(tmp_path, en
     assert line.startswith(f"s2s: error: {longer} of 300 training pairs") and longer > 15, line
     assert "more than max_dropped=0.05 allows: --set max_src_len=" in line
     assert not (tmp_path / "chars").exists()
+    none = [*chars, "--set", "max_dropped=1", "--set", "max_src_len=2", "--workdir", "none"]
+    assert_one_line(s2s(*none, cwd=tmp_path, env=env), 2, "none of the 300 training pairs fits")
+    assert not (tmp_path / "none").exists()
     rc, out, err = s2s(
         *chars, "--set", "max_dropped=1", "--workdir", "chars", cwd=tmp_path, env=env
     )
@@ -247,3 +250,44 @@ def test_a_workdir_knows_its_data_by_content(tmp_path, env):
         f.write("xyz\tXYZ\n")
     changed = [*resume[:-1], "8"]
     assert_one_line(s2s(*changed, cwd=tmp_path, env=env), 2, "has changed since")
+
+
+def test_existing_vocabularies_are_used_as_given(tmp_path, env):
+    """`src_vocab_file`: another workdir's vocabulary JSON; `tgt_vocab_file`: a sentencepiece
+    model trained elsewhere with the specials at ids 0-3. Both are used as they are (the
+    kinds recorded); a model with sentencepiece's default ids, or a file of neither kind, is
+    refused in one line naming the fix."""
+    import io
+
+    import sentencepiece as spm
+
+    from s2s_jax.data import Vocab
+
+    sentence_corpus(tmp_path)
+    (tmp_path / "tiny.toml").write_text(TINY)
+    targets = [line.split("\t")[1] for line in (tmp_path / "train.tsv").read_text().splitlines()]
+    specials = dict(pad_id=0, bos_id=1, eos_id=2, unk_id=3, pad_piece="<pad>", bos_piece="<s>",
+                    eos_piece="</s>", unk_piece="<unk>")  # fmt: skip
+    for name, ids in (("good.model", specials), ("default.model", {})):
+        buf = io.BytesIO()
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(targets), model_writer=buf,
+                                       vocab_size=300, minloglevel=2, **ids)  # fmt: skip
+        (tmp_path / name).write_bytes(buf.getvalue())
+    chars = Vocab.build(["abcdefghij "], "char")
+    chars.save(tmp_path / "chars.json")
+    train = ["train", "--config", "tiny.toml", "--no-progress", "--steps", "1"]
+    train += ["--train", "train.tsv", "--valid", "valid.tsv", "--set", "max_dropped=1"]
+    train += ["--set", "max_src_len=200", "--set", "max_tgt_len=64"]
+    given = ["--set", "src_vocab_file=chars.json", "--set", "tgt_vocab_file=good.model"]
+    rc, out, err = s2s(*train, *given, "--workdir", "given", cwd=tmp_path, env=env)
+    assert rc == 0, err
+    run = wd.load(tmp_path / "given")
+    assert run.src_vocab == chars and run.train_cfg.src_vocab_kind == "char"
+    pieces = spm.SentencePieceProcessor(model_file=str(tmp_path / "good.model"))
+    assert run.tgt_vocab.tokens == tuple(pieces.id_to_piece(i) for i in range(300))
+    assert run.train_cfg.tgt_vocab_kind == "sentencepiece"
+    assert "vocabularies chosen" not in err
+    default = [*train, "--set", "tgt_vocab_file=default.model", "--workdir", "default"]
+    assert_one_line(s2s(*default, cwd=tmp_path, env=env), 2, "train it with --pad_id=0")
+    neither = [*train, "--set", "tgt_vocab_file=tiny.toml", "--workdir", "neither"]
+    assert_one_line(s2s(*neither, cwd=tmp_path, env=env), 2, "is neither a vocabulary JSON")

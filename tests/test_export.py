@@ -110,7 +110,7 @@ def test_the_loader_runs_where_s2s_jax_cannot_be_imported(workdir, tmp_path, cap
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run(
-        [sys.executable, "-c", script, str(out), "--n-best", "2", "abc", "jihgfedcba"],
+        [sys.executable, "-c", script, str(out), "--n-best", "2", "abc", "jihgfedcba", "a#b#"],
         cwd=program,
         env=env,
         capture_output=True,
@@ -119,7 +119,11 @@ def test_the_loader_runs_where_s2s_jax_cannot_be_imported(workdir, tmp_path, cap
     )
     assert proc.returncode == 0, proc.stderr
     lines = [line.split("\t") for line in proc.stdout.splitlines()]
-    expected = Translator.from_workdir(workdir).translate(["abc", "jihgfedcba"], beam=2, n_best=2)
+    translator = Translator.from_workdir(workdir)
+    expected = translator.translate(["abc", "jihgfedcba", "a#b#"], beam=2, n_best=2)
+    # An input character the vocabulary lacks: reported as `s2s translate` reports it.
+    assert translator.unknown_tokens(["a#b#"]) == {"#": 2}
+    assert "2 input token(s) not in the source vocabulary, read as <unk>: '#'" in proc.stderr
     # The columns of `s2s translate --n-best`: input, rank, score, log P, text.
     assert [(int(n), int(r), t) for n, r, _, _, t in lines] == [
         (n, r, h.text) for n, hyps in enumerate(expected, 1) for r, h in enumerate(hyps, 1)

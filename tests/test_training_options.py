@@ -4,6 +4,9 @@ new data (`init_from`), checkpoints between evaluations (`save_every`), gradient
 
 from __future__ import annotations
 
+import json
+import signal
+
 import jax
 import numpy as np
 import test_faults
@@ -70,3 +73,28 @@ def test_checkpoints_between_evaluations_and_micro_batches(tmp_path, env):
     assert err.count("(saved)") == 1  # the evaluation's
     odd = [*train, "--set", "accumulate=3", "--workdir", "odd"]  # batch_size 8
     assert_one_line(s2s(*odd, cwd=tmp_path, env=env), 2, "does not split into accumulate=3")
+
+
+def test_a_signal_during_validation_does_not_wait_for_it(tmp_path, env):
+    """SIGTERM right after step 4's log line, as its validation of 2,000 examples (beam 4)
+    begins: the validation is left (no record of it), step 4 is saved as the latest step (not
+    as a best one: it has no metric), and the exit names it."""
+    from test_faults import Running
+
+    (tmp_path / "tiny.toml").write_text(TINY)
+    train = ["train", "--config", "tiny.toml", "--no-progress", "--workdir", "run", "--steps", "8"]
+    train += ["--task", "numbers-en-fr", "--set", "log_every=4", "--set", "eval_every=4"]
+    train += ["--set", "eval_examples=2000", "--set", "eval_beam=4"]
+    running = Running(*train, cwd=tmp_path, env=env)
+    running.wait_for(r"^step 4/8")
+    running.proc.send_signal(signal.SIGTERM)
+    rc, out, err = running.finish()
+    assert rc == 128 + signal.SIGTERM, err
+    assert "s2s: SIGTERM at step 4: step 4 is saved; run the same command to resume" in err
+    records = [
+        json.loads(line) for line in (tmp_path / "run" / wd.METRICS).read_text().splitlines()
+    ]
+    assert not any(r["split"] == "valid" for r in records)
+    ckpts = wd.load(tmp_path / "run").checkpoints()
+    assert ckpts.latest_steps() == [4] and ckpts.best_step() is None
+    ckpts.close()

@@ -241,6 +241,42 @@ class Vocab:
             raise DataError(f"{path}: {e}") from e
 
 
+def vocab_from_file(path: str | os.PathLike) -> Vocab:
+    """An existing vocabulary: a JSON file that `Vocab.save` wrote (another workdir's
+    `vocab.src.json`, say), or a sentencepiece `.model` whose first four pieces are the
+    specials at ids 0-3 (`spm_train --pad_id=0 --bos_id=1 --eos_id=2 --unk_id=3
+    --pad_piece=<pad> --bos_piece=<s> --eos_piece=</s> --unk_piece=<unk>`).
+
+    Raises:
+      DataError: a missing file, or one that is neither, or a model with other specials.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise DataError(f"cannot read the vocabulary file {path}: {e.strerror or e}") from None
+    if data.lstrip()[:1] == b"{":
+        return Vocab.load(path)
+    import sentencepiece as spm
+
+    try:
+        sp = spm.SentencePieceProcessor(model_proto=data)
+    except Exception:  # sentencepiece raises RuntimeError or its own parse errors
+        raise DataError(
+            f"{path} is neither a vocabulary JSON (vocab.src.json of a workdir) nor a "
+            "sentencepiece model"
+        ) from None
+    pieces = tuple(sp.id_to_piece(i) for i in range(sp.get_piece_size()))
+    if pieces[:4] != SPECIALS:
+        raise DataError(
+            f"{path}: the sentencepiece model's first pieces are {list(pieces[:4])}, not "
+            f"{list(SPECIALS)}: train it with --pad_id=0 --bos_id=1 --eos_id=2 --unk_id=3 "
+            "--pad_piece=<pad> --bos_piece=<s> --eos_piece=</s> --unk_piece=<unk>"
+        )
+    return Vocab("sentencepiece", pieces, data)
+
+
 def _train_sentencepiece(
     texts: list[str], vocab_size: int, model_type: str
 ) -> tuple[tuple[str, ...], bytes]:

@@ -44,6 +44,13 @@ def _eval_loss(params, batch: Batch, cfg) -> dict:
     return loss_terms(params, batch, None, model_cfg=cfg)[1]
 
 
+STOP_CHECK_BATCHES = 4  # batches decoded between two looks at `stop`
+
+
+class EvaluationStopped(Exception):
+    """`evaluate` was told to stop before it finished."""
+
+
 def _character_level(translator: Translator) -> bool:
     """Targets written in characters: metrics then count characters (BLEU included; sacrebleu's
     word tokeniser would see one word per target and read 0 at 99% exact match)."""
@@ -59,12 +66,15 @@ def evaluate(
     alpha: float | None = None,
     limit: int | None = None,
     hyps_out: list | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> dict[str, float]:
     """The task's metrics on (the first `limit` pairs of) a split, decoded with `beam` and
     `alpha` (None: the translator's decode section), plus the teacher-forced per-token NLL
     (`loss`) on the pairs that fit the model's length limits. A source longer than
     `max_src_len` is not translated (an empty hypothesis, counted in `too_long`). `hyps_out`,
-    when given, receives the hypotheses."""
+    when given, receives the hypotheses. `stop`: asked between chunks of a few batches;
+    `EvaluationStopped` when it says yes (a training run told to stop does not wait for a
+    whole validation)."""
     pairs = task.splits[split][:limit]
     refs_multi = task.refs(split)[:limit]
     if not pairs:
@@ -74,7 +84,16 @@ def evaluate(
     most = translator.train_cfg.max_src_len
     fits = [i for i, (s, _) in enumerate(pairs) if len(translator.src_vocab.encode(s)) <= most]
     hyps = [""] * len(pairs)
-    translated = translator.translate([pairs[i][0] for i in fits], beam=beam, alpha=alpha)
+    sources, translated = [pairs[i][0] for i in fits], []
+    chunk = (
+        len(sources)
+        if stop is None
+        else STOP_CHECK_BATCHES * translator.decode_cfg.sentences_per_batch
+    )
+    for start in range(0, len(sources), max(chunk, 1)):
+        if stop is not None and stop():
+            raise EvaluationStopped(f"stopped after {start} of {len(sources)} sentences")
+        translated += translator.translate(sources[start : start + chunk], beam=beam, alpha=alpha)
     for i, text in zip(fits, translated):
         hyps[i] = text
     if hyps_out is not None:

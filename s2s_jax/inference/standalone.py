@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import collections
 import io
 import json
 import re
@@ -54,17 +55,27 @@ class _Vocab:
                 model_proto=base64.b64decode(d["sp_model"])
             )
 
+    def tokenize(self, text: str) -> list[str]:
+        if self.kind == "char":
+            return list(text)
+        tokens = []  # word: a word's first piece carries the word-boundary mark
+        for word in text.split():
+            first, *rest = _WORD_RE.findall(word)
+            tokens += [WORD_PREFIX + first, *rest]
+        return tokens
+
     def encode(self, text: str) -> list[int]:
         if self._sp is not None:
             return self._sp.encode(text, out_type=int)
-        if self.kind == "char":
-            tokens = list(text)
-        else:  # word: a word's first piece carries the word-boundary mark
-            tokens = []
-            for word in text.split():
-                first, *rest = _WORD_RE.findall(word)
-                tokens += [WORD_PREFIX + first, *rest]
-        return [self._index.get(t, UNK) for t in tokens]
+        return [self._index.get(t, UNK) for t in self.tokenize(text)]
+
+    def unknown(self, texts) -> collections.Counter:
+        """The tokens of `texts` this vocabulary lacks (read as <unk>), counted."""
+        if self._sp is not None:  # sentencepiece spells any text
+            return collections.Counter()
+        return collections.Counter(
+            t for text in texts for t in self.tokenize(text) if t not in self._index
+        )
 
     def decode(self, ids) -> str:
         pieces = []
@@ -88,6 +99,10 @@ class ExportedModel:
         self.manifest = manifest
         self._function, self._leaves = function, leaves
         self._src, self._tgt = _Vocab(manifest["src_vocab"]), _Vocab(manifest["tgt_vocab"])
+
+    def unknown_tokens(self, texts) -> collections.Counter:
+        """The input tokens of `texts` the source vocabulary lacks (read as <unk>), counted."""
+        return self._src.unknown(texts)
 
     def translate(self, texts, n_best: int = 1) -> list:
         """One string per text; with n_best > 1, per text a list of (text, log P, score), best
@@ -180,6 +195,14 @@ def main(argv=None) -> int:
     except (ExportedModelError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    unknown = model.unknown_tokens(texts)
+    if unknown:  # as `s2s translate` reports them
+        shown = ", ".join(repr(t) for t, _ in unknown.most_common(5))
+        print(
+            f"{sum(unknown.values())} input token(s) not in the source vocabulary, read as "
+            f"<unk>: {shown}{', ...' if len(unknown) > 5 else ''}",
+            file=sys.stderr,
+        )
     for number, result in enumerate(out, 1):
         if args.n_best == 1:
             print(result)

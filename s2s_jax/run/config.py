@@ -42,6 +42,10 @@ class TrainConfig:
     vocab_size: int = 8000  # largest word vocabulary / sentencepiece size
     src_vocab_size: int = 0  # the source side's, when it differs; 0 = vocab_size
     tgt_vocab_size: int = 0  # the target side's, when it differs; 0 = vocab_size
+    # An existing vocabulary instead of one built: a vocab.*.json that s2s wrote, or a
+    # sentencepiece .model with <pad> <s> </s> <unk> at ids 0-3 (the kind follows the file).
+    src_vocab_file: str = ""  # the source side's (with joint_vocab: both sides')
+    tgt_vocab_file: str = ""  # the target side's
     joint_vocab: bool = False  # one vocabulary of both sides' texts (same kind; vocab_size)
     sp_model_type: str = "unigram"  # unigram | bpe: how sentencepiece splits words
     vocab_min_count: int = 1  # char/word vocabularies: tokens seen fewer times are <unk>

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from s2s_jax.data import train_batches
 from s2s_jax.errors import S2SError, TrainingError
 from s2s_jax.inference import metrics
-from s2s_jax.inference.evaluate import evaluate
+from s2s_jax.inference.evaluate import EvaluationStopped, evaluate
 from s2s_jax.inference.translate import Translator
 from s2s_jax.nn import model
 from s2s_jax.run import config
@@ -267,7 +267,9 @@ def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, wo
         log("compiling the training step (the first step waits for it)")
     # tick: (when the current throughput window started, how many of its steps are untimed)
     pending, last_eval, tick, stopped_early = [], {}, (time.perf_counter(), 0), False
-    compiled = False
+    compiled = cut = False
+    # One process may leave a validation on a signal; several must agree on the step first.
+    interruptible = (lambda: stop.requested is not None) if jax.process_count() == 1 else None
     with stop.deferred():
         while step < train_cfg.steps and not _stop_agreed(stop, step, train_cfg.log_every):
             epoch, index, batch = next(batches)
@@ -300,21 +302,21 @@ def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, wo
             if evaluating:
                 params = dp.fetch_params(state.params)
                 hyps: list[str] = []
-                last_eval = evaluate(
-                    Translator(
-                        params,
-                        run.model_cfg,
-                        run.src_vocab,
-                        run.tgt_vocab,
-                        run.train_cfg,
-                        run.decode_cfg,
-                    ),
-                    task,
-                    "valid",
-                    beam=train_cfg.eval_beam,
-                    limit=train_cfg.eval_examples,
-                    hyps_out=hyps,
-                )
+                vocabs = (run.src_vocab, run.tgt_vocab)
+                translator = Translator(params, run.model_cfg, *vocabs, train_cfg, run.decode_cfg)
+                try:
+                    last_eval = evaluate(
+                        translator,
+                        task,
+                        "valid",
+                        beam=train_cfg.eval_beam,
+                        limit=train_cfg.eval_examples,
+                        hyps_out=hyps,
+                        stop=interruptible,
+                    )
+                except EvaluationStopped:  # a signal: save this step unvalidated, and stop
+                    cut = True
+                    break
                 writer.write(step, "valid", last_eval)
                 # The same first pairs each time, so that TensorBoard shows them improve.
                 pairs = task.splits["valid"][:TENSORBOARD_SAMPLES]
@@ -336,7 +338,7 @@ def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, wo
                     log(f"early stop at step {step}: no better {best_metric} since step {best}")
                     stopped_early = True
                     break
-        if stop.requested is not None and step < train_cfg.steps and not stopped_early:
+        if stop.requested is not None and (step < train_cfg.steps or cut) and not stopped_early:
             name = signal.Signals(stop.requested).name
             bar.close()
             if step == 0:

@@ -13,6 +13,7 @@ import jax
 from s2s_jax.data import Task, Vocab, encode_pairs
 from s2s_jax.data.corpus import corpus_files, line_list
 from s2s_jax.data.tasks import recommended_steps
+from s2s_jax.data.vocab import vocab_from_file
 from s2s_jax.data.vocab_kind import suggest_kind
 from s2s_jax.errors import CheckpointError, ConfigError, DataError, S2SError
 from s2s_jax.nn import model
@@ -27,7 +28,9 @@ def build_vocabs(task: Task, train_cfg: config.TrainConfig) -> tuple[Vocab, Voca
     pairs = task.splits["train"]
     kinds = (train_cfg.src_vocab_kind or task.src_kind, train_cfg.tgt_vocab_kind or task.tgt_kind)
 
-    def build(texts, kind: str, size: int) -> Vocab:
+    def build(texts, kind: str, size: int, file: str = "") -> Vocab:
+        if file:
+            return vocab_from_file(file)
         return Vocab.build(
             texts,
             kind,
@@ -38,16 +41,20 @@ def build_vocabs(task: Task, train_cfg: config.TrainConfig) -> tuple[Vocab, Voca
         )
 
     if train_cfg.joint_vocab:
-        if kinds[0] != kinds[1]:
+        if kinds[0] != kinds[1] and not train_cfg.src_vocab_file:
             raise ConfigError(
                 f"joint_vocab needs one vocabulary kind on both sides, not {kinds[0]} (source) "
                 f"and {kinds[1]} (target): set src_vocab_kind and tgt_vocab_kind alike"
             )
-        vocab = build([p[0] for p in pairs] + [p[1] for p in pairs], kinds[0], train_cfg.vocab_size)
+        texts = [p[0] for p in pairs] + [p[1] for p in pairs]
+        vocab = build(texts, kinds[0], train_cfg.vocab_size, train_cfg.src_vocab_file)
         return vocab, vocab
     sizes = (train_cfg.src_vocab_size, train_cfg.tgt_vocab_size)
+    files = (train_cfg.src_vocab_file, train_cfg.tgt_vocab_file)
     return tuple(
-        build((p[side] for p in pairs), kinds[side], sizes[side] or train_cfg.vocab_size)
+        build(
+            (p[side] for p in pairs), kinds[side], sizes[side] or train_cfg.vocab_size, files[side]
+        )
         for side in (0, 1)
     )
 
@@ -207,6 +214,9 @@ def absolute_paths(requested: dict[str, dict]) -> dict[str, dict]:
         if train_values.get(name):
             files = corpus_files(os.path.expanduser(train_values[name]))
             train_values[name] = ",".join(os.path.abspath(f) for f in files)
+    for name in ("src_vocab_file", "tgt_vocab_file"):
+        if train_values.get(name):
+            train_values[name] = os.path.abspath(os.path.expanduser(train_values[name]))
     if train_values.get("init_from"):
         train_values["init_from"] = str(wd.resolve(train_values["init_from"]))
     return {**requested, "train": train_values}
@@ -251,6 +261,9 @@ def prepare(plan: Plan) -> Prepared:
     else:
         train_cfg, notes = choose_kinds(task, train_cfg)
         src_vocab, tgt_vocab = build_vocabs(task, train_cfg)
+        if train_cfg.src_vocab_file or train_cfg.tgt_vocab_file:  # the kinds the files hold
+            kinds = dict(src_vocab_kind=src_vocab.kind, tgt_vocab_kind=tgt_vocab.kind)
+            train_cfg = dataclasses.replace(train_cfg, **kinds)
         model_cfg = model_cfg.replace(src_vocab=len(src_vocab), tgt_vocab=len(tgt_vocab))
     pairs = task.splits["train"]
     examples, dropped = encode_pairs(
@@ -260,6 +273,11 @@ def prepare(plan: Plan) -> Prepared:
         max_src_len=train_cfg.max_src_len,
         max_tgt_len=train_cfg.max_tgt_len,
     )
+    if not examples:
+        raise DataError(
+            f"none of the {len(pairs)} training pairs fits max_src_len={train_cfg.max_src_len} "
+            f"/ max_tgt_len={train_cfg.max_tgt_len}: raise them (--set max_src_len=...)"
+        )
     if train_cfg.train_file and dropped > train_cfg.max_dropped * len(pairs):
         raise DataError(_too_long_message(pairs, dropped, src_vocab, tgt_vocab, train_cfg))
     files = {"train": train_cfg.train_file, "valid": train_cfg.valid_file}
@@ -328,7 +346,8 @@ def choose_kinds(task: Task, train_cfg: config.TrainConfig) -> tuple[config.Trai
         sides = {"src": sides["src"] + sides["tgt"]}
     chosen = {}
     for side, texts in sides.items():
-        if not getattr(train_cfg, f"{side}_vocab_kind"):
+        named = getattr(train_cfg, f"{side}_vocab_kind") or getattr(train_cfg, f"{side}_vocab_file")
+        if not named:
             chosen[side] = suggest_kind(texts)
     if train_cfg.joint_vocab and "src" in chosen:
         chosen["tgt"] = chosen["src"]
