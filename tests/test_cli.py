@@ -115,14 +115,15 @@ def test_eval_cites_what_it_measured_and_takes_files_and_outputs(
     code, out, err = run(capsys, *argv, *decoding, "--output", "hyps.txt")
     assert code == 0, err
     result = json.loads(out)
-    assert {k: result[k] for k in ("split", "examples", "checkpoint", "beam", "alpha")} == {
+    assert {k: result[k] for k in ("split", "examples", "beam", "alpha")} == {
         "split": "valid",
         "examples": 5,
-        "checkpoint": "best",
         "beam": 2,
         "alpha": 0.8,
     }
-    assert f"step {result['step']}, the best by exact_match" in err
+    [member] = result["members"]  # as an ensemble's: one entry per model
+    assert member["workdir"] == str(trained) and member["checkpoint"] == "best"
+    assert f"step {member['step']}, the best by exact_match" in err
     assert "bleu" not in result and "bleu_signature" not in result  # not a metric of copy
     hyps = pathlib.Path("hyps.txt").read_text().splitlines()
     sources = [s for s, _ in load_task("copy", seed=0).splits["valid"][:5]]

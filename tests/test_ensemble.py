@@ -215,7 +215,8 @@ def test_the_commands_take_several_workdirs(runs, capsys, monkeypatch):
     assert code == 0 and double["exact_match"] == single["exact_match"]
     assert double["loss"] == pytest.approx(single["loss"], rel=1e-5)
     assert [m["workdir"] for m in double["members"]] == [str(gru), str(gru)]
-    assert [m["step"] for m in double["members"]] == [single["step"]] * 2
+    assert [m["step"] for m in double["members"]] == [single["members"][0]["step"]] * 2
+    assert set(double) == set(single)  # one schema
 
 
 def test_an_ensemble_of_other_vocabularies_is_refused(runs, capsys):
@@ -278,7 +279,7 @@ def test_average_is_the_mean_of_the_latest_checkpoints(runs, capsys, monkeypatch
     assert float(out) == pytest.approx(averaged.score([("ab", "ab")])[0], rel=1e-5)
     code, out, _ = run(capsys, "eval", "--workdir", gru, "--average", "3", "--limit", "4",
                        "--split", "valid")  # fmt: skip
-    assert code == 0 and json.loads(out)["steps"] == [3, 6, 9]
+    assert code == 0 and json.loads(out)["members"][0]["steps"] == [3, 6, 9]
 
     for argv, match in (
         (["--average", "4"], "keeps 3 checkpoint(s) (3, 6, 9), not the 4 to average"),

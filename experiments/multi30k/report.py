@@ -26,7 +26,7 @@ from s2s_jax.errors import S2SError
 from s2s_jax.inference.evaluate import evaluate_workdir
 
 SPLITS = ("val", "test_2016_flickr", "test_2017_flickr")
-KEEP = ("examples", "checkpoint", "step", "members", "beam", "alpha", "bleu_tok", "bleu", "chrf")
+KEEP = ("examples", "members", "beam", "alpha", "bleu_tok", "bleu", "chrf")
 
 
 def score(

@@ -31,7 +31,7 @@ from s2s_jax.run import workdir as wd
 from s2s_jax.run.provenance import provenance
 from s2s_jax.run.task_data import load_task_data
 
-_CITED = ("checkpoint", "step", "steps", "members")  # what `s2s eval` says was loaded
+_CITED = ("workdir", "checkpoint", "step", "steps")  # what `s2s eval` says of each model
 
 
 @functools.partial(jax.jit, static_argnums=2)
@@ -248,7 +248,11 @@ def evaluate_workdir(
     return {
         **({"file": str(file)} if file is not None else {"split": split}),
         "examples": len(hyps),
-        **{k: v for k, v in translator.loaded.items() if k in _CITED},
+        "members": [  # one schema for one model and an ensemble: each model, what it loaded
+            {k: v for k, v in member.items() if k in _CITED}
+            for member in translator.loaded.get("members")
+            or [{"workdir": str(workdir), **translator.loaded}]
+        ],
         "beam": beam,
         "alpha": alpha,
         **scores,
