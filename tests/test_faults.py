@@ -710,7 +710,7 @@ def test_the_advice_after_a_non_finite_loss_can_be_followed(project, env):
         (["--set", "learning_rate=-1"], "learning_rate must be a number >= 0"),
         (["--set", "label_smoothing=2.0"], "label_smoothing must be in [0, 1)"),
         (["--set", "clip_norm=-1"], "clip_norm must be a number >= 0"),
-        (["--steps", "-5"], "steps, patience and warmup_steps must be >= 0"),
+        (["--steps", "-5"], "steps, patience, warmup_steps and save_every must be >= 0"),
         (["--valid", "poison-empty.tsv"], "holds no source<TAB>target pairs"),
         (["--set", "metrics=wer,meteor"], "metrics='wer,meteor': give distinct names"),
         (["--set", "best_metric=wer"], "best_metric='wer' is not computed for task train.tsv"),
