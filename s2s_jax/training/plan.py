@@ -328,7 +328,7 @@ def _start_from(train_cfg: config.TrainConfig, model_cfg: model.Seq2SeqConfig) -
             f"{', '.join(differ)}; drop those settings to fine-tune its model"
         )
     lines = []
-    params, loaded = wd.restore_params(source, which="best", log=lines.append)
+    params, _ = wd.restore_params(source, which="best", log=lines.append)
     kinds = dict(src_vocab_kind=source.src_vocab.kind, tgt_vocab_kind=source.tgt_vocab.kind)
     note = f"starting from the parameters and vocabularies of {lines[-1]}"
     return dataclasses.replace(train_cfg, **kinds), source.src_vocab, source.tgt_vocab, params, note
