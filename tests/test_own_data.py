@@ -69,8 +69,11 @@ def test_sentences_get_subwords_and_too_many_long_pairs_are_refused(tmp_path, en
     run = wd.load(tmp_path / "words")
     assert run.train_cfg.src_vocab_kind == run.src_vocab.kind == "sentencepiece"
     assert run.train_cfg.tgt_vocab_kind == run.tgt_vocab.kind == "sentencepiece"
+    assert "the best checkpoint: the one of highest validation BLEU" in err
+    assert run.train_cfg.best_metric == "bleu"  # recorded: a later default cannot reread it
     rc, out, err = s2s("eval", "--workdir", "words", "--split", "valid", cwd=tmp_path, env=env)
     assert rc == 0 and "tok:13a" in json.loads(out)["bleu_signature"], err
+    assert "the best by bleu" in err
     chars = [*train, "--set", "src_vocab_kind=char", "--set", "max_src_len=40"]
     line = assert_one_line(
         s2s(*chars, "--workdir", "chars", cwd=tmp_path, env=env), 2, "max_src_len=40"

@@ -80,7 +80,8 @@ class TrainConfig:
     metrics: str = ""  # e.g. "wer,per" (see above); "": the task's
     # The validation metric that chooses the best checkpoint and drives early stopping: one of
     # the task's metrics or "loss" (error rates and the loss are minimised, the others
-    # maximised; ties go to the later step). "": exact_match for built-in tasks, loss for TSV.
+    # maximised; ties go to the later step). "": exact_match for built-in tasks; for files, bleu
+    # when a new run's targets are sentences (recorded in its config.json), else loss.
     best_metric: str = ""  # a task metric or "loss" (see above); "": the task's default
     patience: int = 0  # stop after this many evaluations without improvement; 0 = never
     log_every: int = 100  # steps between training log lines
