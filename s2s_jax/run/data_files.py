@@ -38,6 +38,12 @@ def describe_run(train_cfg: TrainConfig) -> dict:
     }
 
 
+def differ(described: list[dict], recorded: list[dict]) -> bool:
+    """Whether two descriptions (`describe`) name other bytes (the paths may differ)."""
+    key = lambda files: [(f["bytes"], f["sha256"]) for f in files]
+    return key(described) != key(recorded)
+
+
 def same_content(spec: str, recorded: list[dict]) -> bool:
     """Whether the files of `spec` hold what `recorded` describes (sizes first: cheap)."""
     files = corpus_files(spec)
@@ -47,7 +53,7 @@ def same_content(spec: str, recorded: list[dict]) -> bool:
         not os.path.isfile(f) or os.path.getsize(f) != r["bytes"] for f, r in zip(files, recorded)
     ):
         return False
-    return [d["sha256"] for d in describe(spec)] == [r["sha256"] for r in recorded]
+    return not differ(describe(spec), recorded)
 
 
 def missing(spec: str) -> list[str]:

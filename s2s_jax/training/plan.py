@@ -175,18 +175,19 @@ def _check_moved(workdir, run: wd.Run, name: str, old: str, new: str) -> None:
         )
 
 
-def _check_data(run: wd.Run, train_cfg: config.TrainConfig) -> None:
-    """The files a resumed run reads are there and hold what it started with."""
+def _check_data(run: wd.Run, train_cfg: config.TrainConfig, data: dict | None = None) -> None:
+    """The files a resumed run reads are there (without `data`) and, given their description
+    (`data_files.describe_run`), hold what the run started with."""
     for split in ("train", "valid"):
         spec, recorded = getattr(train_cfg, f"{split}_file"), run.data.get(split)
         if not spec:
             continue
-        if gone := data_files.missing(spec):
+        if data is None and (gone := data_files.missing(spec)):
             raise DataError(
                 f"{run.path} was trained on {spec}, but {', '.join(gone)} is gone: give the "
                 f"same data's new place (--train NEW --valid NEW; recognised by size and SHA-256)"
             )
-        if recorded is not None and not data_files.same_content(spec, recorded):
+        if data is not None and recorded is not None and data_files.differ(data[split], recorded):
             raise DataError(
                 f"{spec} has changed since {run.path} started on it (size or SHA-256 differ "
                 f"from its config.json): restore the file, or train a new --workdir"
@@ -248,8 +249,11 @@ def prepare(plan: Plan) -> Prepared:
     """
     model_cfg, train_cfg, decode_cfg = config.build(plan.values)
     if plan.resume:
-        _check_data(plan.stored, train_cfg)
+        _check_data(plan.stored, train_cfg)  # there: else a message, not "no such file"
     task = load_task_data(train_cfg)
+    data = data_files.describe_run(train_cfg)  # each file hashed once: checked, then recorded
+    if plan.resume:
+        _check_data(plan.stored, train_cfg, data)
     config.best_metric(train_cfg, task)  # one the evaluations compute
     notes = []
     init_params = None
@@ -298,7 +302,6 @@ def prepare(plan: Plan) -> Prepared:
             f"dropped {dropped} of {len(pairs)} training pairs longer than max_src_len="
             f"{train_cfg.max_src_len} / max_tgt_len={train_cfg.max_tgt_len} tokens"
         )
-    data = data_files.describe_run(train_cfg)
     return Prepared(
         plan,
         model_cfg,
