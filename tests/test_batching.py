@@ -7,6 +7,7 @@ import pytest
 
 from s2s_jax.data import batching
 from s2s_jax.data.batching import Batch, bucket_lengths, eval_batches, pad_batch, train_batches
+from s2s_jax.data.token_store import TokenStore
 from s2s_jax.data.vocab import EOS, UNK, Vocab
 from s2s_jax.errors import DataError
 
@@ -160,3 +161,84 @@ def test_empty_data_is_an_error():
         next(train_batches([], batch_size=4, seed=0, **BUCKETS))
     with pytest.raises(DataError, match="no examples"):
         next(eval_batches([], batch_size=4, **BUCKETS))
+
+
+def test_token_store_batches_are_pad_batch_of_the_planned_rows(tmp_path):
+    """The flat store gathers, batch for batch, what `pad_batch` builds from the lists (the
+    plain reference), in memory and memory-mapped from disk; it keeps each pair as given."""
+    ex = _examples(203) + [([5], [])]  # an empty target: only </s>
+    kw = dict(batch_size=16, seed=3, **BUCKETS)
+    store = TokenStore.from_examples(ex)
+    store.save(tmp_path, "train")
+    opened = TokenStore.open(tmp_path, "train")
+    assert isinstance(opened.tokens, np.memmap) and opened.tokens.dtype == np.uint16
+    assert [opened.example(i) for i in range(len(ex))] == ex
+    lengths = np.array([max(len(s), len(t) + 1) for s, t in ex])
+    for epoch in (0, 1):
+        order = batching.epoch_order(lengths, batch_size=16, seed=3, epoch=epoch)
+        start = epoch * len(order)
+        got = itertools.islice(train_batches(opened, start_index=start, **kw), len(order))
+        for index, (rows, (e, i, batch)) in enumerate(zip(order, got)):
+            want = pad_batch([ex[j] for j in rows], batch_size=16, **BUCKETS)
+            assert (e, i) == (epoch, index)
+            for x, y in zip(batch, want):
+                np.testing.assert_array_equal(x, y)
+
+
+def test_each_part_is_its_share_of_the_global_batch():
+    """Process p of P reads rows [p B/P, (p+1) B/P) of each global batch, padded to the whole
+    batch's shape: the parts side by side are the single-process batch."""
+    ex = _examples(150)
+    kw = dict(batch_size=16, seed=5, **BUCKETS)
+    whole = list(itertools.islice(train_batches(ex, **kw), 12))
+    parts = [list(itertools.islice(train_batches(ex, part=(p, 4), **kw), 12)) for p in range(4)]
+    for k, (_, _, batch) in enumerate(whole):
+        shares = [parts[p][k][2] for p in range(4)]
+        assert all(s.src.shape == (4, batch.src.shape[1]) for s in shares)
+        for field, x in enumerate(batch):
+            np.testing.assert_array_equal(np.concatenate([s[field] for s in shares]), x)
+    with pytest.raises(DataError, match="3 equal parts"):
+        next(train_batches(ex, part=(0, 3), **kw))
+
+
+def test_token_store_widens_its_ids_for_large_vocabularies(tmp_path):
+    ex = [([70_000, 4], [65_536]), ([5], [6, 7])]
+    store = TokenStore.from_examples(ex)
+    assert store.tokens.dtype == np.uint32
+    store.save(tmp_path, "big")
+    assert [TokenStore.open(tmp_path, "big").example(i) for i in range(2)] == ex
+    (tmp_path / "big.json").write_text('{"format": 99}')
+    with pytest.raises(DataError, match="format 99"):
+        TokenStore.open(tmp_path, "big")
+
+
+def test_token_batches_fill_their_budget_with_few_shapes():
+    """`batch_tokens`: every pair once an epoch; a batch's padded tokens (rows x its wider side)
+    within the budget, its rows a multiple of the unit, one row count per width; resumable."""
+    ex = _examples(700, max_len=23)
+    kw = dict(batch_size=0, seed=2, batch_tokens=160, row_unit=2, **BUCKETS)
+    store = TokenStore.from_examples(ex)
+    epoch0 = batching.token_epoch_order(
+        store, batch_tokens=160, row_unit=2, src_buckets=BUCKETS["src_buckets"],
+        tgt_buckets=BUCKETS["tgt_buckets"], seed=2, epoch=0,
+    )  # fmt: skip
+    batches = list(itertools.islice(train_batches(ex, **kw), len(epoch0)))
+    assert [e for e, _, _ in batches] == [0] * len(epoch0)
+    assert sorted(r for _, _, b in batches for r in _rows(b)) == sorted(ex)
+    rows_of_width = {}
+    for _, _, b in batches:
+        width = max(b.src.shape[1], b.tgt.shape[1])
+        assert b.src.shape[0] * width <= 160 and b.src.shape[0] % 2 == 0
+        assert rows_of_width.setdefault(width, b.src.shape[0]) == b.src.shape[0]
+    assert rows_of_width == {8: 20, 16: 10, 24: 6}
+    real = sum(int((b.tgt_len > 0).sum()) for _, _, b in batches)
+    assert real / sum(b.src.shape[0] for _, _, b in batches) > 0.9  # few empty rows
+    full = list(itertools.islice(train_batches(ex, **kw), len(epoch0) + 20))
+    resumed = itertools.islice(train_batches(ex, start_epoch=0, start_index=len(epoch0) - 3,
+                                             **kw), 23)  # fmt: skip
+    for (e1, i1, b1), (e2, i2, b2) in zip(full[len(epoch0) - 3 :], resumed, strict=True):
+        assert (e1, i1) == (e2, i2)
+        for x, y in zip(b1, b2):
+            np.testing.assert_array_equal(x, y)
+    with pytest.raises(DataError, match="raise it to at least 48"):
+        next(train_batches(ex, **{**kw, "batch_tokens": 40}))

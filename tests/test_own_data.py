@@ -1,6 +1,7 @@
 """A user's own data, through the real `s2s` command: vocabulary kinds chosen from the text,
-limits that refuse a corpus they would mostly drop, given vocabularies, and a workdir that
-knows its data by content (moved files resumed, changed files refused)."""
+limits that refuse a corpus they would mostly drop, a corpus's own defaults, given
+vocabularies, and a workdir that knows its data by content (moved files resumed, changed files
+refused)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import test_faults
 from test_corpus import write
 from test_faults import TINY, assert_one_line, s2s
 
+from s2s_jax.data.tasks import recommended_steps
 from s2s_jax.data.vocab_kind import KindChoice, suggest_kind
+from s2s_jax.run import config
 from s2s_jax.run import workdir as wd
+from s2s_jax.training import plan
 
 env = test_faults.env
 
@@ -71,6 +75,9 @@ def test_sentences_get_subwords_and_too_many_long_pairs_are_refused(tmp_path, en
     assert run.train_cfg.tgt_vocab_kind == run.tgt_vocab.kind == "sentencepiece"
     assert "the best checkpoint: the one of highest validation BLEU" in err
     assert run.train_cfg.best_metric == "bleu"  # recorded: a later default cannot reread it
+    # The config file's dropout and the --steps given win; the beam left open takes a corpus's.
+    assert "defaults for a corpus: beam 5 in translate and eval;" in err
+    assert (run.model_cfg.dropout, run.train_cfg.steps, run.decode_cfg.beam) == (0.1, 2, 5)
     rc, out, err = s2s("eval", "--workdir", "words", "--split", "valid", cwd=tmp_path, env=env)
     assert rc == 0 and "tok:13a" in json.loads(out)["bleu_signature"], err
     assert "the best by bleu" in err
@@ -87,6 +94,30 @@ def test_sentences_get_subwords_and_too_many_long_pairs_are_refused(tmp_path, en
     none = [*chars, "--set", "max_dropped=1", "--set", "max_src_len=2", "--workdir", "none"]
     assert_one_line(s2s(*none, cwd=tmp_path, env=env), 2, "none of the 300 training pairs fits")
     assert not (tmp_path / "none").exists()
+
+
+def test_a_corpus_gets_dropout_steps_and_beam_by_default(tmp_path):
+    """A new run on files takes dropout 0.3, 20 passes over its pairs (at least 2,000 steps) and
+    beam 5 where its request leaves them open, and says so; what the request names wins; a
+    built-in task keeps its own defaults (no dropout, greedy, its recommended steps)."""
+    sentence_corpus(tmp_path)  # 300 training pairs, all within the default limits
+    files = {"train_file": str(tmp_path / "train.tsv"), "valid_file": str(tmp_path / "valid.tsv")}
+
+    def prepared(name, requested):
+        p = plan.prepare(plan.configure(tmp_path / name, requested))
+        return p.model_cfg.dropout, p.train_cfg.steps, p.decode_cfg.beam, p.notes[-1]
+
+    dropout, steps, beam, note = prepared("small", {"train": {**files, "batch_size": 2}})
+    assert (dropout, steps, beam) == (0.3, 20 * 300 // 2, 5)
+    assert note.startswith("defaults for a corpus: dropout 0.3, 3,000 steps (about 20 passes")
+    assert prepared("batch64", {"train": files})[1] == 2000  # 20 passes would be 94 steps
+    asked = {"model": {"dropout": 0.0}, "train": {**files, "steps": 7}, "decode": {"beam": 1}}
+    dropout, steps, beam, note = prepared("asked", asked)
+    assert (dropout, steps, beam) == (0.0, 7, 1) and not note.startswith("defaults")
+    values = plan.configure(tmp_path / "task", {}).values
+    model_cfg, train_cfg, decode_cfg = config.build(values)
+    assert (model_cfg.dropout, decode_cfg.beam) == (0.0, 1)
+    assert train_cfg.steps == recommended_steps(train_cfg.task)
 
 
 def test_a_workdir_knows_its_data_by_content(tmp_path, env):

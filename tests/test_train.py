@@ -21,8 +21,9 @@ from s2s_jax.run import config
 from s2s_jax.run import workdir as wd
 from s2s_jax.run.task_data import load_task_data
 from s2s_jax.training import loop, state
-from s2s_jax.training.plan import build_vocabs, configure
+from s2s_jax.training.plan import configure
 from s2s_jax.training.step import train_step
+from s2s_jax.training.vocabularies import build_vocabs
 
 TINY = {
     "model": {

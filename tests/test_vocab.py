@@ -124,7 +124,7 @@ def test_build_vocabs_sizes_kinds_and_a_joint_vocabulary():
 
     from s2s_jax.data import Task
     from s2s_jax.run.config import TrainConfig
-    from s2s_jax.training.plan import build_vocabs
+    from s2s_jax.training.vocabularies import build_vocabs
 
     pairs = [("the cat sat", "le chat assis"), ("a dog sat", "un chien assis")] * 40
     pairs += [("rare", "mot")]

@@ -20,6 +20,9 @@ def train(args, stop) -> int:
     mesh.initialize_distributed()
     requested = config.load_file(args.config, smoke=args.smoke) if args.config else {}
     overrides = config.parse_overrides(args.set)
+    if args.data and args.train:
+        raise S2SError("--data DIR is --train DIR: give one of them")
+    args.train = args.train or args.data
     if args.task and args.train:
         raise S2SError("give either --task or --train/--valid, not both")
     cli = {"train": {}}
@@ -46,6 +49,23 @@ def train(args, stop) -> int:
             )
     result = loop.fit(args.workdir, requested, progress=not args.no_progress, stop=stop)
     print(json.dumps(result))
+    return 0
+
+
+def prepare(args, stop) -> int:
+    from s2s_jax.run import config
+    from s2s_jax.training.plan import absolute_paths
+    from s2s_jax.training.prepared_data import prepare_corpus
+
+    requested = config.load_file(args.config, smoke=args.smoke) if args.config else {}
+    # valid_file: a corpus run names both; prepare reads only the training pairs
+    data = {"task": config.TSV_TASK, "train_file": args.train, "valid_file": args.train}
+    requested = config.merge(requested, {"train": data}, config.parse_overrides(args.set))
+    requested["train"].update(data)
+    _, train_cfg, _ = config.build(config.merge(config.DEFAULTS, absolute_paths(requested)))
+    log = lambda line: print(line, file=sys.stderr)
+    manifest = prepare_corpus(train_cfg, args.out, log=log, workers=args.workers)
+    print(json.dumps({"out": args.out, **manifest}))
     return 0
 
 

@@ -61,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--train",
         help="training pairs: a TSV file (source<TAB>target), or two line-aligned files "
-        "SRC,TGT (train.en,train.de); plain or gzipped",
+        "SRC,TGT (train.en,train.de); plain or gzipped; or a folder `s2s prepare` wrote",
     )
+    p.add_argument("--data", help="a folder `s2s prepare` wrote (the same as --train DIR)")
     p.add_argument("--valid", help="validation pairs, as --train")
     p.add_argument("--test", help="test pairs, as --train (for `s2s eval --split test`)")
     p.add_argument("--config", help="an experiment file (TOML), e.g. experiments/cho2014.toml")
@@ -82,6 +83,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=commands.train)
+
+    q = command(
+        "prepare",
+        "encode a training corpus once, into a folder that `s2s train --train DIR` opens "
+        "memory-mapped in milliseconds (corpora of millions of pairs)",
+        "s2s prepare --train train.en.gz,train.de.gz --out data/en-de --set vocab_size=16000",
+    )
+    q.add_argument("--train", required=True, help="training pairs, as `s2s train --train`")
+    q.add_argument("--out", required=True, help="the folder to write (must not exist)")
+    q.add_argument("--config", help="an experiment file (TOML): its vocabulary settings")
+    q.add_argument("--smoke", action="store_true", help="apply the config file's [smoke] variant")
+    q.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a vocabulary setting, e.g. --set vocab_size=16000 --set joint_vocab=true",
+    )
+    q.add_argument(
+        "--workers", type=_positive_int, help="encoding processes (default: one per core)"
+    )
+    q.set_defaults(run=commands.prepare)
 
     def search_flags(q):  # translate, eval and export search alike
         q.add_argument(

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from s2s_jax.data.token_store import TokenStore
 from s2s_jax.data.vocab import EOS, PAD, Vocab
 from s2s_jax.errors import DataError
 
@@ -170,18 +171,73 @@ def epoch_order(lengths: np.ndarray, *, batch_size: int, seed: int, epoch: int) 
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def _check(examples: Sequence[Example], batch_size: int) -> None:
+def _check(examples: Sequence[Example] | TokenStore, batch_size: int) -> None:
     if batch_size < 1:
         raise DataError(f"batch_size={batch_size}; use >= 1")
-    if not examples:
+    if not len(examples):
         raise DataError(
             "no examples to batch; check the data files, or raise the maximum "
             "lengths if filtering removed them all"
         )
 
 
+def token_epoch_order(
+    store: TokenStore,
+    *,
+    batch_tokens: int,
+    row_unit: int,
+    src_buckets: Sequence[int],
+    tgt_buckets: Sequence[int],
+    seed: int,
+    epoch: int,
+) -> list[tuple[np.ndarray, int]]:
+    """Batches of as many pairs as fit `batch_tokens` padded tokens (fairseq's `--max-tokens`):
+    `(rows, n_rows)` of each batch of one epoch, a pure function of its arguments.
+
+    A pair's width is the larger of its padded source and target lengths (the buckets that fit
+    them). A batch of width `w` is padded to `n_rows = batch_tokens // w` rows, rounded down to
+    a multiple of `row_unit` (devices x micro-batches), so each width has one shape: few
+    compilations. Pairs are shuffled, sorted by width within windows, cut into batches, and
+    the batches shuffled (as `epoch_order`).
+    """
+    width = np.maximum(
+        _fit_all(store.src_len, src_buckets, "a source"),
+        _fit_all(store.tgt_len + 1, tgt_buckets, "a target (with </s>)"),
+    )
+    cap = batch_tokens // width // row_unit * row_unit
+    if cap.min() < 1:
+        raise DataError(
+            f"batch_tokens={batch_tokens} does not hold {row_unit} row(s) of the widest pairs "
+            f"({int(width.max())} tokens padded): raise it to at least "
+            f"{int(width.max()) * row_unit}"
+        )
+    rng = np.random.default_rng([seed, epoch])
+    perm = rng.permutation(len(width))
+    window = SORT_CHUNK_BATCHES * max(1, int(np.median(cap)))
+    batches = []
+    for start in range(0, len(perm), window):
+        chunk = perm[start : start + window]
+        chunk = chunk[np.lexsort((store.lengths()[chunk], width[chunk]))]
+        caps, i = cap[chunk], 0
+        while i < len(chunk):  # caps fall along the sorted chunk: the last row decides
+            k = min(int(caps[i]), len(chunk) - i)
+            k = min(k, int(caps[i + k - 1]))
+            batches.append((chunk[i : i + k], int(caps[i + k - 1])))
+            i += k
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _fit_all(lengths: np.ndarray, buckets: Sequence[int], what: str) -> np.ndarray:
+    """The bucket of each length (vectorised `_fit`)."""
+    buckets = np.asarray(buckets)
+    where = np.searchsorted(buckets, lengths)
+    if len(lengths) and where.max() == len(buckets):
+        _fit(int(lengths.max()), tuple(buckets), what)  # raises, naming the length
+    return buckets[where]
+
+
 def train_batches(
-    examples: Sequence[Example],
+    examples: Sequence[Example] | TokenStore,
     *,
     batch_size: int,
     seed: int,
@@ -189,27 +245,54 @@ def train_batches(
     tgt_buckets: Sequence[int],
     start_epoch: int = 0,
     start_index: int = 0,
+    part: tuple[int, int] = (0, 1),
+    batch_tokens: int = 0,
+    row_unit: int = 1,
 ) -> Iterator[tuple[int, int, Batch]]:
-    """Yields `(epoch, index, batch)` forever, in the order of `epoch_order`.
+    """Yields `(epoch, index, batch)` forever, in the order of `epoch_order`, or with
+    `batch_tokens` of `token_epoch_order` (batches of as many pairs as fit that many tokens).
 
     To resume after consuming the batch at `(epoch, index)`, start at `(epoch, index + 1)`;
     an index at or past the end of an epoch carries into the following epochs.
+
+    `part=(p, P)`: the batch holds only rows `[p * B / P, (p + 1) * B / P)` of each global batch
+    of `B` rows (process `p` of `P` reads its share), padded to the shape the whole batch
+    takes, so that every part agrees on it.
     """
-    _check(examples, batch_size)
-    lengths = np.array([max(len(s), len(t) + 1) for s, t in examples])
-    per_epoch = num_batches(len(examples), batch_size)
-    epoch, index = start_epoch + start_index // per_epoch, start_index % per_epoch
-    while True:
-        order = epoch_order(lengths, batch_size=batch_size, seed=seed, epoch=epoch)
-        for i in range(index, per_epoch):
-            rows = [examples[j] for j in order[i]]
-            yield (
-                epoch,
-                i,
-                pad_batch(
-                    rows, batch_size=batch_size, src_buckets=src_buckets, tgt_buckets=tgt_buckets
-                ),
+    store = examples if isinstance(examples, TokenStore) else TokenStore.from_examples(examples)
+    _check(store, 1 if batch_tokens else batch_size)
+    p, procs = part
+    if not batch_tokens and batch_size % procs:
+        raise DataError(f"batch_size={batch_size} does not split into {procs} equal parts")
+    lengths = store.lengths()
+
+    def plan(epoch: int) -> list[tuple[np.ndarray, int]]:
+        if batch_tokens:
+            return token_epoch_order(
+                store,
+                batch_tokens=batch_tokens,
+                row_unit=row_unit,
+                src_buckets=src_buckets,
+                tgt_buckets=tgt_buckets,
+                seed=seed,
+                epoch=epoch,
             )
+        order = epoch_order(lengths, batch_size=batch_size, seed=seed, epoch=epoch)
+        return [(rows, batch_size) for rows in order]
+
+    epoch, index = start_epoch, start_index
+    while True:
+        batches = plan(epoch)
+        if index >= len(batches):  # resumed past this epoch's end: carry on
+            epoch, index = epoch + 1, index - len(batches)
+            continue
+        for i in range(index, len(batches)):
+            rows, n_rows = batches[i]
+            s_pad = _fit(int(store.src_len[rows].max()), src_buckets, "a source")
+            t_pad = _fit(int(store.tgt_len[rows].max()) + 1, tgt_buckets, "a target (with </s>)")
+            share = n_rows // procs
+            mine = rows[p * share : (p + 1) * share]
+            yield epoch, i, store.gather(mine, src_pad=s_pad, tgt_pad=t_pad, n_rows=share)
         epoch, index = epoch + 1, 0
 
 

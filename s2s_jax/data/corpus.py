@@ -18,6 +18,12 @@ from collections.abc import Sequence
 from s2s_jax.errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
+MANIFEST = "manifest.json"  # what makes a folder prepared data (`s2s prepare`)
+
+
+def is_prepared(spec: str | os.PathLike) -> bool:
+    """Whether a training corpus is a folder that `s2s prepare` wrote (complete)."""
+    return os.path.isfile(os.path.join(spec, MANIFEST))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -189,12 +189,13 @@ _RECOMMENDED_STEPS = {
     "sort": 2000,
     "addition": 6000,
 }
-DEFAULT_STEPS = 2000  # for TSV data
+DEFAULT_STEPS = 2000  # a task not listed above
 
 
-def recommended_steps(name: str | None) -> int:
-    """Default number of training steps for a built-in task (None: TSV data)."""
-    return _RECOMMENDED_STEPS.get(name, DEFAULT_STEPS) if name else DEFAULT_STEPS
+def recommended_steps(name: str) -> int:
+    """Default number of training steps for a built-in task (a corpus's grow with its size:
+    `training.corpus_defaults`)."""
+    return _RECOMMENDED_STEPS.get(name, DEFAULT_STEPS)
 
 
 def task_names() -> list[str]:

@@ -277,6 +277,9 @@ def vocab_from_file(path: str | os.PathLike) -> Vocab:
     return Vocab("sentencepiece", pieces, data)
 
 
+SP_SAMPLE = 1_000_000  # sentences sentencepiece learns from at most (drawn from larger corpora)
+
+
 def _train_sentencepiece(
     texts: list[str], vocab_size: int, model_type: str
 ) -> tuple[tuple[str, ...], bytes]:
@@ -314,6 +317,8 @@ def _train_sentencepiece(
                 eos_piece=SPECIALS[EOS],
                 unk_piece=SPECIALS[UNK],
                 character_coverage=1.0,
+                input_sentence_size=SP_SAMPLE,  # a bounded sample of a large corpus
+                shuffle_input_sentence=True,
                 normalization_rule_name="identity",  # keeps decode(encode(x)) == x.
                 num_threads=1,
                 minloglevel=2,

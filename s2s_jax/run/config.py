@@ -57,10 +57,13 @@ class TrainConfig:
     # sequences (words, G2P) train ~20% faster with 2 (and buckets = 16) than with 8.
     bucket_multiple: int = 8  # padded lengths are multiples of this
     batch_size: int = 64  # global batch, split across devices
+    # Batches of a token budget instead (fairseq's --max-tokens): as many pairs as fit N padded
+    # tokens (rows x the wider side), one row count per padded width, so few shapes compile.
+    batch_tokens: int = 0  # N; 0: batches of batch_size pairs
     # Gradient accumulation: each device's rows run as N micro-batches one after another, their
     # gradients summed into one update: the update of the whole batch, 1/N of its activations.
     accumulate: int = 1  # N micro-batches a batch (batch_size a multiple of N x devices)
-    steps: int = 0  # 0: the task's recommended number (s2s tasks shows it)
+    steps: int = 0  # 0: the task's recommended number (s2s tasks); a corpus: 20 epochs, >= 2000
     seed: int = 0  # parameters, data order and dropout
     optimizer: str = "adam"  # adam | adamw
     learning_rate: float = 3e-3  # peak, after the warmup
@@ -120,8 +123,9 @@ class TrainConfig:
             )
         if min(self.src_vocab_size, self.tgt_vocab_size) < 0:
             raise ConfigError("src_vocab_size and tgt_vocab_size must be >= 0 (0: vocab_size)")
-        if min(self.steps, self.patience, self.warmup_steps, self.save_every) < 0:
-            raise ConfigError("steps, patience, warmup_steps and save_every must be >= 0")
+        counts = ("steps", "patience", "warmup_steps", "save_every", "batch_tokens")
+        if min(getattr(self, name) for name in counts) < 0:
+            raise ConfigError(f"{', '.join(counts[:-1])} and {counts[-1]} must be >= 0")
         if self.batch_size % self.accumulate:
             raise ConfigError(
                 f"batch_size {self.batch_size} does not split into accumulate={self.accumulate} "
@@ -162,7 +166,7 @@ class DecodeConfig:
     """How a trained model decodes by default (`s2s translate`, `s2s eval`; their flags override
     it). Training's evaluations use `train.eval_beam` with the rest of this section."""
 
-    beam: int = 1  # beam width; 1 = greedy
+    beam: int = 1  # beam width; 1 = greedy (a run on a corpus: 5)
     alpha: float = 0.6  # beam length normalisation: scores divided by ((5 + length) / 6) ** alpha
     max_len_ratio: float = 2.0  # output cap per sentence: ratio * source length + offset
     max_len_offset: int = 10  # (see max_len_ratio)

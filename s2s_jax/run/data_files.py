@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from s2s_jax.data.corpus import corpus_files
+from s2s_jax.data.corpus import MANIFEST, corpus_files
 from s2s_jax.run.config import TrainConfig
 
 SPLIT_FIELDS = {"train": "train_file", "valid": "valid_file", "test": "test_file"}
@@ -22,11 +22,18 @@ def describe(spec: str) -> list[dict]:
     out = []
     for path in corpus_files(spec):
         digest = hashlib.sha256()
-        with open(path, "rb") as f:
+        with open(_content(path), "rb") as f:
             while chunk := f.read(CHUNK):
                 digest.update(chunk)
-        out.append({"file": path, "bytes": os.path.getsize(path), "sha256": digest.hexdigest()})
+        size = os.path.getsize(_content(path))
+        out.append({"file": path, "bytes": size, "sha256": digest.hexdigest()})
     return out
+
+
+def _content(path: str) -> str:
+    """The file that stands for a corpus file's content: itself, or for a prepared folder its
+    manifest (which holds its sources' checksums and its files' sizes)."""
+    return os.path.join(path, MANIFEST) if os.path.isdir(path) else path
 
 
 def describe_run(train_cfg: TrainConfig) -> dict:
@@ -50,7 +57,8 @@ def same_content(spec: str, recorded: list[dict]) -> bool:
     if len(files) != len(recorded):
         return False
     if any(
-        not os.path.isfile(f) or os.path.getsize(f) != r["bytes"] for f, r in zip(files, recorded)
+        not os.path.isfile(_content(f)) or os.path.getsize(_content(f)) != r["bytes"]
+        for f, r in zip(files, recorded)
     ):
         return False
     return not differ(describe(spec), recorded)
@@ -58,4 +66,4 @@ def same_content(spec: str, recorded: list[dict]) -> bool:
 
 def missing(spec: str) -> list[str]:
     """The files of `spec` that are not there."""
-    return [f for f in corpus_files(spec) if not os.path.isfile(f)]
+    return [f for f in corpus_files(spec) if not os.path.isfile(_content(f))]

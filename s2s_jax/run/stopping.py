@@ -68,3 +68,20 @@ class StopSignals:
             yield self
         finally:
             self._depth -= 1
+
+    def agreed(self, step: int, every: int) -> bool:
+        """Whether to stop before the next step. Several processes must stop at the same step
+        (or the others would wait in a collective forever): they agree every `every` steps."""
+        import jax
+        import numpy as np
+
+        if jax.process_count() == 1:
+            return self.requested is not None
+        if step % every:
+            return False
+        from jax.experimental import multihost_utils
+
+        asked = multihost_utils.process_allgather(np.int32(self.requested or 0))
+        if self.requested is None and np.any(asked):
+            self.requested = int(np.max(asked))
+        return self.requested is not None

@@ -1,5 +1,5 @@
 """The data a run names: its built-in task, or a task made of its corpus files (TSV, or two
-line-aligned files)."""
+line-aligned files; a prepared training corpus is left to `training.prepared_data`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from s2s_jax.data import Task, load_task, with_references
-from s2s_jax.data.corpus import corpus_files, read_corpus
+from s2s_jax.data.corpus import corpus_files, is_prepared, read_corpus
 from s2s_jax.errors import DataError
 from s2s_jax.run.config import TrainConfig
 
@@ -33,6 +33,8 @@ def _task_data(train_cfg: TrainConfig, wanted: tuple[str, ...]) -> Task:
         ("valid", train_cfg.valid_file),
         ("test", train_cfg.test_file),
     ):
+        if split == "train" and spec and is_prepared(spec):
+            continue  # encoded already: a run reads it as a token store (s2s prepare)
         if spec and split in wanted:
             corpus = read_corpus(spec)
             if not corpus.pairs:

@@ -22,6 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from s2s_jax.data import train_batches
+from s2s_jax.data.prefetch import Prefetch
 from s2s_jax.errors import S2SError, TrainingError
 from s2s_jax.inference import metrics
 from s2s_jax.inference.evaluate import EvaluationStopped, evaluate
@@ -118,7 +119,7 @@ def _fit(workdir: Path, prepared: Prepared, *, progress: bool, log, stop) -> dic
     dp = parallel.DataParallel(
         train_cfg.parallel,
         functools.partial(train_step, model_cfg=model_cfg, train_cfg=train_cfg),
-        batch_size=train_cfg.batch_size,
+        batch_size=0 if train_cfg.batch_tokens else train_cfg.batch_size,
         micro_batches=train_cfg.accumulate,
     )
 
@@ -212,14 +213,19 @@ def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, wo
     step = int(dp.fetch(state.step))
     epoch, index = (int(x) for x in dp.fetch(state.data_pos))
     next_pos = (epoch, index)  # the data position after the last step taken
-    batches = train_batches(
-        examples,
-        batch_size=train_cfg.batch_size,
-        seed=train_cfg.seed,
-        src_buckets=train_cfg.src_buckets(),
-        tgt_buckets=train_cfg.tgt_buckets(),
-        start_epoch=epoch,
-        start_index=index,
+    batches = Prefetch(  # each process gathers only its rows of each global batch
+        train_batches(
+            examples,
+            batch_size=train_cfg.batch_size,
+            seed=train_cfg.seed,
+            src_buckets=train_cfg.src_buckets(),
+            tgt_buckets=train_cfg.tgt_buckets(),
+            start_epoch=epoch,
+            start_index=index,
+            part=(jax.process_index(), jax.process_count()),
+            batch_tokens=train_cfg.batch_tokens,
+            row_unit=dp.n_devices * train_cfg.accumulate,
+        )
     )
     bar = tqdm(
         total=train_cfg.steps,
@@ -270,10 +276,10 @@ def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, wo
     compiled = cut = False
     # One process may leave a validation on a signal; several must agree on the step first.
     interruptible = (lambda: stop.requested is not None) if jax.process_count() == 1 else None
-    with stop.deferred():
-        while step < train_cfg.steps and not _stop_agreed(stop, step, train_cfg.log_every):
+    with stop.deferred(), contextlib.closing(batches):
+        while step < train_cfg.steps and not stop.agreed(step, train_cfg.log_every):
             epoch, index, batch = next(batches)
-            state, step_metrics = dp.step(state, dp.shard_batch(batch))
+            state, step_metrics = dp.step(state, dp.shard_batch(batch, local=True))
             step, next_pos = step + 1, (epoch, index + 1)
             pending.append(step_metrics)
             if not compiled:  # that call compiled the step: not part of the throughput
@@ -283,6 +289,7 @@ def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, wo
             if step % train_cfg.log_every == 0 or final:
                 summary = check(pending)
                 summary["learning_rate"] = float(schedule(step - 1))  # of this step's update
+                summary["data_wait_s"] = waited = batches.take_waited()  # the step starved
                 pending, tick = [], (time.perf_counter(), 0)
                 writer.write(step, "train", summary)
                 rate = summary.get("tokens_per_s")
@@ -294,6 +301,7 @@ def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, wo
                         f"step {step}/{train_cfg.steps}: loss {summary['loss']:.4f}, learning "
                         f"rate {summary['learning_rate']:.3g}"
                         + (f", {rate:,.0f} tokens/s" if rate is not None else "")
+                        + (f", {waited:.1f} s waiting for data" if waited >= 0.1 else "")
                         + f", {elapsed} elapsed"
                     )
             evaluating = step % train_cfg.eval_every == 0 or final
@@ -360,21 +368,6 @@ def _loop(state, dp, ckpts, writer, task, examples, run, progress, log, stop, wo
 def _data_source(train_cfg: config.TrainConfig) -> str:
     """Where a run's pairs come from, as its log says: a built-in task or a file."""
     return f"from {train_cfg.train_file}" if train_cfg.train_file else f"of task {train_cfg.task}"
-
-
-def _stop_agreed(stop: StopSignals, step: int, every: int) -> bool:
-    """Whether to stop before the next step. Several processes must stop at the same step
-    (or the others would wait in a collective forever): they agree every `every` steps."""
-    if jax.process_count() == 1:
-        return stop.requested is not None
-    if step % every:
-        return False
-    from jax.experimental import multihost_utils
-
-    asked = multihost_utils.process_allgather(np.int32(stop.requested or 0))
-    if stop.requested is None and np.any(asked):
-        stop.requested = int(np.max(asked))
-    return stop.requested is not None
 
 
 def _summarise(history: list[dict], step: int, tick: tuple[float, int]) -> dict:

@@ -60,7 +60,8 @@ class DataParallel:
     Args:
       mode: "shard_map", "pmap", "none" (plain jit on one device) or "auto".
       body: the per-device step, e.g. `functools.partial(step.train_step, model_cfg=...)`.
-      batch_size: the global batch size; it must split evenly across the devices.
+      batch_size: the global batch size; it must split evenly across the devices. 0: any
+        number of rows that does (batches of a token budget, `TrainConfig.batch_tokens`).
       micro_batches: each device's rows are split this many ways (`TrainConfig.accumulate`):
         checked here, where the number of devices is known.
       devices: the devices to use (single-process runs only); by default all of them.
@@ -78,7 +79,7 @@ class DataParallel:
         devices: Sequence[jax.Device] | None = None,
     ):
         self.mode = resolve_mode(mode)
-        self.batch_size = batch_size
+        self.batch_size, self.micro_batches = batch_size, micro_batches
         if self.mode == "none":
             if jax.process_count() > 1:
                 raise ConfigError(
@@ -152,11 +153,13 @@ class DataParallel:
             lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=self._replicated), state
         )
 
-    def shard_batch(self, batch: Any) -> Any:
+    def shard_batch(self, batch: Any, *, local: bool = False) -> Any:
         """The global numpy batch (the same on every process) -> device arrays.
 
         Args:
-          batch: a pytree (e.g. `data.Batch`) of numpy arrays with `batch_size` rows.
+          batch: a pytree (e.g. `data.Batch`) of numpy arrays with `batch_size` rows; with
+            `local`, only this process's share of them (rows `[p * B / P, (p + 1) * B / P)` of
+            process `p` of `P`, as `train_batches(part=...)` reads them).
 
         Returns:
           shard_map: arrays `[B, ...]` split by rows over "data"; pmap: `[n_dev, B/n_dev, ...]`
@@ -164,20 +167,26 @@ class DataParallel:
         """
         if self.mode == "none":
             return jax.device_put(batch, self._replicated)
-        rows = {x.shape[0] for x in jax.tree.leaves(batch)}
-        if rows != {self.batch_size}:
-            raise ConfigError(f"batches must have {self.batch_size} rows, got {sorted(rows)}")
         procs, pid = jax.process_count(), jax.process_index()
-        share = self.batch_size // procs
-        per_dev = self.batch_size // self.n_devices
+        rows = {x.shape[0] for x in jax.tree.leaves(batch)}
+        total = max(rows) * (procs if local else 1)  # the global batch's rows
+        if (
+            len(rows) != 1
+            or total % (self.n_devices * self.micro_batches)
+            or (self.batch_size and total != self.batch_size)
+        ):
+            want = self.batch_size or f"a multiple of {self.n_devices * self.micro_batches}"
+            got = f"{sorted(rows)}{' on each of the processes' if local else ''}"
+            raise ConfigError(f"batches must have {want} rows, got {got}")
+        share, per_dev = total // procs, total // self.n_devices
 
         def put(x):
-            local = np.asarray(x[pid * share : (pid + 1) * share])
-            shape = x.shape
+            mine = np.asarray(x if local else x[pid * share : (pid + 1) * share])
+            shape = (total, *x.shape[1:])
             if self.mode == "pmap":
-                local = local.reshape(-1, per_dev, *x.shape[1:])
+                mine = mine.reshape(-1, per_dev, *x.shape[1:])
                 shape = (self.n_devices, per_dev, *x.shape[1:])
-            return jax.make_array_from_process_local_data(self._rows, local, shape)
+            return jax.make_array_from_process_local_data(self._rows, mine, shape)
 
         return jax.tree.map(put, batch)
 

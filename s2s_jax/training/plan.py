@@ -9,54 +9,21 @@ import os
 from pathlib import Path
 
 import jax
+import numpy as np
 
 from s2s_jax.data import Task, Vocab, encode_pairs
-from s2s_jax.data.corpus import corpus_files, line_list
+from s2s_jax.data.batching import token_epoch_order
+from s2s_jax.data.corpus import corpus_files, is_prepared, line_list
 from s2s_jax.data.tasks import recommended_steps
-from s2s_jax.data.vocab import vocab_from_file
-from s2s_jax.data.vocab_kind import suggest_kind
+from s2s_jax.data.token_store import TokenStore
 from s2s_jax.errors import CheckpointError, ConfigError, DataError, S2SError
 from s2s_jax.nn import model
 from s2s_jax.run import config, data_files
 from s2s_jax.run import workdir as wd
 from s2s_jax.run.task_data import load_task_data
-
-
-def build_vocabs(task: Task, train_cfg: config.TrainConfig) -> tuple[Vocab, Vocab]:
-    """Vocabularies from the training split only: one per side, or with `joint_vocab` one of
-    both sides' texts (the same object twice)."""
-    pairs = task.splits["train"]
-    kinds = (train_cfg.src_vocab_kind or task.src_kind, train_cfg.tgt_vocab_kind or task.tgt_kind)
-
-    def build(texts, kind: str, size: int, file: str = "") -> Vocab:
-        if file:
-            return vocab_from_file(file)
-        return Vocab.build(
-            texts,
-            kind,
-            max_size=size,
-            min_count=train_cfg.vocab_min_count,
-            sp_vocab_size=size,
-            sp_model_type=train_cfg.sp_model_type,
-        )
-
-    if train_cfg.joint_vocab:
-        if kinds[0] != kinds[1] and not train_cfg.src_vocab_file:
-            raise ConfigError(
-                f"joint_vocab needs one vocabulary kind on both sides, not {kinds[0]} (source) "
-                f"and {kinds[1]} (target): set src_vocab_kind and tgt_vocab_kind alike"
-            )
-        texts = [p[0] for p in pairs] + [p[1] for p in pairs]
-        vocab = build(texts, kinds[0], train_cfg.vocab_size, train_cfg.src_vocab_file)
-        return vocab, vocab
-    sizes = (train_cfg.src_vocab_size, train_cfg.tgt_vocab_size)
-    files = (train_cfg.src_vocab_file, train_cfg.tgt_vocab_file)
-    return tuple(
-        build(
-            (p[side] for p in pairs), kinds[side], sizes[side] or train_cfg.vocab_size, files[side]
-        )
-        for side in (0, 1)
-    )
+from s2s_jax.training import corpus_defaults
+from s2s_jax.training.prepared_data import open_prepared, within_limits
+from s2s_jax.training.vocabularies import build_vocabs, choose_kinds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +36,7 @@ class Plan:
     # (field, stored value, requested value) of the TUNABLE fields (bare names) and of the
     # decode section ("decode.beam") that change.
     changes: tuple = ()
+    corpus_defaults: tuple = ()  # a new run on files: the `corpus_defaults` it took, by name
 
     @property
     def resume(self) -> bool:
@@ -98,10 +66,11 @@ def configure(
             "file, or use another --workdir"
         )
     if not (wd.exists(workdir) and has_checkpoint):
-        base = defaults
+        base, named = defaults, requested
         if wd.exists(workdir):  # started, but killed or failed before its first checkpoint
             try:
-                base = config.merge(defaults, _stored_values(workdir))
+                stored = _stored_values(workdir)
+                base, named = config.merge(defaults, stored), config.merge(stored, requested)
             except S2SError:
                 pass  # nothing was trained with it: the request alone decides
         values = config.merge(base, requested)
@@ -109,12 +78,14 @@ def configure(
             source = wd.load(values["train"]["init_from"])
             model_values = config.to_dict(source.model_cfg, source.train_cfg)["model"]
             values = config.merge(base, {"model": model_values}, requested)
-        if not values["train"].get("steps"):
-            t = values["train"]
-            task = None if t.get("train_file") else t.get("task", config.TrainConfig.task)
+        taken = ()
+        if values["train"].get("train_file"):  # a corpus: steps decided once it is read
+            values, taken = corpus_defaults.before_data(values, named)
+        elif not values["train"].get("steps"):
+            task = values["train"].get("task", config.TrainConfig.task)
             values["train"]["steps"] = recommended_steps(task)
         config.build(values)  # validates
-        return Plan(values)
+        return Plan(values, corpus_defaults=taken)
     run = wd.load(workdir)  # the workdir opened once: its config, vocabularies, checkpoints
     stored = config.to_dict(run.model_cfg, run.train_cfg, run.decode_cfg)
     changes = []
@@ -234,7 +205,7 @@ class Prepared:
     task: Task
     src_vocab: Vocab
     tgt_vocab: Vocab
-    examples: list
+    examples: object  # the training pairs: encoded lists, or a TokenStore (prepared data)
     data: dict  # each data file's size and SHA-256 (`data_files.describe_run`)
     notes: list[str]  # what was chosen, skipped or dropped, for the run's log
     init_params: object = None  # fine-tuning: the parameters to start from (`init_from`)
@@ -257,14 +228,23 @@ def prepare(plan: Plan) -> Prepared:
     config.best_metric(train_cfg, task)  # one the evaluations compute
     notes = []
     init_params = None
+    prepared = bool(train_cfg.train_file) and is_prepared(train_cfg.train_file)
     if plan.resume:
         src_vocab, tgt_vocab = plan.stored.src_vocab, plan.stored.tgt_vocab
     elif train_cfg.init_from:
+        if prepared:
+            raise ConfigError(
+                "init_from takes its source's vocabularies, but prepared data is encoded with "
+                "its own: fine-tune on the text files instead"
+            )
         train_cfg, src_vocab, tgt_vocab, init_params, note = _start_from(train_cfg, model_cfg)
         notes.append(note)
     else:
-        train_cfg, notes = choose_kinds(task, train_cfg)
-        src_vocab, tgt_vocab = build_vocabs(task, train_cfg)
+        if prepared:
+            _, src_vocab, tgt_vocab, train_cfg = open_prepared(train_cfg, train_cfg)
+        else:
+            train_cfg, notes = choose_kinds(task, train_cfg)
+            src_vocab, tgt_vocab = build_vocabs(task, train_cfg)
         if train_cfg.src_vocab_file or train_cfg.tgt_vocab_file:  # the kinds the files hold
             kinds = dict(src_vocab_kind=src_vocab.kind, tgt_vocab_kind=tgt_vocab.kind)
             train_cfg = dataclasses.replace(train_cfg, **kinds)
@@ -275,21 +255,37 @@ def prepare(plan: Plan) -> Prepared:
                 "the best checkpoint: the one of highest validation BLEU (the targets are "
                 "sentences; --set best_metric=loss to choose by the loss)"
             )
-    pairs = task.splits["train"]
-    examples, dropped = encode_pairs(
-        pairs,
-        src_vocab,
-        tgt_vocab,
-        max_src_len=train_cfg.max_src_len,
-        max_tgt_len=train_cfg.max_tgt_len,
-    )
-    if not examples:
+    if prepared:
+        store = open_prepared(train_cfg, train_cfg)[0]
+        examples, dropped = within_limits(store, train_cfg)
+        lengths = store.src_len, store.tgt_len + 1
+    else:
+        pairs = task.splits["train"]
+        examples, dropped = encode_pairs(
+            pairs,
+            src_vocab,
+            tgt_vocab,
+            max_src_len=train_cfg.max_src_len,
+            max_tgt_len=train_cfg.max_tgt_len,
+        )
+        lengths = None
+        if dropped > train_cfg.max_dropped * len(pairs):
+            lengths = (
+                [len(src_vocab.encode(p[0])) for p in pairs],
+                [
+                    len(tgt_vocab.encode(p[1])) + 1
+                    for p in pairs  # </s> counts
+                ],
+            )
+    n_pairs = len(examples) + dropped
+    if not len(examples):
         raise DataError(
-            f"none of the {len(pairs)} training pairs fits max_src_len={train_cfg.max_src_len} "
+            f"none of the {n_pairs} training pairs fits max_src_len={train_cfg.max_src_len} "
             f"/ max_tgt_len={train_cfg.max_tgt_len}: raise them (--set max_src_len=...)"
         )
-    if train_cfg.train_file and dropped > train_cfg.max_dropped * len(pairs):
-        raise DataError(_too_long_message(pairs, dropped, src_vocab, tgt_vocab, train_cfg))
+    if train_cfg.train_file and dropped > train_cfg.max_dropped * n_pairs:
+        kinds = src_vocab.kind, tgt_vocab.kind
+        raise DataError(_too_long_message(*lengths, dropped, kinds, train_cfg))
     files = {"train": train_cfg.train_file, "valid": train_cfg.valid_file}
     files["test"] = train_cfg.test_file
     for split, lines in task.skipped.items():
@@ -299,9 +295,15 @@ def prepare(plan: Plan) -> Prepared:
         )
     if dropped:
         notes.append(
-            f"dropped {dropped} of {len(pairs)} training pairs longer than max_src_len="
+            f"dropped {dropped} of {n_pairs} training pairs longer than max_src_len="
             f"{train_cfg.max_src_len} / max_tgt_len={train_cfg.max_tgt_len} tokens"
         )
+    per_epoch = _batches_per_epoch(examples, train_cfg)
+    if not train_cfg.steps:  # a new run on a corpus: its size decides
+        train_cfg = dataclasses.replace(train_cfg, steps=corpus_defaults.steps(per_epoch))
+    taken = plan.corpus_defaults
+    if note := corpus_defaults.note(taken, model_cfg, train_cfg, decode_cfg, per_epoch):
+        notes.append(note)
     return Prepared(
         plan,
         model_cfg,
@@ -315,6 +317,24 @@ def prepare(plan: Plan) -> Prepared:
         notes,
         init_params,
     )
+
+
+def _batches_per_epoch(examples, train_cfg: config.TrainConfig) -> float:
+    """Batches in a pass over the training pairs (with `batch_tokens`, in the first epoch's
+    plan: the count varies a little from epoch to epoch)."""
+    if not train_cfg.batch_tokens:
+        return len(examples) / train_cfg.batch_size
+    store = examples if isinstance(examples, TokenStore) else TokenStore.from_examples(examples)
+    plan = token_epoch_order(
+        store,
+        batch_tokens=train_cfg.batch_tokens,
+        row_unit=jax.device_count() * train_cfg.accumulate,
+        src_buckets=train_cfg.src_buckets(),
+        tgt_buckets=train_cfg.tgt_buckets(),
+        seed=train_cfg.seed,
+        epoch=0,
+    )
+    return len(plan)
 
 
 def _by_bleu(train_cfg: config.TrainConfig, task: Task, tgt_vocab: Vocab) -> bool:
@@ -352,42 +372,15 @@ def _start_from(train_cfg: config.TrainConfig, model_cfg: model.Seq2SeqConfig) -
     return dataclasses.replace(train_cfg, **kinds), source.src_vocab, source.tgt_vocab, params, note
 
 
-def choose_kinds(task: Task, train_cfg: config.TrainConfig) -> tuple[config.TrainConfig, list]:
-    """A corpus's vocabulary kinds where the run names none, chosen from its training text
-    (`vocab_kind.suggest_kind`; with `joint_vocab`, from both sides' text), recorded in the
-    returned configuration, with a line saying what was chosen and why."""
-    if not train_cfg.train_file:
-        return train_cfg, []  # a built-in task knows its kinds
-    pairs = task.splits["train"]
-    sides = {"src": [p[0] for p in pairs], "tgt": [p[1] for p in pairs]}
-    if train_cfg.joint_vocab:
-        sides = {"src": sides["src"] + sides["tgt"]}
-    chosen = {}
-    for side, texts in sides.items():
-        named = getattr(train_cfg, f"{side}_vocab_kind") or getattr(train_cfg, f"{side}_vocab_file")
-        if not named:
-            chosen[side] = suggest_kind(texts)
-    if train_cfg.joint_vocab and "src" in chosen:
-        chosen["tgt"] = chosen["src"]
-    if not chosen:
-        return train_cfg, []
-    names = {"src": "source", "tgt": "target"}
-    what = "; ".join(f"{names[s]} {c.kind} ({c.reason})" for s, c in chosen.items())
-    note = f"vocabularies chosen from the training text: {what}; set src_vocab_kind / "
-    note += "tgt_vocab_kind (char, word, sentencepiece) to choose otherwise"
-    fields = {f"{side}_vocab_kind": choice.kind for side, choice in chosen.items()}
-    return dataclasses.replace(train_cfg, **fields), [note]
-
-
-def _too_long_message(pairs, dropped, src_vocab, tgt_vocab, train_cfg) -> str:
-    """Refusing a corpus whose pairs are too long too often: the limits that would keep 99%."""
-    src_lens = sorted(len(src_vocab.encode(s)) for s, _ in pairs)
-    tgt_lens = sorted(len(tgt_vocab.encode(t)) + 1 for _, t in pairs)  # </s> counts
-    at99 = lambda lens: lens[min(len(lens) - 1, int(0.99 * len(lens)))]
+def _too_long_message(src_lens, tgt_lens, dropped: int, kinds, train_cfg) -> str:
+    """Refusing a corpus whose pairs are too long too often: the limits that would keep 99%
+    (`src_lens`, `tgt_lens`: each pair's, the target's with its `</s>`)."""
+    at99 = lambda lens: int(np.sort(lens)[min(len(lens) - 1, int(0.99 * len(lens)))])
+    n = len(src_lens)
     return (
-        f"{dropped} of {len(pairs)} training pairs ({dropped / len(pairs):.1%}) are longer than "
+        f"{dropped} of {n} training pairs ({dropped / n:.1%}) are longer than "
         f"max_src_len={train_cfg.max_src_len} / max_tgt_len={train_cfg.max_tgt_len} tokens "
-        f"({src_vocab.kind} / {tgt_vocab.kind}), more than max_dropped="
+        f"({kinds[0]} / {kinds[1]}), more than max_dropped="
         f"{train_cfg.max_dropped:g} allows: --set max_src_len={at99(src_lens)} --set "
         f"max_tgt_len={at99(tgt_lens)} keeps 99% of each side (or --set max_dropped=1 drops "
         "them all)"

@@ -1,0 +1,183 @@
+"""`s2s prepare`: a training corpus read, its vocabularies built and its pairs encoded once,
+into a folder that `s2s train --train DIR` opens in milliseconds whatever the corpus's size
+(memory-mapped: each process reads only the rows of its batches).
+
+    DIR/manifest.json     format; the source files (path, size, SHA-256); the vocabulary
+                          settings; counts (pairs, skipped for an empty side); written last, so
+                          a folder without it is not prepared data
+    DIR/vocab.src.json    the vocabularies, as a workdir holds them
+    DIR/vocab.tgt.json
+    DIR/train.*           the encoded pairs (`data.token_store`)
+
+Every pair is kept whatever its length: a run's `max_src_len` / `max_tgt_len` choose among them,
+so that changing them needs no new prepare.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from s2s_jax.data import Vocab
+from s2s_jax.data.corpus import MANIFEST, is_prepared
+from s2s_jax.data.token_store import TokenStore, token_dtype, write_chunks
+from s2s_jax.errors import ConfigError, DataError
+from s2s_jax.run import config, data_files
+from s2s_jax.run import workdir as wd
+from s2s_jax.run.task_data import load_task_data
+from s2s_jax.training.vocabularies import build_vocabs, choose_kinds
+
+FORMAT = 1
+STORE = "train"
+# The settings a prepared folder fixes: a run on it takes them from its manifest.
+VOCAB_FIELDS = (
+    "src_vocab_kind",
+    "tgt_vocab_kind",
+    "vocab_size",
+    "src_vocab_size",
+    "tgt_vocab_size",
+    "src_vocab_file",
+    "tgt_vocab_file",
+    "joint_vocab",
+    "sp_model_type",
+    "vocab_min_count",
+)
+CHUNK_PAIRS = 20_000  # pairs a worker encodes at a time
+POOL_FROM = 100_000  # fewer pairs are encoded in this process (starting workers costs more)
+
+
+def prepare_corpus(train_cfg: config.TrainConfig, out: str | Path, *, log=print, workers=None):
+    """Reads `train_cfg.train_file`, builds the vocabularies its settings name and writes the
+    folder `out` (see the module's docstring). Returns its manifest.
+
+    Raises:
+      DataError: unreadable data, or `out` exists already.
+    """
+    out = Path(out)
+    if out.exists():
+        what = "prepared data already" if is_prepared(out) else "files"
+        raise DataError(f"{out} holds {what}: prepare into a new folder")
+    task = load_task_data(train_cfg, splits=("train",))
+    train_cfg, notes = choose_kinds(task, train_cfg)
+    for note in notes:
+        log(note)
+    src_vocab, tgt_vocab = build_vocabs(task, train_cfg)
+    kinds = dict(src_vocab_kind=src_vocab.kind, tgt_vocab_kind=tgt_vocab.kind)
+    train_cfg = dataclasses.replace(train_cfg, **kinds)
+    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    partial.mkdir(parents=True)
+    try:
+        src_vocab.save(partial / wd.SRC_VOCAB)
+        tgt_vocab.save(partial / wd.TGT_VOCAB)
+        pairs = task.splits["train"]
+        dtype = token_dtype(max(len(src_vocab), len(tgt_vocab)))
+        chunks = _encoded_chunks(pairs, partial, workers)
+        store = write_chunks(partial, STORE, chunks, dtype)
+        manifest = {
+            "format": FORMAT,
+            "source": data_files.describe(train_cfg.train_file),
+            "settings": {name: getattr(train_cfg, name) for name in VOCAB_FIELDS},
+            "pairs": store["pairs"],
+            "tokens": store["tokens"],
+            "skipped_empty": len(task.skipped.get("train", ())),
+            "vocab_sizes": [len(src_vocab), len(tgt_vocab)],
+        }
+        (partial / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        os.replace(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # nothing that passes for prepared data
+        raise
+    return manifest
+
+
+def _encoded_chunks(pairs, folder: Path, workers: int | None):
+    """`(src_len, tgt_len, ids)` of each chunk of `pairs`, in order; in worker processes (as
+    many as cores) for a large corpus."""
+    chunks = [pairs[i : i + CHUNK_PAIRS] for i in range(0, len(pairs), CHUNK_PAIRS)]
+    workers = workers or os.cpu_count() or 1
+    bar = tqdm(total=len(pairs), unit="pair", desc="encoding", file=sys.stderr, disable=None)
+    if workers == 1 or len(pairs) < POOL_FROM:
+        _load_vocabs(folder)
+        for chunk in chunks:
+            yield _encode(chunk)
+            bar.update(len(chunk))
+    else:
+        # spawn: a fork would copy this process's JAX threads
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_load_vocabs, initargs=(folder,)
+        ) as pool:
+            for chunk, encoded in zip(chunks, pool.map(_encode, chunks)):
+                yield encoded
+                bar.update(len(chunk))
+    bar.close()
+
+
+_VOCABS: tuple[Vocab, Vocab] | None = None  # a worker's, loaded once by `_load_vocabs`
+
+
+def _load_vocabs(folder: Path) -> None:
+    global _VOCABS
+    _VOCABS = Vocab.load(folder / wd.SRC_VOCAB), Vocab.load(folder / wd.TGT_VOCAB)
+
+
+def _encode(chunk) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    src_vocab, tgt_vocab = _VOCABS
+    ids, src_len, tgt_len = [], [], []
+    for src, tgt in chunk:
+        s, t = src_vocab.encode(src), tgt_vocab.encode(tgt)
+        src_len.append(len(s))
+        tgt_len.append(len(t))
+        ids += s
+        ids += t
+    return np.array(src_len, np.int32), np.array(tgt_len, np.int32), np.array(ids, np.int64)
+
+
+def open_prepared(train_cfg: config.TrainConfig, asked: config.TrainConfig):
+    """A run's training pairs and vocabularies from the prepared folder `train_cfg.train_file`:
+    `(store, src_vocab, tgt_vocab, train_cfg)`, the configuration with the folder's vocabulary
+    settings. `asked` is the run's configuration before them: a setting it names otherwise
+    is refused (the folder fixed it)."""
+    folder = Path(train_cfg.train_file)
+    manifest = read_manifest(folder)
+    if manifest.get("format") != FORMAT:
+        raise DataError(
+            f"{folder} was prepared in format {manifest.get('format')}; this version reads "
+            f"format {FORMAT}: run s2s prepare again"
+        )
+    settings = manifest["settings"]
+    default = config.TrainConfig()
+    for name in VOCAB_FIELDS:
+        mine = getattr(asked, name)
+        if mine != getattr(default, name) and mine != settings[name]:
+            raise ConfigError(
+                f"{name}={mine!r}, but {folder} was prepared with {name}="
+                f"{settings[name]!r}: drop the setting, or prepare the data again with it"
+            )
+    store = TokenStore.open(folder, STORE)
+    vocabs = Vocab.load(folder / wd.SRC_VOCAB), Vocab.load(folder / wd.TGT_VOCAB)
+    return store, *vocabs, dataclasses.replace(train_cfg, **settings)
+
+
+def read_manifest(folder: Path) -> dict:
+    try:
+        return json.loads((Path(folder) / MANIFEST).read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{folder}: not prepared data (its {MANIFEST}: {e})") from None
+
+
+def within_limits(store: TokenStore, train_cfg: config.TrainConfig) -> tuple[TokenStore, int]:
+    """The pairs within the run's length limits (the target with its `</s>`), and how many
+    are not."""
+    fits = (store.src_len <= train_cfg.max_src_len) & (store.tgt_len + 1 <= train_cfg.max_tgt_len)
+    kept = np.flatnonzero(fits)
+    return store.select(kept), len(store) - len(kept)
