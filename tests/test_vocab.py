@@ -145,3 +145,15 @@ def test_build_vocabs_sizes_kinds_and_a_joint_vocabulary():
     model = base64.b64decode(src.to_dict()["sp_model"])
     proto = sentencepiece_model_pb2.ModelProto.FromString(model)
     assert proto.trainer_spec.model_type == sentencepiece_model_pb2.TrainerSpec.BPE
+
+
+def test_encode_many_is_encode_end_to_end():
+    """The batch encoder gives each text's `encode`, laid end to end, for every kind (unknown
+    words, punctuation and characters included)."""
+    texts = ["the cat sat.", "a dog, the cat!", "zebra", "", "cat cat"]
+    for kind in ("char", "word", "sentencepiece"):
+        vocab = Vocab.build(texts[:2] * 20, kind, sp_vocab_size=24)
+        for _ in range(2):  # the word cache filled, then read
+            lengths, ids = vocab.encode_many(texts)
+            assert lengths == [len(vocab.encode(t)) for t in texts], kind
+            assert ids == [i for t in texts for i in vocab.encode(t)], kind

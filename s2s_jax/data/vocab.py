@@ -76,6 +76,7 @@ class Vocab:
         self.kind = kind
         self.tokens = tokens
         self._index = {t: i for i, t in enumerate(tokens)}
+        self._word_ids: dict[str, list[int]] = {}  # encode_many's: each word's ids, once
         self._sp_model = sp_model
         self._sp = None
         if sp_model is not None:
@@ -166,6 +167,33 @@ class Vocab:
         if self._sp is not None:
             return self._sp.encode(text, out_type=int)
         return [self._index.get(t, UNK) for t in self.tokenize(text)]
+
+    def encode_many(self, texts: Sequence[str]) -> tuple[list[int], list[int]]:
+        """`encode` of each text, laid end to end: `(lengths, ids)`. Faster than one call a
+        text: sentencepiece encodes the batch in one call, and a word vocabulary maps each
+        distinct word once."""
+        if self._sp is not None:
+            encoded = self._sp.encode(list(texts), out_type=int)
+            return [len(e) for e in encoded], [i for e in encoded for i in e]
+        lengths, ids = [], []
+        if self.kind == "char":
+            index = self._index
+            for text in texts:
+                ids += [index.get(c, UNK) for c in text]
+                lengths.append(len(text))
+            return lengths, ids
+        words = self._word_ids
+        if len(words) > 1 << 20:  # an open vocabulary of words: bound the memory it takes
+            words.clear()
+        for text in texts:
+            start = len(ids)
+            for word in text.split():
+                known = words.get(word)
+                if known is None:
+                    known = words[word] = [self._index.get(t, UNK) for t in _word_pieces(word)]
+                ids += known
+            lengths.append(len(ids) - start)
+        return lengths, ids
 
     def decode(self, ids: Iterable[int]) -> str:
         """Ids -> text.
