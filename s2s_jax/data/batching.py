@@ -161,7 +161,8 @@ def epoch_order(lengths: np.ndarray, *, batch_size: int, seed: int, epoch: int) 
       `num_batches(N, B)` index arrays; all but possibly one have B entries.
     """
     rng = np.random.default_rng([seed, epoch])
-    perm = rng.permutation(len(lengths))
+    small = np.int32 if len(lengths) < 2**31 else np.int64  # half the memory, same order
+    perm = rng.permutation(len(lengths)).astype(small)
     window = batch_size * SORT_CHUNK_BATCHES
     batches = []
     for start in range(0, len(perm), window):

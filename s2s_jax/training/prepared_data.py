@@ -186,5 +186,7 @@ def within_limits(store: TokenStore, train_cfg: config.TrainConfig) -> tuple[Tok
     """The pairs within the run's length limits (the target with its `</s>`), and how many
     are not."""
     fits = (store.src_len <= train_cfg.max_src_len) & (store.tgt_len + 1 <= train_cfg.max_tgt_len)
+    if fits.all():
+        return store, 0  # no copy of the index arrays
     kept = np.flatnonzero(fits)
     return store.select(kept), len(store) - len(kept)
