@@ -31,8 +31,9 @@ VALID_PAIRS, TEST_WORDS, VALID_WORDS = 500, 2000, 1000
 
 
 def read_side(path: Path) -> list[str]:
+    """A side's lines, a tab inside a sentence (there are a few) made a space for the TSV."""
     with gzip.open(path, "rt", encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
+        return [line.rstrip("\n").replace("\t", " ") for line in f]
 
 
 def parallel(raw: Path, split: str) -> list[tuple[str, str]]:

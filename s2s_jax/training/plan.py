@@ -22,7 +22,7 @@ from s2s_jax.run import config, data_files
 from s2s_jax.run import workdir as wd
 from s2s_jax.run.task_data import load_task_data
 from s2s_jax.training import corpus_defaults
-from s2s_jax.training.prepared_data import open_prepared, within_limits
+from s2s_jax.training.prepared_data import open_store, prepared_vocabularies, within_limits
 from s2s_jax.training.vocabularies import build_vocabs, choose_kinds
 
 
@@ -241,7 +241,7 @@ def prepare(plan: Plan) -> Prepared:
         notes.append(note)
     else:
         if prepared:
-            _, src_vocab, tgt_vocab, train_cfg = open_prepared(train_cfg, train_cfg)
+            src_vocab, tgt_vocab, train_cfg = prepared_vocabularies(train_cfg)
         else:
             train_cfg, notes = choose_kinds(task, train_cfg)
             src_vocab, tgt_vocab = build_vocabs(task, train_cfg)
@@ -256,7 +256,7 @@ def prepare(plan: Plan) -> Prepared:
                 "sentences; --set best_metric=loss to choose by the loss)"
             )
     if prepared:
-        store = open_prepared(train_cfg, train_cfg)[0]
+        store = open_store(train_cfg.train_file)
         examples, dropped = within_limits(store, train_cfg)
         lengths = store.src_len, store.tgt_len + 1
     else:

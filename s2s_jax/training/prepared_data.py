@@ -63,6 +63,8 @@ def prepare_corpus(train_cfg: config.TrainConfig, out: str | Path, *, log=print,
       DataError: unreadable data, or `out` exists already.
     """
     out = Path(out)
+    if is_prepared(train_cfg.train_file):
+        raise DataError(f"{train_cfg.train_file} is prepared data already: train on it")
     if out.exists():
         what = "prepared data already" if is_prepared(out) else "files"
         raise DataError(f"{out} holds {what}: prepare into a new folder")
@@ -149,37 +151,42 @@ def _encode(chunk) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return src_len, tgt_len, both[where]
 
 
-def open_prepared(train_cfg: config.TrainConfig, asked: config.TrainConfig):
-    """A run's training pairs and vocabularies from the prepared folder `train_cfg.train_file`:
-    `(store, src_vocab, tgt_vocab, train_cfg)`, the configuration with the folder's vocabulary
-    settings. `asked` is the run's configuration before them: a setting it names otherwise
-    is refused (the folder fixed it)."""
+def prepared_vocabularies(train_cfg: config.TrainConfig):
+    """A new run's vocabularies from the prepared folder `train_cfg.train_file`, and its
+    configuration with the folder's vocabulary settings: `(src_vocab, tgt_vocab, train_cfg)`.
+    A setting the run names otherwise is refused (the folder fixed it)."""
     folder = Path(train_cfg.train_file)
-    manifest = read_manifest(folder)
-    if manifest.get("format") != FORMAT:
-        raise DataError(
-            f"{folder} was prepared in format {manifest.get('format')}; this version reads "
-            f"format {FORMAT}: run s2s prepare again"
-        )
-    settings = manifest["settings"]
+    settings = read_manifest(folder)["settings"]
     default = config.TrainConfig()
     for name in VOCAB_FIELDS:
-        mine = getattr(asked, name)
+        mine = getattr(train_cfg, name)
         if mine != getattr(default, name) and mine != settings[name]:
             raise ConfigError(
                 f"{name}={mine!r}, but {folder} was prepared with {name}="
                 f"{settings[name]!r}: drop the setting, or prepare the data again with it"
             )
-    store = TokenStore.open(folder, STORE)
     vocabs = Vocab.load(folder / wd.SRC_VOCAB), Vocab.load(folder / wd.TGT_VOCAB)
-    return store, *vocabs, dataclasses.replace(train_cfg, **settings)
+    return *vocabs, dataclasses.replace(train_cfg, **settings)
 
 
-def read_manifest(folder: Path) -> dict:
+def open_store(folder: str | Path) -> TokenStore:
+    """The encoded pairs of a prepared folder, memory-mapped."""
+    read_manifest(folder)
+    return TokenStore.open(folder, STORE)
+
+
+def read_manifest(folder: str | Path) -> dict:
+    """A prepared folder's manifest, of this version's format."""
     try:
-        return json.loads((Path(folder) / MANIFEST).read_text())
+        manifest = json.loads((Path(folder) / MANIFEST).read_text())
     except (OSError, ValueError) as e:
         raise DataError(f"{folder}: not prepared data (its {MANIFEST}: {e})") from None
+    if manifest.get("format") != FORMAT:
+        raise DataError(
+            f"{folder} was prepared in format {manifest.get('format')}; this version reads "
+            f"format {FORMAT}: run s2s prepare again"
+        )
+    return manifest
 
 
 def within_limits(store: TokenStore, train_cfg: config.TrainConfig) -> tuple[TokenStore, int]:

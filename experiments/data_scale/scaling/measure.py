@@ -73,6 +73,16 @@ def watch(args: list[str], until: str | None, env: dict) -> dict:
     return {"seconds": round(seconds, 2), "peak_rss_gb": round(peak[0] / 2**30, 3)}
 
 
+def launches(args: list[str], run: Path, env: dict, repeats: int) -> dict:
+    """`watch` of a new run in `run` to its first step, `repeats` times: the median, and each."""
+    tries = []
+    for _ in range(repeats):
+        subprocess.run(["rm", "-rf", str(run)], check=True)
+        tries.append(watch([*args, "--workdir", str(run)], "step 1/", env))
+    median = lambda key: sorted(t[key] for t in tries)[len(tries) // 2]
+    return {"seconds": median("seconds"), "peak_rss_gb": median("peak_rss_gb"), "tries": tries}
+
+
 def batch_rate(folder: Path, batches: int = 300) -> float:
     """Pairs a second that `train_batches` gathers and pads from the prepared store (B=256)."""
     from s2s_jax.data.batching import bucket_lengths, train_batches
@@ -96,6 +106,10 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--text-up-to", type=int, default=1_000_000, help="train from the text up to this size"
     )
+    parser.add_argument("--repeats", type=int, default=3, help="launches of each, the median")
+    parser.add_argument(
+        "--keep-prepared", action="store_true", help="reuse prepared folders (launches only)"
+    )
     args = parser.parse_args(argv)
     data = Path(args.data)
     data.mkdir(parents=True, exist_ok=True)
@@ -110,21 +124,17 @@ def main(argv=None) -> int:
             corpus.write(str(tsv), size)
         record = {"pairs": size, "machine": machine, "load_before": os.getloadavg()[0]}
         s2s = [sys.executable, "-m", "s2s_jax.cli"]
-        first_step = "step 1/"
         if size <= args.text_up_to:
-            run = data / f"run-text-{size}"
-            subprocess.run(["rm", "-rf", str(run)], check=True)
-            text = [*s2s, "train", "--workdir", str(run), "--train", str(tsv), "--valid"]
-            record["text"] = watch([*text, str(valid), *SETTINGS, *TRAIN], first_step, env)
+            text = [*s2s, "train", "--train", str(tsv), "--valid", str(valid), *SETTINGS, *TRAIN]
+            record["text"] = launches(text, data / f"run-text-{size}", env, args.repeats)
         prepared = data / f"prepared-{size}"
-        subprocess.run(["rm", "-rf", str(prepared)], check=True)
-        prep = [*s2s, "prepare", "--train", str(tsv), "--out", str(prepared), *SETTINGS]
-        record["prepare"] = watch(prep, None, env)
-        record["prepare"]["pairs_per_s"] = round(size / record["prepare"]["seconds"])
-        run = data / f"run-prepared-{size}"
-        subprocess.run(["rm", "-rf", str(run)], check=True)
-        train = [*s2s, "train", "--workdir", str(run), "--data", str(prepared), "--valid"]
-        record["prepared"] = watch([*train, str(valid), *SETTINGS[-4:], *TRAIN], first_step, env)
+        if not args.keep_prepared or not prepared.exists():
+            subprocess.run(["rm", "-rf", str(prepared)], check=True)
+            prep = [*s2s, "prepare", "--train", str(tsv), "--out", str(prepared), *SETTINGS]
+            record["prepare"] = watch(prep, None, env)
+            record["prepare"]["pairs_per_s"] = round(size / record["prepare"]["seconds"])
+        train = [*s2s, "train", "--data", str(prepared), "--valid", str(valid), *TRAIN]
+        record["prepared"] = launches(train, data / f"run-prepared-{size}", env, args.repeats)
         record["batch_pairs_per_s"] = round(batch_rate(prepared))
         record["load_after"] = os.getloadavg()[0]
         print(json.dumps(record), flush=True)
