@@ -47,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
+    def config_flags(q, config_help: str, set_help: str):  # train and prepare read settings alike
+        q.add_argument("--config", help=config_help)
+        q.add_argument(
+            "--smoke", action="store_true", help="apply the config file's [smoke] variant"
+        )
+        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+
     p = command(
         "train",
         "train, evaluate and checkpoint into a workdir; run again to resume",
@@ -66,14 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="a folder `s2s prepare` wrote (the same as --train DIR)")
     p.add_argument("--valid", help="validation pairs, as --train")
     p.add_argument("--test", help="test pairs, as --train (for `s2s eval --split test`)")
-    p.add_argument("--config", help="an experiment file (TOML), e.g. experiments/cho2014.toml")
-    p.add_argument("--smoke", action="store_true", help="apply the config file's [smoke] variant")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. --set cell=lstm --set train.steps=100",
+    config_flags(
+        p,
+        "an experiment file (TOML), e.g. experiments/cho2014.toml",
+        "override a config field, e.g. --set cell=lstm --set train.steps=100",
     )
     p.add_argument("--steps", type=int, help="train until this step (train.steps)")
     p.add_argument(
@@ -92,14 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--train", required=True, help="training pairs, as `s2s train --train`")
     q.add_argument("--out", required=True, help="the folder to write (must not exist)")
-    q.add_argument("--config", help="an experiment file (TOML): its vocabulary settings")
-    q.add_argument("--smoke", action="store_true", help="apply the config file's [smoke] variant")
-    q.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a vocabulary setting, e.g. --set vocab_size=16000 --set joint_vocab=true",
+    config_flags(
+        q,
+        "an experiment file (TOML): its vocabulary settings",
+        "a vocabulary setting, e.g. --set vocab_size=16000 --set joint_vocab=true",
     )
     q.add_argument(
         "--workers", type=_positive_int, help="encoding processes (default: one per core)"
