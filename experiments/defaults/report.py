@@ -1,7 +1,8 @@
 """The table of the defaults study: for each corpus and setting that `study.sh` trained, the
-number of steps, the last training loss against the validation loss of the best checkpoint,
-and the test score greedy and with beam 5 (BLEU for sentences, exact match for G2P, where a
-word is right when its whole pronunciation is).
+number of steps, the last training loss, the best checkpoint as the run chose it (by its
+`best_metric`: BLEU for sentences, the loss for G2P) with its validation loss and score, and
+the test score greedy and with beam 5 (BLEU for sentences, exact match for G2P, where a word is
+right when its whole pronunciation is).
 
     python experiments/defaults/report.py runs/defaults > experiments/defaults/results.md
 """
@@ -24,7 +25,10 @@ def row(runs: Path, name: str) -> str | None:
     records = [json.loads(line) for line in (runs / name / "metrics.jsonl").open()]
     train = [r for r in records if r["split"] == "train"]
     valid = [r for r in records if r["split"] == "valid"]
-    best = max(valid, key=lambda r: (r[metric], r["step"]))
+    recorded = json.loads((runs / name / "config.json").read_text())["train"]["best_metric"]
+    chosen_by = recorded or "loss"  # a corpus's default when its targets are not sentences
+    sign = -1 if chosen_by == "loss" else 1  # the run's own choice of its best checkpoint
+    best = max(valid, key=lambda r: (sign * r[chosen_by], r["step"]))
     test = [json.loads(p.read_text())[metric] for p in beams]
     scale = 100 if metric == "exact_match" else 1
     return (
