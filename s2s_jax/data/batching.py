@@ -215,10 +215,10 @@ def token_epoch_order(
     rng = np.random.default_rng([seed, epoch])
     perm = rng.permutation(len(width))
     window = SORT_CHUNK_BATCHES * max(1, int(np.median(cap)))
-    batches = []
+    lengths, batches = store.lengths(), []
     for start in range(0, len(perm), window):
         chunk = perm[start : start + window]
-        chunk = chunk[np.lexsort((store.lengths()[chunk], width[chunk]))]
+        chunk = chunk[np.lexsort((lengths[chunk], width[chunk]))]
         caps, i = cap[chunk], 0
         while i < len(chunk):  # caps fall along the sorted chunk: the last row decides
             k = min(int(caps[i]), len(chunk) - i)

@@ -205,7 +205,7 @@ class Prepared:
     task: Task
     src_vocab: Vocab
     tgt_vocab: Vocab
-    examples: object  # the training pairs: encoded lists, or a TokenStore (prepared data)
+    examples: TokenStore  # the training pairs, encoded (memory-mapped for prepared data)
     data: dict  # each data file's size and SHA-256 (`data_files.describe_run`)
     notes: list[str]  # what was chosen, skipped or dropped, for the run's log
     init_params: object = None  # fine-tuning: the parameters to start from (`init_from`)
@@ -268,6 +268,7 @@ def prepare(plan: Plan) -> Prepared:
             max_src_len=train_cfg.max_src_len,
             max_tgt_len=train_cfg.max_tgt_len,
         )
+        examples = TokenStore.from_examples(examples)  # once: the loop batches from it
         lengths = None
         if dropped > train_cfg.max_dropped * len(pairs):
             lengths = (
@@ -319,14 +320,13 @@ def prepare(plan: Plan) -> Prepared:
     )
 
 
-def _batches_per_epoch(examples, train_cfg: config.TrainConfig) -> float:
+def _batches_per_epoch(examples: TokenStore, train_cfg: config.TrainConfig) -> float:
     """Batches in a pass over the training pairs (with `batch_tokens`, in the first epoch's
     plan: the count varies a little from epoch to epoch)."""
     if not train_cfg.batch_tokens:
         return len(examples) / train_cfg.batch_size
-    store = examples if isinstance(examples, TokenStore) else TokenStore.from_examples(examples)
     plan = token_epoch_order(
-        store,
+        examples,
         batch_tokens=train_cfg.batch_tokens,
         row_unit=jax.device_count() * train_cfg.accumulate,
         src_buckets=train_cfg.src_buckets(),
