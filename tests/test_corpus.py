@@ -11,7 +11,9 @@ import pytest
 import test_faults
 from test_faults import TINY, assert_one_line, s2s
 
-from s2s_jax.data.corpus import corpus_files, line_list, read_corpus
+from s2s_jax.data import corpus
+from s2s_jax.data.corpus import corpus_chunks, corpus_files, line_list, read_corpus
+from s2s_jax.data.survey import survey
 from s2s_jax.errors import DataError
 from s2s_jax.run import workdir as wd
 
@@ -60,6 +62,46 @@ def test_format_errors_name_file_and_line(tmp_path):
     odd = write(tmp_path / "odd,name.tsv", ["x\ty"])  # a comma in an existing file's name
     assert corpus_files(odd) == (str(odd),) and read_corpus(odd).pairs == [("x", "y")]
     assert line_list(tuple(range(1, 13))) == "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, ... (12 in all)"
+
+
+def test_files_read_in_blocks_and_chunks_are_read_whole(tmp_path, monkeypatch):
+    """Blocks of any size cut the same lines (multi-byte characters, CRLF, a byte order mark,
+    gzip), and name the line of a bad byte; chunks of pairs add up to the whole corpus, the
+    empty lines each counted once."""
+    lines = ["zwei Männer", "", "ein Hund läuft", "x", "€uro", "y z"] * 7
+    data = ("\ufeff" + "\r\n".join(lines) + "\r\n").encode()
+    plain, gz = tmp_path / "a.txt", tmp_path / "a.gz"
+    plain.write_bytes(data)
+    gz.write_bytes(gzip.compress(data))
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes("\n".join(lines).encode() + b"\nsch\xf6n\n")
+    write(tmp_path / "b.txt", [line.upper() for line in lines])
+    whole = read_corpus(f"{plain},{tmp_path / 'b.txt'}")
+    for block in (1, 2, 3, 5, 64, 1 << 24):
+        monkeypatch.setattr(corpus, "BLOCK", block)
+        assert corpus.read_lines(str(plain)) == lines == corpus.read_lines(str(gz)), block
+        with pytest.raises(DataError, match=rf"bad\.txt:{len(lines) + 1}: not UTF-8"):
+            corpus.read_lines(str(bad))
+        for size in (1, 4, 1000):
+            chunks = list(corpus_chunks(f"{gz},{tmp_path / 'b.txt'}", size))
+            assert [p for c in chunks for p in c.pairs] == whole.pairs
+            assert tuple(n for c in chunks for n in c.empty) == whole.empty
+            assert all(len(c.pairs) <= size for c in chunks)
+    assert len(whole.pairs) == 35 and whole.empty == tuple(range(2, 42, 6))
+
+
+def test_a_survey_samples_uniformly_within_its_bound():
+    """Up to its size a side's sample is every text in order; past it, a sample of that size,
+    the same on every run, drawn from the whole corpus (not its start or its end)."""
+    pairs = [(f"s{i}", f"t{i} x") for i in range(10_000)]
+    src, tgt = survey((pairs[i : i + 300] for i in range(0, 10_000, 300)), size=20_000)
+    assert src.sample == [p[0] for p in pairs] and tgt.texts == 10_000
+    assert tgt.counts.pieces["x"] == 10_000 and tgt.counts.spaces == 10_000
+    sampled = [survey([pairs[:5000], pairs[5000:]], size=1000)[0].sample for _ in range(2)]
+    assert sampled[0] == sampled[1] and len(set(sampled[0])) == 1000
+    numbers = [int(text[1:]) for text in sampled[0]]
+    assert 0.45 < sum(n < 5000 for n in numbers) / 1000 < 0.55
+    assert 0.2 < sum(n >= 7500 for n in numbers) / 1000 < 0.3
 
 
 def test_s2s_trains_and_evaluates_on_two_files(tmp_path, env):

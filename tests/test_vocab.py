@@ -118,30 +118,34 @@ def test_load_errors_name_the_file(tmp_path):
 
 
 def test_build_vocabs_sizes_kinds_and_a_joint_vocabulary():
-    """`build_vocabs` on a run's settings: per-side sizes, a minimum count, sentencepiece's BPE,
-    and one vocabulary of both sides' texts."""
+    """`build_vocabs` on a run's surveyed pairs and settings: per-side sizes, a minimum count,
+    sentencepiece's BPE, and one vocabulary of both sides' texts."""
     from sentencepiece import sentencepiece_model_pb2
 
-    from s2s_jax.data import Task
+    from s2s_jax.data.survey import survey_pairs
     from s2s_jax.run.config import TrainConfig
-    from s2s_jax.training.vocabularies import build_vocabs
+    from s2s_jax.training import vocabularies
 
     pairs = [("the cat sat", "le chat assis"), ("a dog sat", "un chien assis")] * 40
     pairs += [("rare", "mot")]
-    task = Task("t", "", "word", "word", ("bleu",), splits={"train": pairs})
-    src, tgt = build_vocabs(task, TrainConfig(src_vocab_size=6, tgt_vocab_size=9))
+    sides = survey_pairs(pairs)
+
+    def build(train_cfg):
+        return vocabularies.build_vocabs(sides, train_cfg, ("word", "word"))
+
+    src, tgt = build(TrainConfig(src_vocab_size=6, tgt_vocab_size=9))
     assert len(src) == 6 and len(tgt) == 9  # the 4 specials, then the most frequent words
-    src, tgt = build_vocabs(task, TrainConfig(vocab_min_count=2))
+    src, tgt = build(TrainConfig(vocab_min_count=2))
     assert "▁rare" not in src.tokens and "▁mot" not in tgt.tokens and "▁sat" in src.tokens
     joint = TrainConfig(joint_vocab=True, src_vocab_kind="char", tgt_vocab_kind="char")
-    src, tgt = build_vocabs(task, joint)
+    src, tgt = build(joint)
     assert src is tgt and set("thecatsdogleinuhmr") <= set(src.tokens)
     with pytest.raises(ConfigError, match="one vocabulary kind on both sides"):
-        build_vocabs(task, TrainConfig(joint_vocab=True, src_vocab_kind="char"))
+        build(TrainConfig(joint_vocab=True, src_vocab_kind="char"))
     with pytest.raises(ConfigError, match="separate ones"):
         TrainConfig(joint_vocab=True, src_vocab_size=10)
     sp = TrainConfig(src_vocab_kind="sentencepiece", sp_model_type="bpe", vocab_size=30)
-    src, _ = build_vocabs(task, sp)
+    src, _ = build(sp)
     model = base64.b64decode(src.to_dict()["sp_model"])
     proto = sentencepiece_model_pb2.ModelProto.FromString(model)
     assert proto.trainer_spec.model_type == sentencepiece_model_pb2.TrainerSpec.BPE
@@ -157,3 +161,27 @@ def test_encode_many_is_encode_end_to_end():
             lengths, ids = vocab.encode_many(texts)
             assert lengths == [len(vocab.encode(t)) for t in texts], kind
             assert ids == [i for t in texts for i in vocab.encode(t)], kind
+
+
+def test_vocabularies_from_piece_counts_equal_counting_every_token():
+    """Char and word vocabularies built from the counts of space-separated pieces (one pass,
+    added chunk by chunk) equal those counted token by token over the texts (double spaces,
+    tabs, punctuation and non-ASCII letters included)."""
+    import collections
+
+    from s2s_jax.data.vocab import PieceCounts, _word_tokens
+
+    texts = ["the  cat\tsat.", "a dog, the cat!", "héllo wörld", " x ", "", "cat cat"] * 3
+    counts = PieceCounts()
+    for i in range(0, len(texts), 4):
+        counts.add(texts[i : i + 4])
+    for kind, tokenize in (("char", list), ("word", _word_tokens)):
+        direct = collections.Counter(t for text in texts for t in tokenize(text))
+        assert counts.tokens(kind) == direct, kind
+        ranked = sorted(direct, key=lambda t: (-direct[t], t))
+        vocab = Vocab.from_counts(kind, counts, max_size=12)
+        assert (
+            vocab.tokens
+            == SPECIALS + tuple(ranked[:8])
+            == Vocab.build(texts, kind, max_size=12).tokens
+        )

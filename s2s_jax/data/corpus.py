@@ -10,15 +10,19 @@ lengths, text that is not UTF-8) is refused with the file and line named.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import gzip
+import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from s2s_jax.errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
 MANIFEST = "manifest.json"  # what makes a folder prepared data (`s2s prepare`)
+BLOCK = 1 << 24  # bytes read at a time: a file is read in memory flat in its size
+CHUNK_PAIRS = 20_000  # pairs `corpus_chunks` yields at a time
 
 
 def is_prepared(spec: str | os.PathLike) -> bool:
@@ -59,91 +63,135 @@ def corpus_files(spec: str | os.PathLike) -> tuple[str, ...]:
     return files
 
 
-def read_text(path: str) -> str:
-    """A file's text, gunzipped if gzipped, a UTF-8 byte order mark dropped.
+def line_blocks(path: str) -> Iterator[list[str]]:
+    """A file's lines without their ends (\\n, \\r\\n), a block of them at a time, read in
+    `BLOCK` bytes: gunzipped if gzipped, a UTF-8 byte order mark dropped.
 
     Raises:
       DataError: a missing file, a folder, a damaged gzip file, or bytes that are not UTF-8
         (with the line they are on).
     """
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-        if data[:2] == GZIP_MAGIC:
-            data = gzip.decompress(data)
+        raw = open(path, "rb")
     except FileNotFoundError:
         raise DataError(f"no such file: {path}") from None
     except IsADirectoryError:
         raise DataError(f"{path} is a directory; give a file") from None
-    except (OSError, EOFError) as e:  # gzip's errors: a truncated or corrupt file
-        raise DataError(f"{path}: damaged gzip file ({e})") from None
+    with raw:
+        stream = gzip.GzipFile(fileobj=raw) if raw.peek(2)[:2] == GZIP_MAGIC else raw
+        offset, lines_before, rest = 0, 0, b""
+        while True:
+            try:
+                block = stream.read(BLOCK)
+            except (OSError, EOFError) as e:  # gzip's errors: a truncated or corrupt file
+                raise DataError(f"{path}: damaged gzip file ({e})") from None
+            data = rest + block
+            # Whole lines only: a "\n" byte is never inside a UTF-8 character.
+            cut = data.rfind(b"\n") + 1 if block else len(data)
+            data, rest = data[:cut], data[cut:]
+            if offset == 0 and data.startswith(codecs.BOM_UTF8):  # the first line, whole
+                data, offset, cut = data[3:], 3, cut - 3
+            lines = _decode(path, data, offset, lines_before).split("\n")
+            if lines[-1] == "":
+                lines.pop()  # the last line's end (or an empty block)
+            lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+            offset, lines_before = offset + cut, lines_before + len(lines)
+            if lines:
+                yield lines
+            if not block:
+                return
+
+
+def _decode(path: str, data: bytes, offset: int, lines_before: int) -> str:
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
+        line = lines_before + data.count(b"\n", 0, e.start) + 1
         raise DataError(
-            f"{path}:{line}: not UTF-8 ({e.reason} at byte {e.start}); convert it to UTF-8"
+            f"{path}:{line}: not UTF-8 ({e.reason} at byte {offset + e.start}); convert it to UTF-8"
         ) from None
 
 
 def read_lines(path: str) -> list[str]:
-    """A file's lines, without their line ends (\\n, \\r\\n or \\r)."""
-    lines = read_text(path).split("\n")  # universal newlines are not applied to bytes: do it
-    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
-    if lines and lines[-1] == "":
-        lines.pop()  # the last line's end
-    return lines
+    """A file's lines, without their line ends (see `line_blocks`)."""
+    return [line for block in line_blocks(path) for line in block]
 
 
-def read_corpus(spec: str | os.PathLike) -> Corpus:
-    """Reads a corpus (see the module's docstring).
-
-    Args:
-      spec: a TSV file, or `SRC,TGT`.
+def corpus_chunks(spec: str | os.PathLike, size: int = CHUNK_PAIRS) -> Iterator[Corpus]:
+    """A corpus read `size` pairs at a time (see the module's docstring), in memory flat in
+    its size: each chunk a `Corpus` of its pairs and of the empty lines met since the last.
 
     Raises:
-      DataError: what `read_text` refuses; a TSV line without exactly one tab; two files of
-        different line counts (both counts named).
+      DataError: what `line_blocks` refuses; a TSV line without exactly one tab; two files of
+        different line counts (both counts named): each in place of the chunk that holds it.
     """
-    files = corpus_files(spec)
-    if len(files) == 1:
-        return tsv_corpus(files[0])
-    src_lines, tgt_lines = read_lines(files[0]), read_lines(files[1])
-    if len(src_lines) != len(tgt_lines):
-        raise DataError(
-            f"{files[0]} has {len(src_lines)} lines but {files[1]} has {len(tgt_lines)}: "
-            "line-aligned files have one line per pair"
-        )
+    return _chunks(corpus_files(spec), size)
+
+
+def _chunks(files: tuple[str, ...], size: int) -> Iterator[Corpus]:
     pairs, empty = [], []
-    for lineno, (src, tgt) in enumerate(zip(src_lines, tgt_lines), start=1):
+    for lineno, src, tgt in _numbered_pairs(files):
         src, tgt = src.strip(), tgt.strip()
         if src and tgt:
             pairs.append((src, tgt))
-        else:
+            if len(pairs) == size:
+                yield Corpus(pairs, tuple(empty), files)
+                pairs, empty = [], []
+        elif src or tgt or len(files) == 2:  # a blank TSV line separates, and is not counted
             empty.append(lineno)
-    return Corpus(pairs, tuple(empty), files)
+    if pairs or empty:
+        yield Corpus(pairs, tuple(empty), files)
+
+
+def _numbered_pairs(files: tuple[str, ...]) -> Iterator[tuple[int, str, str]]:
+    """`(line number, source, target)` of each line, unstripped."""
+    lines = [itertools.chain.from_iterable(line_blocks(f)) for f in files]
+    if len(files) == 1:
+        for lineno, line in enumerate(lines[0], start=1):
+            fields = line.split("\t")
+            if len(fields) == 2:
+                yield lineno, *fields
+            elif line.strip() and len(fields) == 1:
+                raise DataError(f"{files[0]}:{lineno}: no tab between source and target")
+            elif line.strip():
+                raise DataError(
+                    f"{files[0]}:{lineno}: {len(fields) - 1} tabs; a line holds exactly one "
+                    "tab, between source and target"
+                )
+        return
+    lineno = 0
+    for lineno, (src, tgt) in enumerate(itertools.zip_longest(*lines), start=1):
+        if src is None or tgt is None:
+            counts = [lineno - 1] * 2
+            longer = 0 if tgt is None else 1
+            counts[longer] += 1 + sum(1 for _ in lines[longer])
+            raise DataError(
+                f"{files[0]} has {counts[0]} lines but {files[1]} has {counts[1]}: "
+                "line-aligned files have one line per pair"
+            )
+        yield lineno, src, tgt
+
+
+def read_corpus(spec: str | os.PathLike) -> Corpus:
+    """Reads a corpus whole (see the module's docstring and `corpus_chunks`).
+
+    Args:
+      spec: a TSV file, or `SRC,TGT`.
+    """
+    return _whole(corpus_files(spec))
 
 
 def tsv_corpus(path: str) -> Corpus:
     """A TSV file's pairs, those with an empty side skipped and their lines kept."""
+    return _whole((path,))
+
+
+def _whole(files: tuple[str, ...]) -> Corpus:
     pairs, empty = [], []
-    for lineno, line in enumerate(read_lines(path), start=1):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) == 1:
-            raise DataError(f"{path}:{lineno}: no tab between source and target")
-        if len(fields) > 2:
-            raise DataError(
-                f"{path}:{lineno}: {len(fields) - 1} tabs; a line holds exactly one "
-                "tab, between source and target"
-            )
-        src, tgt = fields[0].strip(), fields[1].strip()
-        if src and tgt:
-            pairs.append((src, tgt))
-        else:
-            empty.append(lineno)
-    return Corpus(pairs, tuple(empty), (path,))
+    for chunk in _chunks(files, CHUNK_PAIRS):
+        pairs += chunk.pairs
+        empty += chunk.empty
+    return Corpus(pairs, tuple(empty), files)
 
 
 def line_list(numbers: Sequence[int], most: int = 10) -> str:

@@ -14,6 +14,7 @@ import numpy as np
 from s2s_jax.data import Task, Vocab, encode_pairs
 from s2s_jax.data.batching import token_epoch_order
 from s2s_jax.data.corpus import corpus_files, is_prepared, line_list
+from s2s_jax.data.survey import survey_pairs
 from s2s_jax.data.tasks import recommended_steps
 from s2s_jax.data.token_store import TokenStore
 from s2s_jax.errors import CheckpointError, ConfigError, DataError, S2SError
@@ -243,8 +244,10 @@ def prepare(plan: Plan) -> Prepared:
         if prepared:
             src_vocab, tgt_vocab, train_cfg = prepared_vocabularies(train_cfg)
         else:
-            train_cfg, notes = choose_kinds(task, train_cfg)
-            src_vocab, tgt_vocab = build_vocabs(task, train_cfg)
+            sides = survey_pairs(task.splits["train"])
+            train_cfg, notes = choose_kinds(sides, train_cfg)
+            kinds = (task.src_kind, task.tgt_kind)
+            src_vocab, tgt_vocab = build_vocabs(sides, train_cfg, kinds)
         if train_cfg.src_vocab_file or train_cfg.tgt_vocab_file:  # the kinds the files hold
             kinds = dict(src_vocab_kind=src_vocab.kind, tgt_vocab_kind=tgt_vocab.kind)
             train_cfg = dataclasses.replace(train_cfg, **kinds)

@@ -11,12 +11,18 @@ into a folder that `s2s train --train DIR` opens in milliseconds whatever the co
 
 Every pair is kept whatever its length: a run's `max_src_len` / `max_tgt_len` choose among them,
 so that changing them needs no new prepare.
+
+The corpus is read twice, a chunk at a time, never whole: once to survey it for the
+vocabularies (`data.survey`: counts and a bounded sample), once to encode it; memory stays flat
+in the corpus's size.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
+import itertools
 import json
 import multiprocessing
 import os
@@ -28,12 +34,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from s2s_jax.data import Vocab
-from s2s_jax.data.corpus import MANIFEST, is_prepared
+from s2s_jax.data.corpus import MANIFEST, corpus_chunks, corpus_files, is_prepared
+from s2s_jax.data.survey import survey
 from s2s_jax.data.token_store import TokenStore, token_dtype, write_chunks
 from s2s_jax.errors import ConfigError, DataError
 from s2s_jax.run import config, data_files
 from s2s_jax.run import workdir as wd
-from s2s_jax.run.task_data import load_task_data
 from s2s_jax.training.vocabularies import build_vocabs, choose_kinds
 
 FORMAT = 1
@@ -68,11 +74,28 @@ def prepare_corpus(train_cfg: config.TrainConfig, out: str | Path, *, log=print,
     if out.exists():
         what = "prepared data already" if is_prepared(out) else "files"
         raise DataError(f"{out} holds {what}: prepare into a new folder")
-    task = load_task_data(train_cfg, splits=("train",))
-    train_cfg, notes = choose_kinds(task, train_cfg)
+    spec = train_cfg.train_file
+    read = tqdm(unit="pair", desc="reading", file=sys.stderr, disable=None)
+    skipped_empty = 0
+
+    def pairs_read():
+        nonlocal skipped_empty
+        for chunk in corpus_chunks(spec):
+            skipped_empty += len(chunk.empty)
+            read.update(len(chunk.pairs))
+            yield chunk.pairs
+
+    sides = survey(pairs_read())
+    read.close()
+    pairs = sides[0].texts
+    if not pairs:
+        what = "source<TAB>target" if len(corpus_files(spec)) == 1 else "non-empty line"
+        raise DataError(f"{spec} holds no {what} pairs (the train split)")
+    train_cfg, notes = choose_kinds(sides, train_cfg)
     for note in notes:
         log(note)
-    src_vocab, tgt_vocab = build_vocabs(task, train_cfg)
+    src_vocab, tgt_vocab = build_vocabs(sides, train_cfg, ("char", "char"))
+    del sides  # the sample: up to a million texts a side
     kinds = dict(src_vocab_kind=src_vocab.kind, tgt_vocab_kind=tgt_vocab.kind)
     train_cfg = dataclasses.replace(train_cfg, **kinds)
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
@@ -80,17 +103,16 @@ def prepare_corpus(train_cfg: config.TrainConfig, out: str | Path, *, log=print,
     try:
         src_vocab.save(partial / wd.SRC_VOCAB)
         tgt_vocab.save(partial / wd.TGT_VOCAB)
-        pairs = task.splits["train"]
         dtype = token_dtype(max(len(src_vocab), len(tgt_vocab)))
-        chunks = _encoded_chunks(pairs, partial, workers)
+        chunks = _encoded_chunks(spec, pairs, partial, workers)
         store = write_chunks(partial, STORE, chunks, dtype)
         manifest = {
             "format": FORMAT,
-            "source": data_files.describe(train_cfg.train_file),
+            "source": data_files.describe(spec),
             "settings": {name: getattr(train_cfg, name) for name in VOCAB_FIELDS},
             "pairs": store["pairs"],
             "tokens": store["tokens"],
-            "skipped_empty": len(task.skipped.get("train", ())),
+            "skipped_empty": skipped_empty,
             "vocab_sizes": [len(src_vocab), len(tgt_vocab)],
         }
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
@@ -101,13 +123,13 @@ def prepare_corpus(train_cfg: config.TrainConfig, out: str | Path, *, log=print,
     return manifest
 
 
-def _encoded_chunks(pairs, folder: Path, workers: int | None):
-    """`(src_len, tgt_len, ids)` of each chunk of `pairs`, in order; in worker processes (as
-    many as cores) for a large corpus."""
-    chunks = [pairs[i : i + CHUNK_PAIRS] for i in range(0, len(pairs), CHUNK_PAIRS)]
+def _encoded_chunks(spec: str, pairs: int, folder: Path, workers: int | None):
+    """`(src_len, tgt_len, ids)` of each chunk of the corpus's `pairs` pairs, in order; in
+    worker processes (as many as cores) for a large corpus, a few chunks ahead of the writer."""
+    chunks = (chunk.pairs for chunk in corpus_chunks(spec, CHUNK_PAIRS))
     workers = workers or os.cpu_count() or 1
-    bar = tqdm(total=len(pairs), unit="pair", desc="encoding", file=sys.stderr, disable=None)
-    if workers == 1 or len(pairs) < POOL_FROM:
+    bar = tqdm(total=pairs, unit="pair", desc="encoding", file=sys.stderr, disable=None)
+    if workers == 1 or pairs < POOL_FROM:
         _load_vocabs(folder)
         for chunk in chunks:
             yield _encode(chunk)
@@ -118,9 +140,14 @@ def _encoded_chunks(pairs, folder: Path, workers: int | None):
         with concurrent.futures.ProcessPoolExecutor(
             workers, mp_context=context, initializer=_load_vocabs, initargs=(folder,)
         ) as pool:
-            for chunk, encoded in zip(chunks, pool.map(_encode, chunks)):
-                yield encoded
-                bar.update(len(chunk))
+            ahead = collections.deque()  # bounded: `pool.map` would read the whole corpus
+            for chunk in itertools.chain(chunks, [None]):
+                if chunk is not None:
+                    ahead.append((len(chunk), pool.submit(_encode, chunk)))
+                while ahead and (chunk is None or len(ahead) > 2 * workers):
+                    size, encoded = ahead.popleft()
+                    yield encoded.result()
+                    bar.update(size)
     bar.close()
 
 
