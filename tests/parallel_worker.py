@@ -2,8 +2,8 @@
 caller), so the device count never leaks into the pytest process.
 
     python tests/parallel_worker.py devices OUT CKPT_IN CKPT_OUT   # 8 devices: splits, errors
-    python tests/parallel_worker.py process OUT ADDRESS N_PROC PID  # one process of a 2-process run
-    python tests/parallel_worker.py fit ROOT                        # loop.fit, none vs shard_map
+    python tests/parallel_worker.py process OUT ADDRESS N_PROC PID DATA  # one of a 2-process run
+    python tests/parallel_worker.py fit ROOT DATA    # loop.fit: none vs shard_map; on DATA alone
 
 Results go to OUT as an .npz of named arrays (flattened pytrees) and a .json of small facts.
 """
@@ -39,6 +39,17 @@ FIT_CONFIG = {
         "log_every": 2,
     },
 }
+
+
+def prepared_config(data: str, parallel: str, steps: int) -> dict:
+    """FIT_CONFIG on the prepared folder `data` (its valid.tsv beside it), without dropout:
+    the runs on it compare across device layouts."""
+    train = {k: v for k, v in FIT_CONFIG["train"].items() if k != "task"}
+    train.update(train_file=data, valid_file=f"{data}/../valid.tsv", steps=steps)
+    return {
+        "model": {**FIT_CONFIG["model"], "dropout": 0.0},
+        "train": {**train, "parallel": parallel},
+    }
 
 
 def configs():
@@ -175,10 +186,11 @@ def devices_main(out: str, ckpt_in: str, ckpt_out: str) -> None:
         json.dump(facts, f)
 
 
-def process_main(out: str, address: str, n_proc: int, pid: int) -> None:
+def process_main(out: str, address: str, n_proc: int, pid: int, data: str) -> None:
     """One process of a multi-process run: shard_map and pmap, STEPS steps each, then a
     checkpoint written together by every process; then loop.fit together on one workdir
-    (process 0 locks it and writes its files)."""
+    (process 0 locks it and writes its files) for 4 steps on the prepared folder `data`,
+    each process reading its rows."""
     import jax
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # cross-process on CPU
@@ -206,20 +218,21 @@ def process_main(out: str, address: str, n_proc: int, pid: int) -> None:
         ckpts.close()
     from s2s_jax.training import loop
 
-    cfg = {"model": FIT_CONFIG["model"], "train": {**FIT_CONFIG["train"], "parallel": "shard_map"}}
-    loop.fit(f"{out}-fit", cfg, progress=False, log=lambda s: None)
+    loop.fit(f"{out}-fit", prepared_config(data, "shard_map", 4), progress=False, log=print)
     np.savez(f"{out}-{pid}.npz", **arrays)
     with open(f"{out}-{pid}.json", "w") as f:
         json.dump(facts, f)
 
 
-def fit_main(root: str) -> None:
-    """loop.fit on the fake devices, with parallel none and shard_map."""
+def fit_main(root: str, data: str) -> None:
+    """loop.fit on the fake devices, with parallel none and shard_map; then 8 steps on one
+    device on the prepared folder `data`."""
     from s2s_jax.training import loop
 
     for mode in ("none", "shard_map"):
         cfg = {"model": FIT_CONFIG["model"], "train": {**FIT_CONFIG["train"], "parallel": mode}}
         loop.fit(f"{root}/{mode}", cfg, progress=False, log=lambda s: None)
+    loop.fit(f"{root}/prepared", prepared_config(data, "none", 8), progress=False, log=print)
 
 
 if __name__ == "__main__":
@@ -230,7 +243,7 @@ if __name__ == "__main__":
     if command == "devices":
         devices_main(*args)
     elif command == "process":
-        process_main(args[0], args[1], int(args[2]), int(args[3]))
+        process_main(args[0], args[1], int(args[2]), int(args[3]), args[4])
     elif command == "fit":
         fit_main(*args)
     else:

@@ -18,11 +18,12 @@ import parallel_worker as worker
 import pytest
 
 from s2s_jax.errors import ConfigError
-from s2s_jax.run import mesh
+from s2s_jax.run import config, mesh
 from s2s_jax.run import workdir as wd
 from s2s_jax.run.checkpoint import Checkpoints
-from s2s_jax.training import parallel
+from s2s_jax.training import loop, parallel
 from s2s_jax.training import state as state_lib
+from s2s_jax.training.prepared_data import prepare_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("parallel_worker.py")
@@ -102,8 +103,16 @@ def _free_port() -> int:
 def workers(tmp_path_factory):
     """Starts every subprocess at once (their compilations overlap): the 8-device worker,
     which first restores a checkpoint saved here on 1 device; the 2 processes of a
-    distributed run (2 fake devices each); loop.fit on 4 devices."""
+    distributed run (2 fake devices each); loop.fit on 4 devices. The fits on data read a
+    folder prepared here: 44 pairs, 5 batches of 8 an epoch."""
     tmp = tmp_path_factory.mktemp("parallel")
+    rng = np.random.default_rng(0)
+    words = ["".join(rng.choice(list("abcdefgh"), rng.integers(2, 12))) for _ in range(44)]
+    (tmp / "train.tsv").write_text("".join(f"{w}\t{w[::-1]}\n" for w in words))
+    (tmp / "valid.tsv").write_text("".join(f"{w}\t{w[::-1]}\n" for w in words[:8]))
+    files = dict(train_file=str(tmp / "train.tsv"), valid_file=str(tmp / "valid.tsv"))
+    data = config.TrainConfig(**files, src_vocab_kind="char", tgt_vocab_kind="char")
+    prepare_corpus(data, tmp / "data", log=print)
     saved = worker.initial_state()
     ckpts = Checkpoints(tmp / "ckpt1")
     ckpts.save(0, saved)
@@ -111,10 +120,10 @@ def workers(tmp_path_factory):
     address = f"127.0.0.1:{_free_port()}"
     procs = {
         "devices": _worker("devices", tmp / "out", tmp / "ckpt1", tmp / "ckpt4", n_devices=8),
-        "fit": _worker("fit", tmp / "fit", n_devices=4),
+        "fit": _worker("fit", tmp / "fit", tmp / "data", n_devices=4),
     }
     for pid in range(2):
-        procs[pid] = _worker("process", tmp / "run", address, 2, pid, n_devices=2)
+        procs[pid] = _worker("process", tmp / "run", address, 2, pid, tmp / "data", n_devices=2)
     yield tmp, procs, saved
     for proc in procs.values():
         if proc.poll() is None:
@@ -263,19 +272,32 @@ def test_two_processes_train_together(workers, on_devices):
         _assert_close(
             _numpy(restored.params), _leaves(reference, "none1/params"), rtol=1e-4, atol=1e-5
         )
-    # loop.fit run by both processes on one workdir equals loop.fit on one device.
+    # loop.fit run by both processes on one workdir, each reading its rows of the prepared
+    # data, equals loop.fit on one device, step for step; resumed here by one process, it
+    # goes on with the batches of the one-device run (into its second epoch).
     _wait(procs["fit"])
-    final = {}
-    for name, path in (("together", Path(f"{out}-fit")), ("alone", tmp / "fit" / "none")):
-        run = wd.load(path)
-        final[name] = _restore_on_one_device(path / wd.CHECKPOINTS, run.model_cfg, run.train_cfg)
-    assert int(final["together"].step) == 4
-    assert (Path(f"{out}-fit") / wd.LOCK).read_text().startswith("pid ")  # process 0 held it
-    records = [json.loads(line) for line in (Path(f"{out}-fit") / wd.METRICS).open()]
-    assert [(r["step"], r["split"]) for r in records] == [(2, "train"), (4, "train"), (4, "valid")]
-    _assert_close(
-        _numpy(final["together"].params), _numpy(final["alone"].params), rtol=1e-4, atol=1e-5
-    )
+    together, alone = Path(f"{out}-fit"), tmp / "fit" / "prepared"
+    assert (together / wd.LOCK).read_text().startswith("pid ")  # process 0 held it
+    final = {"4": _restore_on_one_device(together / wd.CHECKPOINTS, *_configs(together))}
+    loop.fit(together, {"train": {"steps": 8}}, progress=False, log=lambda s: None)
+    for steps, path in (("8", together), ("alone", alone)):
+        final[steps] = _restore_on_one_device(path / wd.CHECKPOINTS, *_configs(path))
+    assert (int(final["4"].step), int(final["8"].step)) == (4, 8)
+    records = {}
+    for name, path in (("together", together), ("alone", alone)):
+        records[name] = [json.loads(line) for line in (path / wd.METRICS).open()]
+        records[name] = [(r["step"], r["split"], r["loss"]) for r in records[name]]
+    got, want = (np.array([r[2] for r in records[n]]) for n in ("together", "alone"))
+    assert [r[:2] for r in records["together"]] == [r[:2] for r in records["alone"]]
+    assert [r[:2] for r in records["alone"]] == [(2, "train"), (4, "train"), (4, "valid"),
+        (6, "train"), (8, "train"), (8, "valid")]  # fmt: skip
+    np.testing.assert_allclose(got, want, rtol=1e-4)
+    _assert_close(_numpy(final["8"].params), _numpy(final["alone"].params), rtol=1e-4, atol=1e-5)
+
+
+def _configs(workdir: Path):
+    run = wd.load(workdir)
+    return run.model_cfg, run.train_cfg
 
 
 # ------------------------------------------------------------------------------ fit

@@ -110,6 +110,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--keep-prepared", action="store_true", help="reuse prepared folders (launches only)"
     )
+    parser.add_argument("--prepare-only", action="store_true", help="measure s2s prepare alone")
     args = parser.parse_args(argv)
     data = Path(args.data)
     data.mkdir(parents=True, exist_ok=True)
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
             corpus.write(str(tsv), size)
         record = {"pairs": size, "machine": machine, "load_before": os.getloadavg()[0]}
         s2s = [sys.executable, "-m", "s2s_jax.cli"]
-        if size <= args.text_up_to:
+        if size <= args.text_up_to and not args.prepare_only:
             text = [*s2s, "train", "--train", str(tsv), "--valid", str(valid), *SETTINGS, *TRAIN]
             record["text"] = launches(text, data / f"run-text-{size}", env, args.repeats)
         prepared = data / f"prepared-{size}"
@@ -133,9 +134,13 @@ def main(argv=None) -> int:
             prep = [*s2s, "prepare", "--train", str(tsv), "--out", str(prepared), *SETTINGS]
             record["prepare"] = watch(prep, None, env)
             record["prepare"]["pairs_per_s"] = round(size / record["prepare"]["seconds"])
-        train = [*s2s, "train", "--data", str(prepared), "--valid", str(valid), *TRAIN]
-        record["prepared"] = launches(train, data / f"run-prepared-{size}", env, args.repeats)
-        record["batch_pairs_per_s"] = round(batch_rate(prepared))
+        if args.prepare_only:
+            prepared_size = sum(f.stat().st_size for f in prepared.iterdir())
+            record["prepare"]["folder_gb"] = round(prepared_size / 1e9, 3)
+        if not args.prepare_only:
+            train = [*s2s, "train", "--data", str(prepared), "--valid", str(valid), *TRAIN]
+            record["prepared"] = launches(train, data / f"run-prepared-{size}", env, args.repeats)
+            record["batch_pairs_per_s"] = round(batch_rate(prepared))
         record["load_after"] = os.getloadavg()[0]
         print(json.dumps(record), flush=True)
         with open(args.out, "a") as f:
