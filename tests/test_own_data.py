@@ -198,6 +198,11 @@ def test_existing_vocabularies_are_used_as_given(tmp_path, env):
     assert run.tgt_vocab.tokens == tuple(pieces.id_to_piece(i) for i in range(300))
     assert run.train_cfg.tgt_vocab_kind == "sentencepiece"
     assert "vocabularies chosen" not in err
+    # spm_train's default normaliser (nmt_nfkc) may turn a character into a space: such a
+    # model encodes whole texts, not word by word, and encode_many still equals encode.
+    assert not run.tgt_vocab._sp_by_word
+    odd = ["a\u3000b", "x\u00a0 y  z", *targets[:20]]
+    assert run.tgt_vocab.encode_many(odd)[1] == [i for t in odd for i in run.tgt_vocab.encode(t)]
     default = [*train, "--set", "tgt_vocab_file=default.model", "--workdir", "default"]
     assert_one_line(s2s(*default, cwd=tmp_path, env=env), 2, "train it with --pad_id=0")
     neither = [*train, "--set", "tgt_vocab_file=tiny.toml", "--workdir", "neither"]

@@ -153,10 +153,15 @@ def test_build_vocabs_sizes_kinds_and_a_joint_vocabulary():
 
 def test_encode_many_is_encode_end_to_end():
     """The batch encoder gives each text's `encode`, laid end to end, for every kind (unknown
-    words, punctuation and characters included)."""
-    texts = ["the cat sat.", "a dog, the cat!", "zebra", "", "cat cat"]
-    for kind in ("char", "word", "sentencepiece"):
-        vocab = Vocab.build(texts[:2] * 20, kind, sp_vocab_size=24)
+    words, punctuation and characters included); sentencepiece's, which encodes each distinct
+    word once, for both model types, whatever the spaces (runs, ends, tabs, no-break)."""
+    texts = ["the cat sat.", "a dog, the cat!", "zebra", "", "cat cat", "  the  cat ", " "]
+    texts += ["cat\tsat", "the\u00a0cat", "12 345 Männer", "☃☃ ☃"]
+    for kind, sp_type in (("char", ""), ("word", ""), ("sentencepiece", "unigram"),
+                          ("sentencepiece", "bpe")):  # fmt: skip
+        built = texts[:2] * 20 + ["12 34 Männer"] * 5
+        vocab = Vocab.build(built, kind, sp_vocab_size=30, sp_model_type=sp_type or "unigram")
+        assert vocab._sp_by_word == (kind == "sentencepiece")
         for _ in range(2):  # the word cache filled, then read
             lengths, ids = vocab.encode_many(texts)
             assert lengths == [len(vocab.encode(t)) for t in texts], kind

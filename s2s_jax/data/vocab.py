@@ -110,10 +110,12 @@ class Vocab:
         self._word_ids: dict[str, list[int]] = {}  # encode_many's: each word's ids, once
         self._sp_model = sp_model
         self._sp = None
+        self._sp_by_word = False
         if sp_model is not None:
             import sentencepiece as spm
 
             self._sp = spm.SentencePieceProcessor(model_proto=sp_model)
+            self._sp_by_word = _pieces_within_words(sp_model)
             pieces = tuple(self._sp.id_to_piece(i) for i in range(self._sp.get_piece_size()))
             if pieces != tokens:
                 raise DataError("sentencepiece model and token list disagree; rebuild the vocab")
@@ -213,7 +215,7 @@ class Vocab:
         """`encode` of each text, laid end to end: `(lengths, ids)`. Faster than one call a
         text: sentencepiece encodes the batch in one call, and a word vocabulary maps each
         distinct word once."""
-        if self._sp is not None:
+        if self._sp is not None and not self._sp_by_word:
             encoded = self._sp.encode(list(texts), out_type=int)
             return [len(e) for e in encoded], [i for e in encoded for i in e]
         lengths, ids = [], []
@@ -226,13 +228,16 @@ class Vocab:
         words = self._word_ids
         if len(words) > 1 << 20:  # an open vocabulary of words: bound the memory it takes
             words.clear()
-        for text in texts:
+        split = [text.split(" " if self._sp else None) for text in texts]
+        new = list({word for text in split for word in text if word not in words})
+        if self._sp:  # the new words in one call; "" (between two spaces) is no piece
+            words.update(zip(new, self._sp.encode(new, out_type=int)))
+        else:
+            words.update((w, [self._index.get(t, UNK) for t in _word_pieces(w)]) for w in new)
+        for text in split:
             start = len(ids)
-            for word in text.split():
-                known = words.get(word)
-                if known is None:
-                    known = words[word] = [self._index.get(t, UNK) for t in _word_pieces(word)]
-                ids += known
+            for word in text:
+                ids += words[word]
             lengths.append(len(ids) - start)
         return lengths, ids
 
@@ -344,6 +349,25 @@ def vocab_from_file(path: str | os.PathLike) -> Vocab:
             "--pad_piece=<pad> --bos_piece=<s> --eos_piece=</s> --unk_piece=<unk>"
         )
     return Vocab("sentencepiece", pieces, data)
+
+
+def _pieces_within_words(model: bytes) -> bool:
+    """Whether a sentencepiece model encodes a text as the concatenation of its space-separated
+    words, each encoded alone, so that `encode_many` may encode each distinct word once: no
+    piece crosses a space (`split_by_whitespace`), a space starts a word's first piece (as a
+    dummy prefix on the text's first word), runs of spaces count as one, and the normaliser
+    maps no other character to a space (identity). The models `Vocab.build` trains are so."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto.FromString(model)
+    trainer, normalizer = proto.trainer_spec, proto.normalizer_spec
+    return (
+        trainer.split_by_whitespace
+        and not trainer.treat_whitespace_as_suffix
+        and normalizer.add_dummy_prefix
+        and normalizer.remove_extra_whitespaces
+        and normalizer.name == "identity"
+    )
 
 
 SP_SAMPLE = 1_000_000  # sentences sentencepiece learns from at most (drawn from larger corpora)
