@@ -213,8 +213,9 @@ class Vocab:
 
     def encode_many(self, texts: Sequence[str]) -> tuple[list[int], list[int]]:
         """`encode` of each text, laid end to end: `(lengths, ids)`. Faster than one call a
-        text: sentencepiece encodes the batch in one call, and a word vocabulary maps each
-        distinct word once."""
+        text: a word vocabulary, and a sentencepiece model whose pieces stay within words
+        (`_pieces_within_words`), encode each distinct word once; another sentencepiece model
+        encodes the batch in one call."""
         if self._sp is not None and not self._sp_by_word:
             encoded = self._sp.encode(list(texts), out_type=int)
             return [len(e) for e in encoded], [i for e in encoded for i in e]
