@@ -229,16 +229,18 @@ class Vocab:
         words = self._word_ids
         if len(words) > 1 << 20:  # an open vocabulary of words: bound the memory it takes
             words.clear()
-        split = [text.split(" " if self._sp else None) for text in texts]
-        new = list({word for text in split for word in text if word not in words})
-        if self._sp:  # the new words in one call; "" (between two spaces) is no piece
-            words.update(zip(new, self._sp.encode(new, out_type=int)))
+        if self._sp:  # split as sentencepiece splits: at spaces ("" between two is no piece)
+            separator, encode_word = " ", functools.partial(self._sp.encode, out_type=int)
         else:
-            words.update((w, [self._index.get(t, UNK) for t in _word_pieces(w)]) for w in new)
-        for text in split:
+            separator = None
+            encode_word = lambda w: [self._index.get(t, UNK) for t in _word_pieces(w)]  # noqa: E731
+        for text in texts:
             start = len(ids)
-            for word in text:
-                ids += words[word]
+            for word in text.split(separator):
+                known = words.get(word)
+                if known is None:
+                    known = words[word] = encode_word(word)
+                ids += known
             lengths.append(len(ids) - start)
         return lengths, ids
 

@@ -166,16 +166,14 @@ def _encode(chunk) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     src_len, src_ids = src_vocab.encode_many([p[0] for p in chunk])
     tgt_len, tgt_ids = tgt_vocab.encode_many([p[1] for p in chunk])
     src_len, tgt_len = np.array(src_len, np.int32), np.array(tgt_len, np.int32)
-    both = np.array(src_ids + tgt_ids, np.int64)  # all sources, then all targets
-    # Runs to interleave (source 0, target 0, source 1, ...): their lengths and their starts in
-    # `both`; each output position is its run's start plus its place in the run.
-    lengths = np.stack([src_len, tgt_len], 1).reshape(-1).astype(np.int64)
-    src_starts = np.cumsum(src_len, dtype=np.int64) - src_len
-    tgt_starts = len(src_ids) + np.cumsum(tgt_len, dtype=np.int64) - tgt_len
-    starts = np.stack([src_starts, tgt_starts], 1).reshape(-1)
-    out_starts = np.cumsum(lengths) - lengths
-    where = np.repeat(starts - out_starts, lengths) + np.arange(int(lengths.sum()))
-    return src_len, tgt_len, both[where]
+    # Interleave (source 0, target 0, source 1, ...): a mask of the source positions places
+    # all the sources' ids at once, and the targets' in the rest.
+    lengths = np.stack([src_len, tgt_len], 1).reshape(-1)
+    is_src = np.repeat(np.tile(np.array([True, False]), len(chunk)), lengths)
+    ids = np.empty(len(is_src), np.int64)
+    ids[is_src] = src_ids
+    ids[~is_src] = tgt_ids
+    return src_len, tgt_len, ids
 
 
 def prepared_vocabularies(train_cfg: config.TrainConfig):

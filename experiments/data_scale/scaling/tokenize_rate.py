@@ -1,7 +1,7 @@
 """Encoding rate on one core: the text path's `encode_pairs` (one `Vocab.encode` call a side of
 each pair, as `s2s train --train FILE` encodes at every start) against the chunk encoder of
 `s2s prepare` (`Vocab.encode_many`), on the same pairs with the same vocabularies; median of
-three passes each, the first (which fills the word cache) included in neither.
+five passes each, taken in turn, after one that fills the word caches.
 
     python experiments/data_scale/scaling/tokenize_rate.py data/scale/100000.tsv --kind word
 """
@@ -20,14 +20,18 @@ from s2s_jax.data.corpus import read_corpus
 from s2s_jax.training import prepared_data
 
 
-def rate(encode, pairs, passes: int = 3) -> float:
-    encode(pairs)  # warm: the word cache, the allocator
-    times = []
+def rates(encoders, pairs, passes: int = 5) -> list[float]:
+    """Pairs a second of each encoder, the median of `passes` passes taken in turn (one of
+    each, then again), so that a slower spell of the machine falls on all of them alike."""
+    for encode in encoders:
+        encode(pairs)  # warm: the word cache, the allocator
+    times = [[] for _ in encoders]
     for _ in range(passes):
-        started = time.perf_counter()
-        encode(pairs)
-        times.append(time.perf_counter() - started)
-    return len(pairs) / statistics.median(times)
+        for encode, taken in zip(encoders, times):
+            started = time.perf_counter()
+            encode(pairs)
+            taken.append(time.perf_counter() - started)
+    return [len(pairs) / statistics.median(taken) for taken in times]
 
 
 def main(argv=None) -> int:
@@ -43,8 +47,9 @@ def main(argv=None) -> int:
     ]
     prepared_data._VOCABS = tuple(vocabs)
     limits = dict(max_src_len=10**6, max_tgt_len=10**6)
-    text = rate(lambda ps: encode_pairs(ps, *vocabs, **limits), pairs)
-    prepare = rate(prepared_data._encode, pairs)
+    text, prepare = rates(
+        [lambda ps: encode_pairs(ps, *vocabs, **limits), prepared_data._encode], pairs
+    )
     record = {
         "pairs": len(pairs),
         "kind": args.kind,
