@@ -53,6 +53,27 @@ def score(
     return {k: result[k] for k in (*KEEP, "bleu_signature", "bleu_tok_signature") if k in result}
 
 
+def training_hours(workdir: str, rows: list[dict]):
+    """A metrics record's hours of training: the wall time since the first record, less the
+    time the run stood stopped (from its last record before each restart to that restart,
+    which the workdir's config.json records)."""
+    from datetime import datetime
+
+    from s2s_jax.run import workdir as wd
+
+    restarts = [
+        datetime.strptime(start["time"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+        for start in wd.load(workdir).started[1:]
+    ]
+    stopped = []  # (restart time, seconds stood stopped before it)
+    for restart in restarts:
+        before = [r["time"] for r in rows if r["time"] < restart]
+        if before:
+            stopped.append((restart, restart - max(before)))
+    first = rows[0]["time"]
+    return lambda r: (r["time"] - first - sum(s for t, s in stopped if t <= r["time"])) / 3600
+
+
 def curves(runs: dict[str, str], path: Path) -> None:
     """Validation sacreBLEU and loss, and the training loss, against hours of training."""
     import matplotlib
@@ -63,8 +84,7 @@ def curves(runs: dict[str, str], path: Path) -> None:
     fig, (ax_bleu, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
     for name, workdir in runs.items():
         rows = [json.loads(x) for x in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
-        start = rows[0]["time"]
-        hours = lambda r: (r["time"] - start) / 3600
+        hours = training_hours(workdir, rows)
         valid = [r for r in rows if r["split"] == "valid"]
         train = [r for r in rows if r["split"] == "train"]
         ax_bleu.plot([hours(r) for r in valid], [r["bleu"] for r in valid], "o-", label=name)
