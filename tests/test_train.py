@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from s2s_jax.data import Batch
+from s2s_jax.data.survey import survey_pairs
 from s2s_jax.errors import ConfigError
 from s2s_jax.inference.translate import Translator
 from s2s_jax.nn import model
@@ -254,10 +255,9 @@ def test_a_workdir_without_a_checkpoint_starts_again_from_its_configuration(tmp_
     """A run killed (or failed) before its first checkpoint: nothing was trained, so any
     setting may change, and the stored ones are the base."""
     model_cfg, train_cfg, _ = config.build(configure(tmp_path, TINY).values)
-    wd.save(
-        tmp_path,
-        wd.Run(model_cfg, train_cfg, *build_vocabs(load_task_data(train_cfg), train_cfg)),
-    )
+    task = load_task_data(train_cfg)
+    vocabs = build_vocabs(survey_pairs(task.splits["train"]), train_cfg, (task.src_kind,) * 2)
+    wd.save(tmp_path, wd.Run(model_cfg, train_cfg, *vocabs))
     plan = configure(tmp_path, {"train": {"batch_size": 4}})
     assert not plan.resume
     assert plan.values["train"]["batch_size"] == 4 and plan.values["model"]["enc_hidden"] == 12

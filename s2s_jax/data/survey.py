@@ -10,7 +10,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from s2s_jax.data.vocab import SP_SAMPLE, PieceCounts
+from s2s_jax.data.sentencepiece_models import SP_SAMPLE
+from s2s_jax.data.vocab import PieceCounts
 
 
 @dataclasses.dataclass
