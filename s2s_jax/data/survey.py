@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from s2s_jax.data.corpus import CHUNK_PAIRS
 from s2s_jax.data.sentencepiece_models import SP_SAMPLE
 from s2s_jax.data.vocab import PieceCounts
 
@@ -66,6 +67,6 @@ def survey(
 
 
 def survey_pairs(pairs: Sequence[tuple[str, str]]) -> tuple[SideText, SideText]:
-    """`survey` of pairs in memory."""
-    step = 100_000
+    """`survey` of pairs in memory, a corpus chunk's worth at a time."""
+    step = CHUNK_PAIRS
     return survey(pairs[i : i + step] for i in range(0, len(pairs), step))
