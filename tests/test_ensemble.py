@@ -6,13 +6,18 @@ one by one."""
 import functools
 import json
 import math
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_vocab import sentencepiece_variant
 
 from s2s_jax import cli
+from s2s_jax.data.vocab import Vocab
+from s2s_jax.errors import DataError
+from s2s_jax.inference.ensemble_vocab import on_first_vocabularies
 from s2s_jax.inference.translate import Translator
 from s2s_jax.nn import decoding, ensemble, model
 from s2s_jax.run import workdir as wd
@@ -316,3 +321,30 @@ def test_any_kept_step_can_be_loaded(runs, capsys, monkeypatch):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["translate", "--workdir", str(gru), "--checkpoint", "first", "abc"])
     assert exit_.value.code == 2 and "give best, latest or a step number" in capsys.readouterr().err
+
+
+def test_sentencepiece_members_read_otherwise_join_and_others_are_refused():
+    """Two runs whose sentencepiece models differ only in how they read their training text
+    (a model trained before sampling was bounded, one after) are one vocabulary: the member's
+    parameters are taken as they are. A model that encodes otherwise is refused."""
+    texts = [f"a {w} cat sat on mat {i}" for i in range(40) for w in ("red", "big")]
+    vocab = Vocab.build(texts, "sentencepiece", sp_vocab_size=30)
+    params = {"src_embed": jnp.arange(len(vocab) * 2.0).reshape(len(vocab), 2)}
+    first = SimpleNamespace(src_vocab=vocab, tgt_vocab=vocab, params=params)
+
+    def unbounded(proto):
+        proto.trainer_spec.ClearField("input_sentence_size")
+        proto.trainer_spec.ClearField("shuffle_input_sentence")
+
+    older = sentencepiece_variant(vocab, unbounded)
+    member = SimpleNamespace(src_vocab=older, tgt_vocab=older, params=params)
+    got = on_first_vocabularies(member, first, "older", "first")
+    np.testing.assert_array_equal(got["src_embed"], params["src_embed"])
+
+    def rescore(proto):
+        proto.pieces[8].score += 2.0
+
+    other = SimpleNamespace(src_vocab=sentencepiece_variant(vocab, rescore), tgt_vocab=vocab,
+                            params=params)  # fmt: skip
+    with pytest.raises(DataError, match="other has another source vocabulary than first"):
+        on_first_vocabularies(other, first, "other", "first")

@@ -94,6 +94,48 @@ def test_sentencepiece_is_deterministic():
     )
 
 
+def sentencepiece_variant(vocab: Vocab, change) -> Vocab:
+    """`vocab` with its sentencepiece model's proto edited by `change(proto)`."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto.FromString(
+        base64.b64decode(vocab.to_dict()["sp_model"])
+    )
+    change(proto)
+    return Vocab("sentencepiece", vocab.tokens, proto.SerializeToString())
+
+
+def test_sentencepiece_models_read_otherwise_encode_alike():
+    """Models that differ only in how their training text was read (a sample size, shuffling,
+    threads) encode alike; a score, the normaliser or the algorithm make another model."""
+    texts = [f"the {w} fox number {i} jumps" for i in range(50) for w in ("quick", "slow")]
+    v = Vocab.build(texts, "sentencepiece", sp_vocab_size=40)
+
+    def read_otherwise(proto):
+        proto.trainer_spec.input_sentence_size = 7
+        proto.trainer_spec.shuffle_input_sentence = False
+        proto.trainer_spec.num_threads = 4
+
+    def rescore(proto):
+        proto.pieces[10].score -= 1.0
+
+    def renormalise(proto):
+        proto.normalizer_spec.remove_extra_whitespaces = False
+
+    def bpe(proto):
+        proto.trainer_spec.model_type = proto.trainer_spec.BPE
+
+    alike = sentencepiece_variant(v, read_otherwise)
+    assert alike != v and alike.fingerprint() != v.fingerprint()
+    assert v.encodes_like(alike) and alike.encodes_like(v) and v.encodes_like(v)
+    assert [alike.encode(t) for t in texts[:9]] == [v.encode(t) for t in texts[:9]]
+    for change in (rescore, renormalise, bpe):
+        assert not v.encodes_like(sentencepiece_variant(v, change)), change.__name__
+    word = Vocab.build(texts, "word")
+    assert not v.encodes_like(word) and not word.encodes_like(v)
+    assert word.encodes_like(Vocab.build(texts, "word"))
+
+
 @pytest.mark.parametrize("kind", ["char", "word"])
 def test_save_load_equal(tmp_path, kind):
     v = Vocab.build(FRENCH, kind)

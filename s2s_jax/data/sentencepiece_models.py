@@ -89,3 +89,36 @@ def pieces_within_words(model: bytes) -> bool:
         and normalizer.remove_extra_whitespaces
         and normalizer.name == "identity"
     )
+
+
+# Trainer options that only steer how the training text was read (which sentences, how many,
+# from where, on how many threads). Two models that differ in nothing else encode every text
+# alike: the pieces and scores they learned are part of the comparison.
+_READING_OPTIONS = (
+    "input",
+    "input_format",
+    "model_prefix",
+    "input_sentence_size",
+    "shuffle_input_sentence",
+    "num_threads",
+    "seed_sentencepiece_size",
+    "mining_sentence_size",
+    "training_sentence_size",
+)
+
+
+def encode_alike(a: bytes, b: bytes) -> bool:
+    """Whether two serialized sentencepiece models encode every text alike: the same pieces
+    with the same scores and types, the same normaliser and the same encoding options; how
+    each read its training text (a sample's size, shuffling, threads) may differ."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    def encoding_part(model: bytes) -> bytes:
+        proto = sentencepiece_model_pb2.ModelProto.FromString(model)
+        known = proto.trainer_spec.DESCRIPTOR.fields_by_name
+        for name in _READING_OPTIONS:
+            if name in known:
+                proto.trainer_spec.ClearField(name)
+        return proto.SerializeToString(deterministic=True)
+
+    return a == b or encoding_part(a) == encoding_part(b)

@@ -26,7 +26,11 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 
-from s2s_jax.data.sentencepiece_models import pieces_within_words, train_sentencepiece
+from s2s_jax.data.sentencepiece_models import (
+    encode_alike,
+    pieces_within_words,
+    train_sentencepiece,
+)
 from s2s_jax.errors import DataError
 from s2s_jax.files import write_atomically
 from s2s_jax.tokens import BOS, EOS, PAD, SPECIALS, UNK  # noqa: F401 (re-exported by data)
@@ -188,6 +192,17 @@ class Vocab:
             other.kind,
             other.tokens,
             other._sp_model,
+        )
+
+    def encodes_like(self, other: Vocab) -> bool:
+        """Whether `other` turns every text into the same ids: equal, or sentencepiece models
+        that differ only in how they read their training text (`encode_alike`)."""
+        if self == other:
+            return True
+        return (
+            self.kind == other.kind == "sentencepiece"
+            and self.tokens == other.tokens
+            and encode_alike(self._sp_model, other._sp_model)
         )
 
     def __hash__(self) -> int:

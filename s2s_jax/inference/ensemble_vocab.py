@@ -12,11 +12,11 @@ from s2s_jax.nn import model
 def on_first_vocabularies(member, first, path, first_path) -> dict:
     """The parameters of `member` (a `Translator` of one run, loaded from `path`) re-indexed to
     the vocabularies of `first` (loaded from `first_path`), which must hold the same tokens, of
-    the same kind (a sentencepiece model: the same one)."""
+    the same kind (a sentencepiece model: one that encodes alike, `Vocab.encodes_like`)."""
     orders = {}
     for side, name in (("src", "source"), ("tgt", "target")):
         mine, theirs = getattr(first, f"{side}_vocab"), getattr(member, f"{side}_vocab")
-        if mine.fingerprint() == theirs.fingerprint():
+        if mine.encodes_like(theirs):
             continue
         if mine.kind != theirs.kind or mine.kind == "sentencepiece":
             raise DataError(
