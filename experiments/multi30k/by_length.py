@@ -24,6 +24,9 @@ GROUPS = ((1, 9), (10, 14), (15, 19), (20, 1000))  # source words, both ends inc
 
 
 def read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        hint = " (report.py writes it)" if path.parent.name == "hyps" else ""
+        raise SystemExit(f"by_length.py: no file {path}{hint}")
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
         return f.read().splitlines()
