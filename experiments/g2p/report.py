@@ -134,6 +134,10 @@ def main(argv=None) -> int:
     parser.add_argument("--hyps", help="a folder for each model's hypotheses (paired_test.py)")
     parser.add_argument("models", nargs="+", metavar="NAME=WORKDIR[,WORKDIR...]")
     args = parser.parse_args(argv)
+    try:
+        import matplotlib  # noqa: F401  (checked before the decoding, which the plots follow)
+    except ImportError:
+        sys.exit('report.py: the plots need matplotlib: pip install -e ".[plots]"')
     if args.valid and not args.average:
         parser.error("--valid chooses between the best checkpoint and --average N: give N")
     out = Path(args.out)

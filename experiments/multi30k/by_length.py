@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import sys
 from pathlib import Path
 
 from s2s_jax.inference.shared_task_bleu import tokenized_bleu
@@ -83,6 +84,10 @@ def main() -> None:
     parser.add_argument("--out", required=True, type=Path, help="report.py's output folder")
     parser.add_argument("models", nargs="+", metavar="NAME", help="models report.py scored")
     args = parser.parse_args()
+    try:
+        import matplotlib  # noqa: F401  (checked before the scoring)
+    except ImportError:
+        sys.exit('by_length.py: the plots need matplotlib: pip install -e ".[plots]"')
     table = by_length(args.data, tuple(args.pair.split("-")), args.out, args.models)
     (args.out / "by_length.json").write_text(json.dumps(table, indent=1) + "\n")
     plot(table, args.out / "by_length.png")

@@ -128,6 +128,10 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="the first N sentences of each set (a trial)")
     parser.add_argument("models", nargs="+", metavar="NAME=WORKDIR[,WORKDIR...]")
     args = parser.parse_args()
+    try:
+        import matplotlib  # noqa: F401  (checked before the decoding, which the plots follow)
+    except ImportError:
+        sys.exit('report.py: the plots need matplotlib: pip install -e ".[plots]"')
     pair = tuple(args.pair.split("-"))
     (args.out / "hyps").mkdir(parents=True, exist_ok=True)
     singles = {}
