@@ -179,12 +179,37 @@ def test_tied_embeddings_share_the_matrix():
         (dict(attention="luong_dot", enc_hidden=8, dec_hidden=12), "luong_dot attention needs"),
         (dict(tie_embeddings=True, readout=5), "tie_embeddings needs"),
         (dict(dropout=1.0), "dropout"),
+        (dict(attention="bahdanau", annotation_dropout=1.0), "annotation_dropout must be in"),
+        (dict(annotation_dropout=0.3), "annotation_dropout acts on what attention reads"),
         (dict(src_vocab=3), "4 specials"),
     ],
 )
 def test_bad_config_is_a_clear_error(bad, match):
     with pytest.raises(ConfigError, match=match):
         model.Seq2SeqConfig(**bad)
+
+
+def test_annotation_dropout_drops_what_attention_reads():
+    """Against the same key without it: the kept annotations are the undropped ones scaled by
+    1/(1 - rate), about `rate` of them are zero, the decoder reads them, and inference (no key)
+    is untouched."""
+    rate = 0.5
+    cfg, params = make("bahdanau", dropout=0.2)
+    dropped_cfg = cfg.replace(annotation_dropout=rate)
+    key = jax.random.key(5)
+    base = np.asarray(model.read_source(params, SRC, SRC_LEN, cfg=cfg, key=key).annotations)
+    got = np.asarray(model.read_source(params, SRC, SRC_LEN, cfg=dropped_cfg, key=key).annotations)
+    kept = got != 0
+    np.testing.assert_allclose(got, np.where(kept, base / (1 - rate), 0.0), rtol=1e-6)
+    real = np.asarray(SRC_LEN)[:, None] > np.arange(SRC.shape[1])  # [B, S]
+    assert np.all(base[real] != 0)
+    assert 0.35 < kept[real].mean() < 0.65
+    train = lambda c: model.forward(params, SRC, SRC_LEN, TGT, cfg=c, key=key)
+    assert not np.allclose(train(cfg), train(dropped_cfg))
+    np.testing.assert_array_equal(
+        model.forward(params, SRC, SRC_LEN, TGT, cfg=cfg),
+        model.forward(params, SRC, SRC_LEN, TGT, cfg=dropped_cfg),
+    )
 
 
 def _copy_batch(key, batch=16, length=5, vocab=9):

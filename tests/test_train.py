@@ -94,6 +94,30 @@ def test_non_finite_update_is_skipped():
     )
 
 
+def test_annotation_dropout_alone_gets_a_dropout_key():
+    """With `dropout = 0`, a step still draws a key when the annotations are dropped: its loss
+    differs from the same step without, on the same state."""
+    losses = []
+    for rate in (0.0, 0.5):
+        values = config.merge(
+            TINY,
+            {
+                "model": {
+                    **{"src_vocab": 9, "tgt_vocab": 9, "dropout": 0.0},
+                    **{"attention": "bahdanau", "annotation_dropout": rate},
+                },
+                "train": {"warmup_steps": 0},
+            },
+        )
+        model_cfg, train_cfg, _ = config.build(values)
+        st = state.init_state(model_cfg, train_cfg)
+        _, metrics = jax.jit(
+            lambda s, b: train_step(s, b, model_cfg=model_cfg, train_cfg=train_cfg)
+        )(st, tiny_batch())
+        losses.append(float(metrics["loss"]))
+    assert losses[0] != pytest.approx(losses[1], rel=1e-4)
+
+
 def test_accumulated_micro_batches_give_the_whole_batch_update():
     """accumulate=2 runs the batch's two rows (4 and 2 target tokens) one after another: the
     same update and metrics as the whole batch at once (no dropout: same masks), not the mean

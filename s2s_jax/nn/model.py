@@ -34,6 +34,9 @@ from s2s_jax.nn.params import compute_params, init, param_count, reindex_vocab  
 from s2s_jax.tokens import BOS, EOS, PAD, UNK  # noqa: F401 (model.EOS etc. for users)
 
 Array = jax.Array
+# The annotations' dropout draws from `fold_in(key, ANNOTATION_STREAM)` of the encoder's key, so
+# switching it on leaves the other dropouts' draws as they were.
+ANNOTATION_STREAM = 1
 
 
 class Encoded(NamedTuple):
@@ -115,6 +118,10 @@ def read_source(
         remat=cfg.remat,
         impl=scan_implementations(cfg)[0],
     )
+    if key is not None:
+        annotations = rnn.dropout(
+            annotations, cfg.annotation_dropout, jax.random.fold_in(key, ANNOTATION_STREAM)
+        )
     context = jnp.concatenate([carry.h for carry in finals[-1]], axis=-1)
     return Encoded(annotations, None, context, scan.length_mask(src_len, src.shape[1]))
 

@@ -35,6 +35,7 @@ class Seq2SeqConfig:
     tie_embeddings: bool = False  # output layer = target embedding transposed
     residual: bool = False  # residual connections between stacked layers
     dropout: float = 0.0  # on embeddings, between layers, on the readout (training); a corpus: 0.3
+    annotation_dropout: float = 0.0  # on the encoder's annotations that attention reads (training)
     unroll: int = 1  # lax.scan unroll factor
     projection: str | None = None  # input matmul inside/outside the scan; None: per backend
     fused: bool = True  # hand-written backward passes: same values, faster gradients
@@ -81,6 +82,14 @@ class Seq2SeqConfig:
             self.src_vocab > UNK and self.tgt_vocab > UNK, "vocabularies must hold the 4 specials"
         )
         check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        check(
+            0.0 <= self.annotation_dropout < 1.0,
+            f"annotation_dropout must be in [0, 1), got {self.annotation_dropout}",
+        )
+        check(
+            self.annotation_dropout == 0.0 or self.attention != "none",
+            "annotation_dropout acts on what attention reads: set an attention, or leave it at 0",
+        )
         check(
             self.attention != "luong_dot" or self.dec_hidden == self.enc_out,
             f"luong_dot attention needs dec_hidden == encoder output size ({self.enc_out}); "
