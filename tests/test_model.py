@@ -21,6 +21,9 @@ VARIANTS = {
     "cho2014": dict(cell="gru", context="both", enc_hidden=12, dec_hidden=16),
     "sutskever": dict(cell="lstm", enc_layers=2, dec_layers=2, reverse_source=True, residual=True),
     "bahdanau": dict(cell="gru", bidirectional=True, attention="bahdanau", context="init"),
+    "conditional": dict(
+        cell="lstm", bidirectional=True, attention="bahdanau", conditional=True, dec_layers=2
+    ),
     "luong_dot": dict(
         cell="lstm",
         attention="luong_dot",
@@ -70,7 +73,9 @@ def reference_step(params, enc, state, y_prev, cfg):
     attend = lambda q: attention.attend(
         params["attention"], cfg.attention, q, enc.keys, enc.annotations, enc.mask
     )[0]
-    if cfg.attention == "bahdanau":
+    if cfg.conditional:
+        x = emb
+    elif cfg.attention == "bahdanau":
         ctx = attend(state.carries[-1].h)
         x = jnp.concatenate([emb, ctx], axis=-1)
     elif cfg.luong:
@@ -81,6 +86,10 @@ def reference_step(params, enc, state, y_prev, cfg):
     carries = []
     for layer, (p, carry) in enumerate(zip(params["decoder"], state.carries)):
         carry, h = cell.step(p, carry, x @ p["w_ih"] + p["b_ih"][None])
+        if layer == 0 and cfg.conditional:  # s'_t = cell(s_{t-1}, emb); s_t = cell(s'_t, ctx)
+            ctx = attend(h)
+            pc = params["conditional"]
+            carry, h = cell.step(pc, carry, ctx @ pc["w_ih"] + pc["b_ih"][None])
         x = h + x if cfg.residual and layer > 0 else h
         carries.append(carry)
     if cfg.luong:
@@ -182,6 +191,7 @@ def test_tied_embeddings_share_the_matrix():
         (dict(attention="bahdanau", annotation_dropout=1.0), "annotation_dropout must be in"),
         (dict(annotation_dropout=0.3), "annotation_dropout acts on what attention reads"),
         (dict(src_vocab=3), "4 specials"),
+        (dict(attention="luong_general", conditional=True), "conditional .* needs bahdanau"),
     ],
 )
 def test_bad_config_is_a_clear_error(bad, match):
@@ -229,6 +239,7 @@ def _copy_batch(key, batch=16, length=5, vocab=9):
         ("cho2014", "input"),
         ("cho2014", "both"),
         ("bahdanau", "init"),
+        ("conditional", "init"),
         ("luong_dot", "input"),
         ("luong_general_tied", "both"),
         ("sutskever", "init"),

@@ -176,6 +176,7 @@ def _step_params(params: dict, cfg: Seq2SeqConfig) -> dict:
         "decoder": [first, *params["decoder"][1:]],
         "attention": params["attention"],
         "readout": params["readout"] if cfg.luong else {},
+        "conditional": params["conditional"] if cfg.conditional else {},
     }
 
 
@@ -194,7 +195,7 @@ def _recurrent_step(
         sp["attention"], cfg.attention, query, enc.keys, enc.annotations, enc.mask
     )
     weights = None
-    if cfg.attention == "bahdanau":  # context from the previous state s_{i-1}
+    if cfg.attention == "bahdanau" and not cfg.conditional:  # from the previous state s_{i-1}
         ctx, weights = attend(state.carries[-1].h)
         xp = xp + ctx @ sp["decoder"][0]["w_ih"]
     elif cfg.luong:
@@ -204,6 +205,10 @@ def _recurrent_step(
     carries, x = [], None
     for layer, (p, carry) in enumerate(zip(sp["decoder"], state.carries)):
         carry, h = cell.step(p, carry, xp if layer == 0 else cell.project(p, x))
+        if layer == 0 and cfg.conditional:  # the query has read y_{t-1}: s'_t, not s_{t-1}
+            ctx, weights = attend(h)
+            pc = sp["conditional"]
+            carry, h = cell.step(pc, carry, cell.project(pc, ctx))
         x = h + x if cfg.residual and layer > 0 else h
         carries.append(carry)
     feed = state.feed

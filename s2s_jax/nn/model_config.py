@@ -30,6 +30,9 @@ class Seq2SeqConfig:
     context: str = "init"  # init | input | both: how C enters the decoder
     attention: str = "none"  # none | bahdanau | luong_dot | luong_general
     attn_dim: int = 128  # hidden size of the additive attention
+    # Bahdanau only: the first decoder layer as two cells (Nematus' conditional GRU): the first
+    # reads y_{t-1}, attention asks with its new state, the second reads the context.
+    conditional: bool = False
     readout: int = 0  # tanh readout size before the softmax; 0: tgt_embed if tied, else dec_hidden
     reverse_source: bool = False  # read the source backwards (Sutskever 2014)
     tie_embeddings: bool = False  # output layer = target embedding transposed
@@ -87,6 +90,10 @@ class Seq2SeqConfig:
             f"annotation_dropout must be in [0, 1), got {self.annotation_dropout}",
         )
         check(
+            not self.conditional or self.attention == "bahdanau",
+            "conditional (a decoder that attends between two cells) needs bahdanau attention",
+        )
+        check(
             self.annotation_dropout == 0.0 or self.attention != "none",
             "annotation_dropout acts on what attention reads: set an attention, or leave it at 0",
         )
@@ -119,7 +126,7 @@ class Seq2SeqConfig:
     def dec_in(self) -> int:
         """Width of the first decoder layer's input."""
         if self.attention == "bahdanau":
-            return self.tgt_embed + self.enc_out
+            return self.tgt_embed + (0 if self.conditional else self.enc_out)
         if self.luong:
             return self.tgt_embed + self.readout_dim  # input feeding
         return self.tgt_embed + (self.enc_out if self.context != "init" else 0)

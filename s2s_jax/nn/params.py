@@ -59,6 +59,8 @@ def init(cfg: Seq2SeqConfig, *, key) -> dict:
             [_dense(next(keys), cfg.enc_out, cfg.dec_hidden) for _ in range(n_states)]
             for _ in range(cfg.dec_layers)
         ]
+    if cfg.conditional:  # the second cell of the first layer: it reads the context
+        params["conditional"] = cell.init(next(keys), cfg.enc_out, cfg.dec_hidden)
     return params
 
 
