@@ -30,9 +30,9 @@ class Seq2SeqConfig:
     context: str = "init"  # init | input | both: how C enters the decoder
     attention: str = "none"  # none | bahdanau | luong_dot | luong_general
     attn_dim: int = 128  # hidden size of the additive attention
-    # Bahdanau only: the first decoder layer as two cells (Nematus' conditional GRU): the first
-    # reads y_{t-1}, attention asks with its new state, the second reads the context.
-    conditional: bool = False
+    # The first decoder layer as two cells (Nematus' conditional GRU): the first reads y_{t-1},
+    # attention asks with its new state, the second reads the context.
+    conditional: bool = False  # bahdanau only: attend between two cells of the first layer
     readout: int = 0  # tanh readout size before the softmax; 0: tgt_embed if tied, else dec_hidden
     reverse_source: bool = False  # read the source backwards (Sutskever 2014)
     tie_embeddings: bool = False  # output layer = target embedding transposed
