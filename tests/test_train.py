@@ -103,8 +103,11 @@ def test_annotation_dropout_alone_gets_a_dropout_key():
             TINY,
             {
                 "model": {
-                    **{"src_vocab": 9, "tgt_vocab": 9, "dropout": 0.0},
-                    **{"attention": "bahdanau", "annotation_dropout": rate},
+                    "src_vocab": 9,
+                    "tgt_vocab": 9,
+                    "dropout": 0.0,
+                    "attention": "bahdanau",
+                    "annotation_dropout": rate,
                 },
                 "train": {"warmup_steps": 0},
             },
