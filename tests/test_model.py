@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from s2s_jax.errors import ConfigError
-from s2s_jax.nn import attention, model
+from s2s_jax.nn import attention, model, rnn
 from s2s_jax.nn.cells import get_cell
 
 SRC = jnp.array([[4, 5, 6, 7, 8], [9, 4, 0, 0, 0], [5, 0, 0, 0, 0]])
@@ -190,6 +190,8 @@ def test_tied_embeddings_share_the_matrix():
         (dict(dropout=1.0), "dropout"),
         (dict(attention="bahdanau", annotation_dropout=1.0), "annotation_dropout must be in"),
         (dict(annotation_dropout=0.3), "annotation_dropout acts on what attention reads"),
+        (dict(src_word_dropout=-0.1), "src_word_dropout must be in"),
+        (dict(tgt_word_dropout=1.0), "tgt_word_dropout must be in"),
         (dict(src_vocab=3), "4 specials"),
         (dict(attention="luong_general", conditional=True), "conditional .* needs bahdanau"),
     ],
@@ -216,6 +218,36 @@ def test_annotation_dropout_drops_what_attention_reads():
     assert 0.35 < kept[real].mean() < 0.65
     train = lambda c: model.forward(params, SRC, SRC_LEN, TGT, cfg=c, key=key)
     assert not np.allclose(train(cfg), train(dropped_cfg))
+    np.testing.assert_array_equal(
+        model.forward(params, SRC, SRC_LEN, TGT, cfg=cfg),
+        model.forward(params, SRC, SRC_LEN, TGT, cfg=dropped_cfg),
+    )
+
+
+def test_whole_vector_dropout_zeros_or_scales_each_vector():
+    rate, x = 0.3, jax.random.normal(jax.random.key(0), (64, 50, 8)) + 5.0
+    got = np.asarray(rnn.dropout(x, rate, jax.random.key(1), whole_vectors=True))
+    dropped = np.all(got == 0, axis=-1)  # [64, 50]
+    kept = ~dropped
+    np.testing.assert_allclose(got[kept], np.asarray(x)[kept] / (1 - rate), rtol=1e-6)
+    assert 0.25 < dropped.mean() < 0.35
+
+
+@pytest.mark.parametrize("side", ["src", "tgt"])
+def test_word_dropout_acts_through_the_embeddings_in_training_only(side):
+    """A dropped token reads a zero embedding: with that side's embedding table all zeros,
+    word dropout changes nothing; with the real table it changes the training logits (same
+    key), and inference (no key) is untouched."""
+    cfg, params = make("bahdanau", dropout=0.2)
+    dropped_cfg = cfg.replace(**{f"{side}_word_dropout": 0.5})
+    key = jax.random.key(3)
+
+    def train(c, p):
+        return np.asarray(model.forward(p, SRC, SRC_LEN, TGT, cfg=c, key=key))
+
+    assert not np.allclose(train(cfg, params), train(dropped_cfg, params))
+    zeroed = {**params, f"{side}_embed": jnp.zeros_like(params[f"{side}_embed"])}
+    np.testing.assert_array_equal(train(cfg, zeroed), train(dropped_cfg, zeroed))
     np.testing.assert_array_equal(
         model.forward(params, SRC, SRC_LEN, TGT, cfg=cfg),
         model.forward(params, SRC, SRC_LEN, TGT, cfg=dropped_cfg),

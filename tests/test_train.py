@@ -94,8 +94,11 @@ def test_non_finite_update_is_skipped():
     )
 
 
-def test_annotation_dropout_alone_gets_a_dropout_key():
-    """With `dropout = 0`, a step still draws a key when the annotations are dropped: its loss
+@pytest.mark.parametrize(
+    "rate_name", ["annotation_dropout", "src_word_dropout", "tgt_word_dropout"]
+)
+def test_each_dropout_alone_gets_a_dropout_key(rate_name):
+    """With `dropout = 0`, a step still draws a key when only this rate is on: its loss
     differs from the same step without, on the same state."""
     losses = []
     for rate in (0.0, 0.5):
@@ -107,7 +110,7 @@ def test_annotation_dropout_alone_gets_a_dropout_key():
                     "tgt_vocab": 9,
                     "dropout": 0.0,
                     "attention": "bahdanau",
-                    "annotation_dropout": rate,
+                    rate_name: rate,
                 },
                 "train": {"warmup_steps": 0},
             },

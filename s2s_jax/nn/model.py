@@ -34,9 +34,10 @@ from s2s_jax.nn.params import compute_params, init, param_count, reindex_vocab  
 from s2s_jax.tokens import BOS, EOS, PAD, UNK  # noqa: F401 (model.EOS etc. for users)
 
 Array = jax.Array
-# The annotations' dropout draws from `fold_in(key, ANNOTATION_STREAM)` of the encoder's key, so
-# switching it on leaves the other dropouts' draws as they were.
+# The annotations' and the words' dropouts draw from `fold_in(key, STREAM)` of their part's key,
+# so switching one on leaves the other dropouts' draws as they were.
 ANNOTATION_STREAM = 1
+WORD_STREAM = 2
 
 
 class Encoded(NamedTuple):
@@ -103,6 +104,8 @@ def read_source(
         src = reverse_within_length(src, src_len)
     x = params["src_embed"][src]
     if key is not None:
+        word_key = jax.random.fold_in(key, WORD_STREAM)
+        x = rnn.dropout(x, cfg.src_word_dropout, word_key, whole_vectors=True)
         key, sub = jax.random.split(key)
         x = rnn.dropout(x, cfg.dropout, sub)
     annotations, finals = rnn.run_stack(
@@ -311,6 +314,8 @@ def teacher_forced_logits(
     emb_key, out_key = dropout_keys if dropout_keys is not None else (None, None)
     emb = params["tgt_embed"][shift_right(tgt)]
     if emb_key is not None:
+        word_key = jax.random.fold_in(emb_key, WORD_STREAM)
+        emb = rnn.dropout(emb, cfg.tgt_word_dropout, word_key, whole_vectors=True)
         emb = rnn.dropout(emb, cfg.dropout, emb_key)
     xp = _input_projection(params, enc, emb, cfg=cfg)
 

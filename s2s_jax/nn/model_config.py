@@ -39,6 +39,8 @@ class Seq2SeqConfig:
     residual: bool = False  # residual connections between stacked layers
     dropout: float = 0.0  # on embeddings, between layers, on the readout (training); a corpus: 0.3
     annotation_dropout: float = 0.0  # on the encoder's annotations that attention reads (training)
+    src_word_dropout: float = 0.0  # drops whole source tokens: zero embeddings (training)
+    tgt_word_dropout: float = 0.0  # drops whole previous target tokens the decoder reads
     unroll: int = 1  # lax.scan unroll factor
     projection: str | None = None  # input matmul inside/outside the scan; None: per backend
     fused: bool = True  # hand-written backward passes: same values, faster gradients
@@ -89,6 +91,9 @@ class Seq2SeqConfig:
             0.0 <= self.annotation_dropout < 1.0,
             f"annotation_dropout must be in [0, 1), got {self.annotation_dropout}",
         )
+        for name in ("src_word_dropout", "tgt_word_dropout"):
+            rate = getattr(self, name)
+            check(0.0 <= rate < 1.0, f"{name} must be in [0, 1), got {rate}")
         check(
             not self.conditional or self.attention == "bahdanau",
             "conditional (a decoder that attends between two cells) needs bahdanau attention",
@@ -117,6 +122,17 @@ class Seq2SeqConfig:
         if self.readout:
             return self.readout
         return self.tgt_embed if self.tie_embeddings else self.dec_hidden
+
+    @property
+    def drops_out(self) -> bool:
+        """Whether training draws any dropout mask (and so needs a key)."""
+        rates = (
+            self.dropout,
+            self.annotation_dropout,
+            self.src_word_dropout,
+            self.tgt_word_dropout,
+        )
+        return any(rate > 0 for rate in rates)
 
     @property
     def luong(self) -> bool:

@@ -35,11 +35,12 @@ def init_stack(
     return stack
 
 
-def dropout(x: Array, rate: float, key) -> Array:
-    """Inverted dropout; identity when `key` is None or `rate` is 0."""
+def dropout(x: Array, rate: float, key, *, whole_vectors: bool = False) -> Array:
+    """Inverted dropout; identity when `key` is None or `rate` is 0. `whole_vectors`: one draw
+    per vector of the last axis (a dropped token's embedding is all zeros)."""
     if key is None or rate == 0.0:
         return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape[:-1] + (1,) if whole_vectors else x.shape)
     return jnp.where(keep, x / (1.0 - rate), 0.0)
 
 

@@ -39,7 +39,7 @@ def train_step(
     key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
     if axis_name is not None:
         key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
-    key = key if model_cfg.dropout > 0 or model_cfg.annotation_dropout > 0 else None
+    key = key if model_cfg.drops_out else None
     reduce = (lambda x: jax.lax.psum(x, axis_name)) if axis_name else (lambda x: x)
     tokens = jnp.maximum(reduce(jnp.sum(batch.tgt_len).astype(jnp.float32)), 1.0)
     grads, sums = _gradients(state.params, batch, key, tokens, model_cfg, train_cfg)
