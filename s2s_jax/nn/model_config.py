@@ -86,12 +86,7 @@ class Seq2SeqConfig:
         check(
             self.src_vocab > UNK and self.tgt_vocab > UNK, "vocabularies must hold the 4 specials"
         )
-        check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
-        check(
-            0.0 <= self.annotation_dropout < 1.0,
-            f"annotation_dropout must be in [0, 1), got {self.annotation_dropout}",
-        )
-        for name in ("src_word_dropout", "tgt_word_dropout"):
+        for name in ("dropout", "annotation_dropout", "src_word_dropout", "tgt_word_dropout"):
             rate = getattr(self, name)
             check(0.0 <= rate < 1.0, f"{name} must be in [0, 1), got {rate}")
         check(
