@@ -53,10 +53,19 @@ def train(args, stop) -> int:
 
 
 def prepare(args, stop) -> int:
+    if args.verify:  # numpy alone: no JAX to start
+        from s2s_jax.training.prepared_checks import verify_folder
+
+        if args.train or args.out or args.config or args.set:
+            raise S2SError("--verify DIR checks a prepared folder: drop the other options")
+        print(json.dumps(verify_folder(args.verify)))
+        return 0
     from s2s_jax.run import config
     from s2s_jax.training.plan import absolute_paths
     from s2s_jax.training.prepared_data import prepare_corpus
 
+    if not (args.train and args.out):
+        raise S2SError("give --train FILES and --out DIR (or --verify DIR)")
     requested = config.load_file(args.config, smoke=args.smoke) if args.config else {}
     # valid_file: a corpus run names both; prepare reads only the training pairs
     data = {"task": config.TSV_TASK, "train_file": args.train, "valid_file": args.train}

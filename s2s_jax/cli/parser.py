@@ -91,17 +91,26 @@ def build_parser() -> argparse.ArgumentParser:
         "prepare",
         "encode a training corpus once, into a folder that `s2s train --train DIR` opens "
         "memory-mapped in milliseconds (corpora of millions of pairs)",
-        "s2s prepare --train train.en.gz,train.de.gz --out data/en-de --set vocab_size=16000",
+        "s2s prepare --train train.en.gz,train.de.gz --out data/en-de --set vocab_size=16000\n"
+        "  s2s prepare --verify data/en-de",
     )
-    q.add_argument("--train", required=True, help="training pairs, as `s2s train --train`")
-    q.add_argument("--out", required=True, help="the folder to write (must not exist)")
+    q.add_argument("--train", help="training pairs, as `s2s train --train`")
+    q.add_argument("--out", help="the folder to write (must not exist)")
+    q.add_argument(
+        "--verify",
+        metavar="DIR",
+        help="check a prepared folder in full instead (every file against its manifest, every "
+        "id against its vocabulary) and print what was checked",
+    )
     config_flags(
         q,
         "an experiment file (TOML): its vocabulary settings",
         "a vocabulary setting, e.g. --set vocab_size=16000 --set joint_vocab=true",
     )
     q.add_argument(
-        "--workers", type=_positive_int, help="encoding processes (default: one per core)"
+        "--workers",
+        type=_positive_int,
+        help="encoding processes (default: one per core from 100,000 pairs, else this one)",
     )
     q.set_defaults(run=commands.prepare)
 

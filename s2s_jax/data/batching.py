@@ -12,11 +12,10 @@ batch and `train_batches(start_epoch=..., start_index=...)` resumes exactly.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
 
 import numpy as np
 
-from s2s_jax.data.token_store import TokenStore
+from s2s_jax.data.token_store import Batch, TokenStore
 from s2s_jax.data.vocab import EOS, PAD, Vocab
 from s2s_jax.errors import DataError
 
@@ -26,15 +25,6 @@ Example = tuple[list[int], list[int]]  # (source ids, target ids without </s>)
 # shapes. Short sequences (words, G2P) waste less with 2: a step costs in proportion to its length.
 BUCKET_MULTIPLE = 8
 SORT_CHUNK_BATCHES = 100  # Length-sort within windows of this many batches.
-
-
-class Batch(NamedTuple):
-    """A padded batch (numpy arrays)."""
-
-    src: np.ndarray  # int32[B, S]: source ids, then PAD.
-    src_len: np.ndarray  # int32[B]: source lengths (0 for an empty row).
-    tgt: np.ndarray  # int32[B, T]: target ids, then EOS, then PAD.
-    tgt_len: np.ndarray  # int32[B]: target lengths counting the EOS (0 for an empty row).
 
 
 def encode_pairs(

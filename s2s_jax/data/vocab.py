@@ -36,6 +36,8 @@ from s2s_jax.files import write_atomically
 from s2s_jax.tokens import BOS, EOS, PAD, SPECIALS, UNK  # noqa: F401 (re-exported by data)
 
 KINDS = ("char", "word", "sentencepiece")
+# Each side's vocabulary file, in a workdir and in a prepared folder alike.
+SRC_VOCAB, TGT_VOCAB = "vocab.src.json", "vocab.tgt.json"
 WORD_PREFIX = "▁"  # U+2581, sentencepiece's word-boundary mark.
 
 _WORD_RE = re.compile(r"\w+|[^\w\s]")

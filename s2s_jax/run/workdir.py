@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from s2s_jax.data import Vocab
+from s2s_jax.data.vocab import SRC_VOCAB, TGT_VOCAB
 from s2s_jax.errors import CheckpointError, WorkdirError, WriteError
 from s2s_jax.files import write_atomically
 from s2s_jax.nn import model
@@ -40,7 +41,7 @@ from s2s_jax.run import config
 from s2s_jax.run.checkpoint import Checkpoints, load_json, save_json
 
 CONFIG, CHECKPOINTS, METRICS, TENSORBOARD = "config.json", "checkpoints", "metrics.jsonl", "tb"
-SRC_VOCAB, TGT_VOCAB, LOCK = "vocab.src.json", "vocab.tgt.json", "train.lock"
+LOCK = "train.lock"
 
 
 class WorkdirBusy(WorkdirError):
