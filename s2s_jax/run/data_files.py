@@ -32,7 +32,8 @@ def describe(spec: str) -> list[dict]:
 
 def _content(path: str) -> str:
     """The file that stands for a corpus file's content: itself, or for a prepared folder its
-    manifest (which holds its sources' checksums and its files' sizes)."""
+    manifest, which holds the SHA-256 of every file in it (the token file's per chunk, in
+    `train.json`), each checked against the file when the folder is opened or first read."""
     return os.path.join(path, MANIFEST) if os.path.isdir(path) else path
 
 
