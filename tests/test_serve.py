@@ -5,6 +5,7 @@ batches other clients' sentences together, and each must still get what it gets 
 """
 
 import concurrent.futures
+import http.client
 import json
 import os
 import pathlib
@@ -22,6 +23,7 @@ import pytest
 
 from s2s_jax import cli
 from s2s_jax.data import Vocab, load_task
+from s2s_jax.errors import DataError
 from s2s_jax.inference.outputs import Hypothesis, Sampling
 from s2s_jax.inference.translate import Translator
 from s2s_jax.nn.model import Seq2SeqConfig
@@ -108,9 +110,12 @@ def post(server: Server, **body):
     return request(server.url + "/translate", json.dumps(body).encode(), "POST")[:2]
 
 
+BODY_LIMIT = 8192
+
+
 @pytest.fixture(scope="module")
 def server(workdir):
-    s = Server(workdir, "--max-batch", "4")
+    s = Server(workdir, "--max-batch", "4", "--max-body-bytes", str(BODY_LIMIT))
     yield s
     s.stop()
 
@@ -191,17 +196,136 @@ def test_concurrent_clients_get_what_they_would_get_alone(server, translator):
         (b'{"inputs": [' + b'"one",' * 64 + b'"two"]}', 413, "at most 64"),
         (b'{"inputs": ["one"], "beem": 5}', 422, "unknown setting(s) beem"),
         (b'{"inputs": ["one"], "beam": "5"}', 422, "beam must be an integer"),
-        (b'{"inputs": ["one"], "beam": 2, "n_best": 3}', 422, "n_best must be in 1..2"),
+        (b'{"inputs": ["one"], "beam": 2, "n_best": 3}', 422, "n_best must be an integer in 1..2"),
         (b'{"inputs": ["one"], "top_p": 0.9}', 422, 'only apply with "sample": true'),
         (b'{"inputs": ["one"], "sample": true, "beam": 2}', 422, "no beam"),
         (b'{"inputs": ["one"], "sample": true, "temperature": 0}', 422, "temperature must be"),
-        (b'{"inputs": ["one"], "sample": true, "top_k": 100000}', 422, "top_k must be in"),
+        (b'{"inputs": ["one"], "sample": true, "top_k": 100000}', 422, "top_k must be an int"),
+        # Out of every range: one rule names the usable one (Translator's and s2s translate's).
+        (b'{"inputs": ["one"], "sample": true, "seed": 1e29}', 422, "seed must be an integer in"),
+        (b'{"inputs": ["one"], "sample": true, "seed": 1' + b"0" * 29 + b"}", 422, "0..4294967295"),
+        (b'{"inputs": ["one"], "min_len": 100000000000}', 422, "min_len must be an integer in 0.."),
+        (b'{"inputs": ["one"], "sample": true, "temperature": 1e-40}', 422, "[1e-06, 1e+06]"),
+        (b'{"inputs": ["one"], "sample": true, "temperature": 1e38}', 422, "temperature must be"),
+        (b'{"inputs": ["one"], "alpha": 1000}', 422, "alpha must be a number in [0, 10]"),
+        (b'{"inputs": ["one"], "alpha": NaN}', 422, "alpha must be a number in [0, 10], got nan"),
+        (b'{"inputs": ["one"], "alpha": 1e999}', 422, "alpha must be a number in [0, 10], got inf"),
+        (b'{"inputs": ["one"], "beam": 1' + b"0" * 400 + b"}", 422, "about 401 digits"),
+        (b'{"inputs": ["one"], "beam": ' + b"[" * 500 + b"]" * 500 + b"}", 422, "got a list"),
+        (b'{"inputs": ["one"], "beam": 17}', 422, "in 1..16 (this server's limit), got 17"),
+        (b'{"inputs": ["one"], "sample": true, "top_p": 0}', 422, "top_p must be a number in (0,"),
+        (b'{"inputs": ["one"], "align": 1}', 422, "align must be true or false, got 1"),
+        # Any JSON that does not parse is 400, however deep it nests or long its numbers are.
+        (b"[" * 1000 + b"]" * 1000, 400, "malformed JSON: maximum recursion depth"),
+        (b'{"inputs": ["one"], "beam": ' + b"[" * 4000 + b"]" * 4000 + b"}", 400, "malformed"),
+        (b'{"a": ' * 1100 + b"1" + b"}" * 1100, 400, "malformed JSON"),
+        (b'{"inputs": ["one"], "beam": 1' + b"0" * 5000 + b"}", 400, "malformed JSON: Exceeds"),
+        (b"\xff\xfe\x00", 400, "malformed JSON"),
+        (b"", 400, "malformed JSON"),
+        (b'{"inputs": ["\\ud800"]}', 422, "input 0 is not valid Unicode"),
+        (b'{"inputs": ["one"], "\\udfff": 1}', 422, 'unknown setting(s) "\\udfff"'),
+        (b'{"inputs": ["' + b"one " * BODY_LIMIT + b'"]}', 413, "reads at most 8192"),
     ],
 )
 def test_bad_requests_get_a_4xx_and_one_line(server, raw, status, words):
     got, body, _ = request(server.url + "/translate", raw, "POST")
     assert got == status and words in body["error"] and "\n" not in body["error"], body
     assert post(server, inputs=["forty-two"])[0] == 200  # unharmed
+
+
+def test_every_numeric_setting_decodes_or_names_its_range(server, translator):
+    """Each integer and float setting at the edges of what JSON can say: 200 with a real
+    translation (scores finite), or 422 naming the setting and its range. Where it decodes,
+    it decodes as `Translator` does; where it is refused, `Translator` refuses it alike."""
+    extremes = [0, -1, 2**31, 10**30, 1e-300, 1e38, 1e308, -1e308]  # few compile anew
+    fields = ["beam", "n_best", "alpha", "min_len", "no_repeat_ngram"]
+    sampling = ["seed", "temperature", "top_k", "top_p"]
+    for name in fields + sampling:
+        for value in extremes:
+            extra = {"sample": True} if name in sampling else {}
+            if name == "n_best":  # within a beam of 2
+                extra = {"beam": 2}
+            status, body = post(server, inputs=["forty-two"], **{name: value}, **extra)
+            settings = {**{name: value}, **extra}
+            if status == 422:
+                assert body["error"].startswith(f"{name} must be "), (settings, body)
+                assert " in " in body["error"] or ">=" in body["error"], (settings, body)
+                with pytest.raises(DataError) as refused:
+                    translate(translator, settings)
+                # The same rule: the same setting and value refused (the server's beam limit
+                # may be lower than the library's).
+                assert str(refused.value).split(" must be ")[0] == name, settings
+                assert str(refused.value).rsplit(", got ")[-1] == body["error"].rsplit(", got ")[-1]
+                continue
+            assert status == 200, (settings, body)
+            assert None not in body["scores"], (settings, body)  # a real hypothesis
+            if name in ("beam", "n_best", "alpha"):  # (the others would compile anew here)
+                assert body["outputs"] == translate(translator, settings), settings
+            if name == "top_p" and value < 1e-30:  # a nucleus of one token: greedy search
+                assert body["outputs"] == translator.translate(["forty-two"], beam=1)
+
+
+def translate(translator, settings: dict) -> list[str]:
+    """`Translator.translate` with a request's settings."""
+    settings = dict(settings)
+    if settings.pop("sample", False):
+        sample = Sampling(**{k: settings.pop(k) for k in list(settings) if k in Sampling._fields})
+        return translator.translate(["forty-two"], sample=sample, **settings)
+    return translator.translate(["forty-two"], **settings)
+
+
+def test_a_body_over_the_limit_is_refused_unread(server):
+    """A body longer than --max-body-bytes: 413 from its Content-Length before it is sent
+    (a 100 MB one costs nothing), or as soon as a chunked one grows past the limit."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(
+            b"POST /translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100000000\r\n\r\n"
+        )
+        answer = b""
+        while not answer.endswith(b"}"):  # no body sent: answered from the headers alone
+            answer += s.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413") and b"has 100000000 bytes" in answer, answer
+
+    def chunks():
+        yield b'{"inputs": ["'
+        for _ in range(BODY_LIMIT // 1000 + 2):
+            yield b"one " * 250
+        yield b'"]}'
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    connection.request("POST", "/translate", body=chunks(), encode_chunked=True)
+    answer = connection.getresponse()
+    assert answer.status == 413 and b"over 8192 bytes" in answer.read()
+    connection.close()
+    assert post(server, inputs=["forty-two"])[0] == 200  # unharmed
+
+
+def test_the_same_rule_in_s2s_translate(server, workdir, translator):
+    """`s2s translate` refuses what the server refuses, in the same words, and decodes a
+    nucleus that float32 rounds to nothing as the most likely token (greedy)."""
+    _, body = post(server, inputs=["forty-two"], min_len=10**11)
+    run = f"{workdir.name}/run"
+    argv = [S2S, "translate", "--workdir", run, "--min-len", str(10**11), "forty-two"]
+    proc = subprocess.run(argv, cwd=workdir.parent, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr == f"s2s: error: {body['error']}\n", proc.stderr
+    argv = [S2S, "translate", "--workdir", run, "--sample", "--top-p", "1e-300"]
+    proc = subprocess.run(
+        [*argv, *SENTENCES[:3]], cwd=workdir.parent, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == translator.translate(SENTENCES[:3], beam=1)
+
+
+def test_a_second_server_on_a_port_in_use_stops_at_once(server, workdir):
+    """One line naming the port, before loading or warming up a model; exit status 2."""
+    argv = [S2S, "serve", "--workdir", f"{workdir.name}/run", "--port", str(server.port)]
+    started = time.monotonic()
+    proc = subprocess.run(argv, cwd=workdir.parent, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"cannot listen on 127.0.0.1:{server.port}: Address already in use" in proc.stderr
+    assert time.monotonic() - started < 30  # the first server's warm-up takes longer
+    assert post(server, inputs=["forty-two"])[0] == 200  # the first one unharmed
 
 
 def test_unknown_paths_and_methods(server):
@@ -239,19 +363,29 @@ def test_a_full_queue_a_gone_client_and_sigterm(workdir, translator):
         assert wait_for(lambda: get(slow.url + "/info")[1]["queued"] == 0, 5)
 
         # SIGTERM with requests in flight (one decoding, one waiting to fill a batch): both
-        # are answered at once, as they would be alone, and the server exits 0.
+        # are answered at once, as they would be alone, and the server exits 0. A client
+        # stalled in the middle of its body is answered 503 rather than waited for.
+        stalled = socket.create_connection(("127.0.0.1", slow.port), timeout=30)
+        stalled.sendall(b"POST /translate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        asks = [SENTENCES[:2], SENTENCES[2:3]]
+        expected = [translator.translate(texts) for texts in asks]  # compiled before timing
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
-            asks = [SENTENCES[:2], SENTENCES[2:3]]
             answers = [pool.submit(post, slow, inputs=texts) for texts in asks]
             assert wait_for(lambda: get(slow.url + "/info")[1]["queued"] == 1, 5)
             started = time.monotonic()
             slow.proc.send_signal(signal.SIGTERM)
-            for texts, answer in zip(asks, answers):
+            for outputs, answer in zip(expected, answers):
                 status, body = answer.result(timeout=60)
-                assert status == 200 and body["outputs"] == translator.translate(texts)
+                assert status == 200 and body["outputs"] == outputs
             assert time.monotonic() - started < 5  # not after the 10 s wait to fill
+        with stalled:
+            answer = b""
+            while chunk := stalled.recv(65536):  # until the server closes the connection
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 503") and b"the server is stopping" in answer
         _, err = slow.proc.communicate(timeout=60)  # no second signal: it stops on its own
         assert slow.proc.returncode == 0, err
+        assert time.monotonic() - started < 15, err
         with pytest.raises(OSError):
             get(slow.url + "/health")
     finally:

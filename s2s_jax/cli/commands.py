@@ -122,7 +122,7 @@ def _sampling(args):
         defaults.top_k if args.top_k is None else args.top_k,
         defaults.top_p if args.top_p is None else args.top_p,
     )
-    sample.check(vocab_size=sys.maxsize)  # the vocabulary's bound once the model is loaded
+    sample.check()  # top_k's bound, the vocabulary's size, once the model is loaded
     return sample
 
 
@@ -155,7 +155,11 @@ def _skipped(args, number: int) -> str:
 
 
 def translate(args, stop) -> int:
+    from s2s_jax.inference.outputs import check_given
+
     sample = _sampling(args)
+    limits = dict(alpha=args.alpha, min_len=args.min_len, no_repeat_ngram=args.no_repeat_ngram)
+    check_given(beam=args.beam, n_best=args.n_best, **limits)  # before the model loads
     if (args.align or args.heatmap) and (args.sample or args.n_best is not None):
         raise S2SError("--align and --heatmap show the best translation: drop --sample, --n-best")
     path, source = _sources(args)
@@ -167,7 +171,6 @@ def translate(args, stop) -> int:
             f"({longest} tokens, max_tgt_len - 1): every translation ends at its length cap",
             file=sys.stderr,
         )
-    limits = dict(alpha=args.alpha, min_len=args.min_len, no_repeat_ngram=args.no_repeat_ngram)
     beam, n_best = args.beam, args.n_best
     if n_best is not None and beam is None:
         beam = max(n_best, translator.decode_cfg.beam)
@@ -314,7 +317,7 @@ def config(args, stop) -> int:
 
 def serve(args, stop) -> int:
     try:
-        from s2s_jax.serve.server import ServeConfig, serve
+        from s2s_jax.serve.server import ServeConfig, listen, serve
     except ImportError as e:  # the optional [serve] extra
         raise S2SError(
             f's2s serve needs {e.name or "starlette and uvicorn"}: pip install -e ".[serve]"'
@@ -337,5 +340,8 @@ def serve(args, stop) -> int:
         max_queue=args.max_queue,
         max_inputs=args.max_inputs,
         warm_beams=beams,
+        max_body_bytes=args.max_body_bytes,
+        stop_timeout=args.stop_timeout,
     )
-    return serve(_load(args), cfg, workdirs=args.workdir)
+    sock = listen(cfg.host, cfg.port)  # before the model loads: a port in use is said at once
+    return serve(_load(args), cfg, workdirs=args.workdir, sock=sock)

@@ -329,6 +329,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="beam widths to compile at start-up besides greedy and the run's decode.beam, "
         "e.g. 5,10 (other widths compile on first use)",
     )
+    q.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=1 << 20,
+        metavar="BYTES",
+        help="the largest request body read; larger ones get 413 (default 1048576: 1 MiB)",
+    )
+    q.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM or Ctrl-C, how long the requests in flight may take to be answered "
+        "before the server exits anyway (default 30)",
+    )
 
     sub.add_parser("bench", help="benchmark scan-based RNNs (s2s bench --help)")  # see main
 

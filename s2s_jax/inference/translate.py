@@ -235,7 +235,8 @@ class Translator:
         first (for n_best == 1 too: the translation with its scores)."""
         beam = (1 if sample else self.decode_cfg.beam) if beam is None else beam
         alpha = self.decode_cfg.alpha if alpha is None else alpha
-        check_search(texts, beam, n_best, sample, min_len, no_repeat_ngram, len(self.tgt_vocab))
+        vocab = len(self.tgt_vocab)
+        check_search(texts, beam, n_best, sample, min_len, no_repeat_ngram, alpha, vocab)
         ids = self._encode_sources(texts, crop)
         limits = dict(min_len=min_len, no_repeat_ngram=no_repeat_ngram)
         pending = self._search(ids, beam=beam, alpha=alpha, sample=sample, **limits)
@@ -338,8 +339,7 @@ class Translator:
             )
         beam = self.decode_cfg.beam if beam is None else beam
         alpha = self.decode_cfg.alpha if alpha is None else alpha
-        if beam < 1:
-            raise DataError(f"need beam >= 1, got {beam}")
+        check_search(texts, beam, 1, None, min_len, no_repeat_ngram, alpha, len(self.tgt_vocab))
         ids = self._encode_sources(texts, crop)
         pending = self._search(
             ids,

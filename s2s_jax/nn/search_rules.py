@@ -71,7 +71,10 @@ def truncate(logits: Array, top_k: int, top_p: float) -> Array:
         ordered = -jnp.sort(-logits, axis=-1)  # descending
         probs = jax.nn.softmax(ordered, axis=-1)
         before = jnp.cumsum(probs, axis=-1) - probs  # the mass of the more likely tokens
-        kept = jnp.where(before < top_p, ordered, jnp.inf)
+        # The most likely token is always kept: a top_p that float32 rounds to 0 (1e-300)
+        # would otherwise keep none, and the draw would fall on a banned token.
+        first = jax.lax.broadcasted_iota(jnp.int32, ordered.shape, ordered.ndim - 1) == 0
+        kept = jnp.where((before < top_p) | first, ordered, jnp.inf)
         threshold = jnp.min(kept, axis=-1, keepdims=True)  # the least likely token kept
         logits = jnp.where(logits < threshold, neg_inf, logits)
     return logits

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 
-from s2s_jax.inference.outputs import Sampling
+from s2s_jax.errors import DataError
+from s2s_jax.inference.outputs import Sampling, check_setting, shown
 from s2s_jax.inference.translate import Translator
 
 SAMPLING_FIELDS = ("seed", "temperature", "top_k", "top_p")
@@ -61,6 +61,7 @@ class Limits:
 
     max_inputs: int = 64  # sentences in one request
     max_beam: int = 16  # beam width (each new width compiles a search once)
+    max_body_bytes: int = 1 << 20  # a request's body, read no further (64 long inputs fit)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,29 +73,19 @@ class Request:
     settings: Settings
 
 
-def _integer(body: dict, name: str, default: int, low: int, high: int | None = None) -> int:
-    value = body.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise BadRequest(f"{name} must be an integer, got {json.dumps(value)}")
-    if value < low or (high is not None and value > high):
-        bounds = f">= {low}" if high is None else f"in {low}..{high}"
-        raise BadRequest(f"{name} must be {bounds}, got {value}")
-    return value
-
-
-def _number(body: dict, name: str, default: float, *, positive: bool = False) -> float:
-    value = body.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise BadRequest(f"{name} must be a finite number, got {json.dumps(value)}")
-    if value < 0 or (positive and value == 0):
-        raise BadRequest(f"{name} must be {'> 0' if positive else '>= 0'}, got {value}")
-    return float(value)
+def _setting(body: dict, name: str, default, high=None, why: str = ""):
+    """A decoding setting of the request, within its usable range: the rule `Translator` and
+    `s2s translate` apply (`outputs.check_setting`), answered 422 when broken."""
+    try:
+        return check_setting(name, body.get(name, default), high, why)
+    except DataError as e:
+        raise BadRequest(str(e)) from None
 
 
 def _flag(body: dict, name: str) -> bool:
     value = body.get(name, False)
     if not isinstance(value, bool):
-        raise BadRequest(f"{name} must be true or false, got {json.dumps(value)}")
+        raise BadRequest(f"{name} must be true or false, got {shown(value)}")
     return value
 
 
@@ -115,6 +106,10 @@ def _inputs(body: dict, translator: Translator, limits: Limits) -> tuple[list[st
     for i, text in enumerate(inputs):
         if not text.strip():
             raise BadRequest(f"input {i} is empty: give a sentence to translate")
+        try:  # JSON's \ud800 escapes decode to lone surrogates, which no vocabulary spells
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise BadRequest(f"input {i} is not valid Unicode: {e.reason} at {e.start}") from None
         n = len(translator.src_vocab.encode(text))
         if n > most:
             raise BadRequest(
@@ -126,6 +121,11 @@ def _inputs(body: dict, translator: Translator, limits: Limits) -> tuple[list[st
     return inputs, lengths
 
 
+def _named(key: str) -> str:
+    """A key of the request as a message names it: as it is when it looks like a name."""
+    return key if key.isidentifier() and len(key) <= 40 else shown(key)
+
+
 def parse(raw: bytes, translator: Translator, limits: Limits) -> Request:
     """The request in `raw` (a JSON body), checked against the model and the limits.
 
@@ -135,42 +135,44 @@ def parse(raw: bytes, translator: Translator, limits: Limits) -> Request:
     """
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadRequest(f"malformed JSON: {e}", status=400) from None
+    # RecursionError: nested deeper than Python's recursion limit
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        # The first line, less Python's advice to the server's owner on long integers.
+        reason = (str(e).splitlines() or [type(e).__name__])[0].split("; use sys.")[0]
+        raise BadRequest(f"malformed JSON: {reason}", status=400) from None
     if not isinstance(body, dict):
         raise BadRequest('expected a JSON object, e.g. {"inputs": ["a sentence"]}', status=400)
     unknown = sorted(set(body) - set(FIELDS))
     if unknown:
-        raise BadRequest(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}")
+        named = ", ".join(map(_named, unknown[:5])) + (", ..." if len(unknown) > 5 else "")
+        raise BadRequest(f"unknown setting(s) {named}; known: {', '.join(FIELDS)}")
     inputs, lengths = _inputs(body, translator, limits)
     defaults = translator.decode_cfg
     sample = _flag(body, "sample")
     given = [name for name in SAMPLING_FIELDS if name in body]
     if given and not sample:
         raise BadRequest(f'{", ".join(given)} only apply with "sample": true')
-    beam = _integer(body, "beam", 1 if sample else defaults.beam, 1, limits.max_beam)
-    n_best = _integer(body, "n_best", 1, 1, beam)
+    beam_default = 1 if sample else defaults.beam
+    beam = _setting(body, "beam", beam_default, limits.max_beam, "this server's limit")
     settings = Settings(
         beam=beam,
-        n_best=n_best,
-        alpha=_number(body, "alpha", defaults.alpha),
-        min_len=_integer(body, "min_len", 0, 0),
-        no_repeat_ngram=_integer(body, "no_repeat_ngram", 0, 0),
+        n_best=_setting(body, "n_best", 1, beam, "at most the beam"),
+        alpha=_setting(body, "alpha", defaults.alpha),
+        min_len=_setting(body, "min_len", 0),
+        no_repeat_ngram=_setting(body, "no_repeat_ngram", 0),
         align=_flag(body, "align"),
     )
     if sample:
-        if beam != 1 or n_best != 1 or settings.align:
+        if settings.beam != 1 or settings.n_best != 1 or settings.align:
             raise BadRequest("sampling draws one translation per input: no beam, n_best or align")
-        top_p = _number(body, "top_p", 1.0, positive=True)
-        if top_p > 1:
-            raise BadRequest(f"top_p must be in (0, 1], got {top_p}")
+        vocab = len(translator.tgt_vocab)
         settings = dataclasses.replace(
             settings,
             sample=Sampling(
-                seed=_integer(body, "seed", 0, 0),
-                temperature=_number(body, "temperature", 1.0, positive=True),
-                top_k=_integer(body, "top_k", 0, 0, len(translator.tgt_vocab)),
-                top_p=top_p,
+                seed=_setting(body, "seed", 0),
+                temperature=_setting(body, "temperature", 1.0),
+                top_k=_setting(body, "top_k", 0, vocab, "the target vocabulary's size"),
+                top_p=_setting(body, "top_p", 1.0),
             ),
         )
     if settings.align and any(c.attention == "none" for c in translator.members):
