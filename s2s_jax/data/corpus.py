@@ -76,7 +76,10 @@ def line_blocks(path: str) -> Iterator[list[str]]:
     except FileNotFoundError:
         raise DataError(f"no such file: {path}") from None
     except IsADirectoryError:
-        raise DataError(f"{path} is a directory; give a file") from None
+        raise DataError(
+            f"{path} is a folder without {MANIFEST}, so not prepared data (a prepare that did "
+            "not finish leaves none): give a corpus file, or a folder s2s prepare wrote"
+        ) from None
     with raw:
         stream = gzip.GzipFile(fileobj=raw) if raw.peek(2)[:2] == GZIP_MAGIC else raw
         offset, lines_before, rest = 0, 0, b""

@@ -55,8 +55,10 @@ def read_manifest(folder: str | Path) -> dict:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise DataError(f"{folder}: not prepared data (its {MANIFEST}: {e})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else None
+    if not isinstance(manifest, dict):
+        raise DataError(f"{folder}: not prepared data (its {MANIFEST} is not a JSON object)")
+    if manifest.get("format") != FORMAT:
+        found = manifest.get("format")
         raise DataError(
             f"{folder} was prepared in format {found}; this version reads format {FORMAT}: {AGAIN}"
         )
