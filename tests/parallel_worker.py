@@ -17,15 +17,27 @@ import numpy as np
 
 B, S, T, STEPS = 8, 8, 8, 3  # global batch, source and target padded lengths, steps per run
 
+# Every dropout on, in every run here: each row draws its masks from its index in the global
+# batch, so the splits must still give the one-device model.
+DROPOUTS = {
+    "dropout": 0.3,
+    "annotation_dropout": 0.2,
+    "src_word_dropout": 0.1,
+    "tgt_word_dropout": 0.1,
+}
+
 FIT_CONFIG = {
     "model": {
         "cell": "gru",
         "bidirectional": False,
-        "attention": "none",
+        "attention": "bahdanau",
+        "attn_dim": 8,
+        "enc_layers": 2,
         "src_embed": 8,
         "tgt_embed": 8,
         "enc_hidden": 16,
         "dec_hidden": 16,
+        **DROPOUTS,
     },
     "train": {
         "steps": 4,
@@ -42,14 +54,11 @@ FIT_CONFIG = {
 
 
 def prepared_config(data: str, parallel: str, steps: int) -> dict:
-    """FIT_CONFIG on the prepared folder `data` (its valid.tsv beside it), without dropout:
+    """FIT_CONFIG (every dropout on) on the prepared folder `data` (its valid.tsv beside it):
     the runs on it compare across device layouts."""
     train = {k: v for k, v in FIT_CONFIG["train"].items() if k != "task"}
     train.update(train_file=data, valid_file=f"{data}/../valid.tsv", steps=steps)
-    return {
-        "model": {**FIT_CONFIG["model"], "dropout": 0.0},
-        "train": {**train, "parallel": parallel},
-    }
+    return {"model": FIT_CONFIG["model"], "train": {**train, "parallel": parallel}}
 
 
 def configs():
@@ -57,7 +66,17 @@ def configs():
     from s2s_jax.run import config
 
     model_cfg = model.Seq2SeqConfig(
-        src_vocab=12, tgt_vocab=12, cell="gru", src_embed=8, tgt_embed=8, enc_hidden=8, dec_hidden=8
+        src_vocab=12,
+        tgt_vocab=12,
+        cell="gru",
+        src_embed=8,
+        tgt_embed=8,
+        enc_hidden=8,
+        dec_hidden=8,
+        enc_layers=2,
+        attention="bahdanau",
+        attn_dim=8,
+        **DROPOUTS,
     )
     train_cfg = config.TrainConfig(
         batch_size=B, warmup_steps=0, schedule="constant", learning_rate=1e-2, seed=3

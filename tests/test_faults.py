@@ -514,6 +514,59 @@ def test_a_damaged_best_blocks_nothing(project, straight, env):
     assert (workdir / "checkpoints" / "best" / "16").exists()
 
 
+# Started with the interpreter (sitecustomize on PYTHONPATH): every intact checkpoint read
+# returns half a second late, as from a slow disk, so that a restore that fails at one read
+# leaves orbax's other reads pending; each one abandoned so is counted in ABANDONED.
+SLOW_READS = """
+import asyncio
+import os
+
+from orbax.checkpoint._src.serialization import serialization
+
+_read = serialization._read_shard
+
+
+async def _slow(*args, _open=open, _marker=os.environ["ABANDONED"], **kwargs):
+    out = await _read(*args, **kwargs)
+    try:
+        await asyncio.sleep(0.5)
+    except GeneratorExit:
+        with _open(_marker, "a") as f:
+            f.write("x")
+        raise
+    return out
+
+
+serialization._read_shard = _slow
+"""
+
+
+def test_eval_past_a_damaged_step_names_it_in_one_line(project, straight, env, tmp_path):
+    """A restore that fails at one read leaves orbax's other reads pending, and closing each
+    one raised again: "Exception ignored in: <coroutine object ...>" and a 60-line TensorStore
+    spec per read. stderr holds the damaged step (with tensorstore's reason), the fallback and
+    what was loaded, nothing else."""
+    workdir = copy_of(straight, "damaged-slow-disk")
+    step = workdir / "checkpoints" / "latest" / "12"
+    for f in (step / "default" / "ocdbt.process_0" / "d").iterdir():  # the arrays' data
+        os.truncate(f, f.stat().st_size // 3)
+    (tmp_path / "sitecustomize.py").write_text(SLOW_READS)
+    abandoned = tmp_path / "abandoned"
+    path = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
+    slow = dict(env, PYTHONPATH=path, ABANDONED=str(abandoned))
+    evaluate = ["eval", "--workdir", workdir.name, "--checkpoint", "latest", "--split", "valid"]
+    rc, out, err = s2s(*evaluate, "--limit", "4", "--beam", "1", cwd=workdir.parent, env=slow)
+    assert rc == 0 and "exact_match" in json.loads(out), err
+    assert abandoned.exists(), "no read was left pending: the case is not exercised"
+    lines = err.splitlines()
+    assert len(lines) == 3, err
+    damaged, fallback, loaded = lines
+    assert f"{workdir}/checkpoints/latest/12 is damaged: " in damaged, err
+    assert "Error reading" in damaged and damaged.endswith("trying an older one"), err
+    assert fallback.startswith("using latest step 8, the newest intact checkpoint"), err
+    assert loaded == f"{workdir}: step 8, the latest", err
+
+
 @pytest.mark.parametrize(
     "tamper, match",
     [

@@ -233,6 +233,39 @@ def test_whole_vector_dropout_zeros_or_scales_each_vector():
     assert 0.25 < dropped.mean() < 0.35
 
 
+def test_each_rows_dropout_masks_come_from_its_own_key():
+    """Every dropout on: a row's training logits depend on its own key alone, whatever rows
+    share its batch (a batch split over devices, processes or micro-batches draws the same
+    masks); a single key gives row b `fold_in(key, b)`; equal rows with different keys draw
+    different masks."""
+    cfg, params = make(
+        "bahdanau",
+        enc_layers=2,
+        dropout=0.3,
+        annotation_dropout=0.2,
+        src_word_dropout=0.2,
+        tgt_word_dropout=0.2,
+    )
+
+    @jax.jit
+    def train(src, src_len, tgt, keys):
+        return model.forward(params, src, src_len, tgt, cfg=cfg, key=keys)
+
+    base = jax.random.key(7)
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(base, jnp.arange(3))
+    whole = np.asarray(train(SRC, SRC_LEN, TGT, keys))
+    for rows in ([0], [1, 2], [2, 0]):
+        rows = np.array(rows)
+        part = train(SRC[rows], SRC_LEN[rows], TGT[rows], keys[rows])
+        np.testing.assert_allclose(part, whole[rows], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(train(SRC, SRC_LEN, TGT, base), whole)
+    same = lambda x: jnp.broadcast_to(x[:1], x.shape)  # the first row three times
+    logits = np.asarray(train(same(SRC), same(SRC_LEN), same(TGT), keys))
+    assert not np.allclose(logits[0], logits[1]) and not np.allclose(logits[1], logits[2])
+    with pytest.raises(ValueError, match="one per row"):
+        rnn.dropout(jnp.ones((3, 4)), 0.5, keys[:2])
+
+
 @pytest.mark.parametrize("side", ["src", "tgt"])
 def test_word_dropout_acts_through_the_embeddings_in_training_only(side):
     """A dropped token reads a zero embedding: with that side's embedding table all zeros,

@@ -124,14 +124,25 @@ def test_each_dropout_alone_gets_a_dropout_key(rate_name):
     assert losses[0] != pytest.approx(losses[1], rel=1e-4)
 
 
-def test_accumulated_micro_batches_give_the_whole_batch_update():
+EVERY_DROPOUT = {
+    "attention": "bahdanau",
+    "enc_layers": 2,
+    "dropout": 0.3,
+    "annotation_dropout": 0.2,
+    "src_word_dropout": 0.2,
+    "tgt_word_dropout": 0.2,
+}
+
+
+@pytest.mark.parametrize("dropouts", [{"dropout": 0.0}, EVERY_DROPOUT], ids=["none", "every"])
+def test_accumulated_micro_batches_give_the_whole_batch_update(dropouts):
     """accumulate=2 runs the batch's two rows (4 and 2 target tokens) one after another: the
-    same update and metrics as the whole batch at once (no dropout: same masks), not the mean
-    of two per-row means."""
+    same update and metrics as the whole batch at once, not the mean of two per-row means;
+    with dropout too (each row draws its masks from its index in the batch)."""
     values = config.merge(
         TINY,
         {
-            "model": {"src_vocab": 9, "tgt_vocab": 9, "dropout": 0.0},
+            "model": {"src_vocab": 9, "tgt_vocab": 9, **dropouts},
             "train": {"warmup_steps": 0, "batch_size": 2},
         },
     )

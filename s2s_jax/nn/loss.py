@@ -28,7 +28,8 @@ def loss_terms(
     Args:
       batch: `(src int32[B, S], src_len int32[B], tgt int32[B, T], tgt_len int32[B])`, e.g. a
         `data.Batch`; `tgt` holds `y_1 .. y_n </s>` and `tgt_len` counts the `</s>`.
-      key: the dropout key, or None (no dropout).
+      key: the dropout keys, one per row `key[B]` or one for the batch (`model.forward`), or
+        None (no dropout).
       label_smoothing: eps: each token's loss is `(1 - eps) * NLL + eps * mean over the
         vocabulary of -log p`.
 

@@ -34,8 +34,8 @@ from s2s_jax.nn.params import compute_params, init, param_count, reindex_vocab  
 from s2s_jax.tokens import BOS, EOS, PAD, UNK  # noqa: F401 (model.EOS etc. for users)
 
 Array = jax.Array
-# The annotations' and the words' dropouts draw from `fold_in(key, STREAM)` of their part's key,
-# so switching one on leaves the other dropouts' draws as they were.
+# The annotations' and the words' dropouts draw from `fold_in(key, STREAM)` of their part's key
+# (each row's), so switching one on leaves the other dropouts' draws as they were.
 ANNOTATION_STREAM = 1
 WORD_STREAM = 2
 
@@ -79,7 +79,8 @@ def encode(params: dict, src: Array, src_len: Array, *, cfg: Seq2SeqConfig, key=
     Args:
       src: int32[B, S] token ids, right-padded with 0.
       src_len: int32[B] lengths.
-      key: PRNG key for dropout (training); None at inference.
+      key: dropout keys (training), one per row `key[B]` or one for the batch (`rnn.row_keys`);
+        None at inference.
     """
     return with_keys(params, read_source(params, src, src_len, cfg=cfg, key=key), cfg=cfg)
 
@@ -97,16 +98,17 @@ def read_source(
 ) -> Encoded:
     """The encoder alone (`src_embed`, `encoder`): annotations float32[B, S, enc_out], C
     float32[B, enc_out] and the mask; `keys` is None (see `with_keys`). Under mixed precision
-    the annotations and C are bfloat16."""
+    the annotations and C are bfloat16. `key`: as `encode`'s; row b's masks come from its key."""
     params = compute_params(params, cfg=cfg)
     cell = get_cell(cfg.cell)
     if cfg.reverse_source:
         src = reverse_within_length(src, src_len)
     x = params["src_embed"][src]
+    key = rnn.row_keys(key, src.shape[0])
     if key is not None:
-        word_key = jax.random.fold_in(key, WORD_STREAM)
+        word_key = rnn.fold_in_rows(key, WORD_STREAM)
         x = rnn.dropout(x, cfg.src_word_dropout, word_key, whole_vectors=True)
-        key, sub = jax.random.split(key)
+        key, sub = rnn.split_rows(key)
         x = rnn.dropout(x, cfg.dropout, sub)
     annotations, finals = rnn.run_stack(
         cell,
@@ -123,7 +125,7 @@ def read_source(
     )
     if key is not None:
         annotations = rnn.dropout(
-            annotations, cfg.annotation_dropout, jax.random.fold_in(key, ANNOTATION_STREAM)
+            annotations, cfg.annotation_dropout, rnn.fold_in_rows(key, ANNOTATION_STREAM)
         )
     context = jnp.concatenate([carry.h for carry in finals[-1]], axis=-1)
     return Encoded(annotations, None, context, scan.length_mask(src_len, src.shape[1]))
@@ -292,14 +294,16 @@ def forward(
       src: int32[B, S]; src_len: int32[B].
       tgt: int32[B, T] target ids `y_1 .. y_n </s>` right-padded; the decoder reads them
         shifted right behind `<s>`.
-      key: PRNG key for dropout (training); None at inference.
+      key: dropout keys (training), one per row `key[B]` or one for the batch (`rnn.row_keys`);
+        None at inference. Row b's masks depend on its key alone, not on the rows beside it.
 
     Returns:
       logits float32[B, T, V]: logits[:, t] predicts tgt[:, t].
     """
     enc_key = dec_keys = None
+    key = rnn.row_keys(key, src.shape[0])
     if key is not None:
-        enc_key, *dec_keys = jax.random.split(key, 3)
+        enc_key, *dec_keys = rnn.split_rows(key, 3)
     enc = encode(params, src, src_len, cfg=cfg, key=enc_key)
     return teacher_forced_logits(params, enc, tgt, cfg=cfg, dropout_keys=dec_keys)
 
@@ -308,13 +312,14 @@ def teacher_forced_logits(
     params: dict, enc: Encoded, tgt: Array, *, cfg: Seq2SeqConfig, dropout_keys=None
 ) -> Array:
     """The decoder half of `forward`: logits float32[B, T, V] of reading `tgt: int32[B, T]`
-    behind `<s>`, given the encoded source. `dropout_keys`: (embedding key, readout key), or
-    None at inference."""
+    behind `<s>`, given the encoded source. `dropout_keys`: (embedding keys, readout keys), each
+    one per row `key[B]` or one for the batch (`rnn.row_keys`), or None at inference."""
     params = compute_params(params, cfg=cfg)
     emb_key, out_key = dropout_keys if dropout_keys is not None else (None, None)
+    emb_key, out_key = (rnn.row_keys(k, tgt.shape[0]) for k in (emb_key, out_key))
     emb = params["tgt_embed"][shift_right(tgt)]
     if emb_key is not None:
-        word_key = jax.random.fold_in(emb_key, WORD_STREAM)
+        word_key = rnn.fold_in_rows(emb_key, WORD_STREAM)
         emb = rnn.dropout(emb, cfg.tgt_word_dropout, word_key, whole_vectors=True)
         emb = rnn.dropout(emb, cfg.dropout, emb_key)
     xp = _input_projection(params, enc, emb, cfg=cfg)

@@ -4,7 +4,9 @@ The body `body(state, batch, *, axis_name) -> (state, metrics)` (`step.train_ste
 device's rows of the global batch. It sums the gradients and the token counts over the mesh
 axis "data" itself (`lax.psum`) and divides by the GLOBAL token count, so any split of the
 batch gives the update of the whole batch on one device (up to float summation order); a
-mean of per-device means would weight short and long shards wrongly.
+mean of per-device means would weight short and long shards wrongly. Dropout draws each row's
+masks from the row's index in the global batch (`step.global_rows`: the device's index on the
+axis times its rows, plus the row), so the split does not change the masks either.
 
 One layout in every mode, so that checkpoints depend on neither the mode nor the device count:
   * state: every leaf replicated on every device, `NamedSharding(mesh, P())` (mode "none": on

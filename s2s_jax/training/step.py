@@ -1,8 +1,10 @@
 """One training step: the per-device step body that `parallel` runs, minimising the
 teacher-forced loss of `nn.loss`.
 
-A step is a pure function of (state, batch): dropout keys are `fold_in(key, step)`, so a run
-resumed from a checkpoint takes exactly the steps an uninterrupted one would.
+A step is a pure function of (state, batch): the dropout key of the batch's global row r at
+step t is `fold_in(fold_in(key, t), r)`, so a run resumed from a checkpoint takes exactly the
+steps an uninterrupted one would, and every split of the batch (devices, processes,
+micro-batches) draws every row's masks as one device would.
 """
 
 from __future__ import annotations
@@ -33,16 +35,17 @@ def train_step(
     With `axis_name`, the devices' gradients are summed over that axis (`lax.psum`); each
     device's loss is divided by the global token count, so any split of the batch gives the
     update of the whole batch on one device (a mean of per-device means would not).
+    Dropout draws each row's masks from the row's index in the global batch (`global_rows`),
+    so with dropout too any split gives the one-device update.
     A non-finite loss, gradient or update leaves the state unchanged and sets
     `metrics["finite"]` to 0, so the last good parameters survive for the host to stop on.
     """
     key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
-    if axis_name is not None:
-        key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
     key = key if model_cfg.drops_out else None
     reduce = (lambda x: jax.lax.psum(x, axis_name)) if axis_name else (lambda x: x)
     tokens = jnp.maximum(reduce(jnp.sum(batch.tgt_len).astype(jnp.float32)), 1.0)
-    grads, sums = _gradients(state.params, batch, key, tokens, model_cfg, train_cfg)
+    rows = global_rows(batch.tgt_len.shape[0], axis_name)
+    grads, sums = _gradients(state.params, batch, rows, key, tokens, model_cfg, train_cfg)
     grads, sums = reduce(grads), reduce(sums)
     updates, opt_state = make_optimizer(train_cfg).update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -65,19 +68,38 @@ def train_step(
     return new_state, metrics_
 
 
-def _gradients(params, batch: Batch, key, tokens, model_cfg, train_cfg) -> tuple:
+def global_rows(local_rows: int, axis_name: str | None = None) -> Array:
+    """int32[local_rows]: the indices in the global batch of this device's rows.
+
+    `parallel` gives device i of the axis (its position in the mesh, or in pmap's mapped axis)
+    rows `[i * local_rows, (i + 1) * local_rows)` of the global batch, in every mode and with
+    any number of processes (a process's devices hold its consecutive share of the rows).
+    """
+    rows = jnp.arange(local_rows, dtype=jnp.int32)
+    if axis_name is None:
+        return rows
+    return jax.lax.axis_index(axis_name).astype(jnp.int32) * local_rows + rows
+
+
+def _gradients(params, batch: Batch, rows, key, tokens, model_cfg, train_cfg) -> tuple:
     """The gradient of the batch's token-summed loss over `tokens`, and the loss sums.
 
+    `rows: int32[b]`: the global indices of the batch's rows; row r draws its dropout masks
+    from `fold_in(key, r)` (`key`: the step's key, or None without dropout).
     With `train_cfg.accumulate` N > 1, the batch's rows are split into N micro-batches run one
     after another (`lax.scan`), their gradients summed: the update of the whole batch (each
     micro-batch's loss is over the whole batch's tokens) with the activations of 1/N of it.
-    Dropout then draws each micro-batch's masks from its own key.
+    A row's masks are the same whichever micro-batch holds it.
     """
 
-    def grad_fn(micro: Batch, key) -> tuple:
+    def grad_fn(micro: Batch, micro_rows) -> tuple:
+        keys = None
+        if key is not None:
+            keys = jax.vmap(jax.random.fold_in, (None, 0))(key, micro_rows)
+
         def loss_fn(params):
             loss, sums = loss_terms(
-                params, micro, key, model_cfg=model_cfg, label_smoothing=train_cfg.label_smoothing
+                params, micro, keys, model_cfg=model_cfg, label_smoothing=train_cfg.label_smoothing
             )
             return loss / tokens, sums
 
@@ -85,16 +107,16 @@ def _gradients(params, batch: Batch, key, tokens, model_cfg, train_cfg) -> tuple
 
     n = train_cfg.accumulate
     if n == 1:
-        return grad_fn(batch, key)
-    micros = jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
+        return grad_fn(batch, rows)
+    split = lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:])
+    micros, micro_rows = jax.tree.map(split, batch), split(rows)
 
-    def add(total, i_micro):
-        i, micro = i_micro
-        part = grad_fn(micro, None if key is None else jax.random.fold_in(key, i))
+    def add(total, micro_and_rows):
+        part = grad_fn(*micro_and_rows)
         return jax.tree.map(jnp.add, total, part), None
 
-    first = jax.tree.map(lambda x: x[0], micros)
-    shapes = jax.eval_shape(lambda: grad_fn(first, key))
+    first = jax.tree.map(lambda x: x[0], (micros, micro_rows))
+    shapes = jax.eval_shape(lambda: grad_fn(*first))
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    total, _ = jax.lax.scan(add, zeros, (jnp.arange(n), micros))
+    total, _ = jax.lax.scan(add, zeros, (micros, micro_rows))
     return total

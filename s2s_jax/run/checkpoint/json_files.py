@@ -45,6 +45,10 @@ def brief(e: BaseException) -> str:
     """The first line of an exception's message, cut to fit one line of output."""
     lines = str(e).strip().splitlines()
     text = lines[0] if lines else ""
+    if text.startswith("Encountered error while reading") and e.__cause__ is not None:
+        # orbax's wrapper of a failed read, with the reader's spec; tensorstore's own error,
+        # its cause, names the leaf and what is wrong with it.
+        return brief(e.__cause__)
     cause = _OS_TROUBLE.search(str(e))
     if cause:  # tensorstore buries it at the end of a long message
         return cause.group(0)

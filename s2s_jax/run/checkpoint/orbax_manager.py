@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -73,25 +74,44 @@ def _quiet_orbax() -> None:
 _quiet_orbax()
 
 
-def _ignore_late_tensorstore_callbacks() -> None:
-    """After a failed read, tensorstore threads still complete the other reads and call back
-    into the event loop orbax has closed; Python would print a traceback for each ("Event loop
-    is closed", or the other reads' tensorstore errors) although the restore itself raised a
-    clean error. This hook drops those and passes everything else to the previous hook."""
+def _ignore_leftovers_of_failed_restores() -> None:
+    """Drops what a failed restore leaves behind, and passes everything else to the previous
+    hook.
+
+    orbax reads the leaves concurrently (`asyncio.gather`) in an event loop of its own, which
+    it closes as soon as one read fails, with the other reads still pending. Two kinds of
+    unraisable exceptions follow, long after the restore itself raised a clean error:
+      * tensorstore threads complete those reads and call back into the closed loop ("Event
+        loop is closed"), or report the other reads' own tensorstore errors;
+      * the garbage collector closes the pending reads' coroutines, and orbax's
+        `except BaseException` around each read turns the GeneratorExit into a new exception:
+        "Exception ignored in: <coroutine object _read_array_index_and_device_put>", with a
+        60-line TensorStore spec, once per pending read.
+    Everything the hook reads is bound here, not looked up in this module's globals, so that it
+    still works when the garbage collector runs at interpreter exit.
+    """
     previous = sys.unraisablehook
     if getattr(previous, "_s2s_filter", False):
         return
+    orbax_dir = os.path.dirname(ocp.__file__) + os.sep
+    marks = _TENSORSTORE_MARKS
 
-    def hook(unraisable):
-        exc = unraisable.exc_value
-        if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
-            return
-        if any(mark in str(exc) for mark in _TENSORSTORE_MARKS):
-            return  # another read of the same failed restore
+    def hook(unraisable, previous=previous, orbax_dir=orbax_dir, marks=marks):
+        try:
+            exc, obj = unraisable.exc_value, unraisable.object
+            if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+                return
+            if any(mark in str(exc) for mark in marks):
+                return  # another read of the same failed restore
+            code = getattr(obj, "cr_code", None)  # a coroutine being closed
+            if code is not None and code.co_filename.startswith(orbax_dir):
+                return  # a read left pending by a failed restore
+        except Exception:  # deciding must never hide the exception: let the previous hook say it
+            pass
         previous(unraisable)
 
     hook._s2s_filter = True
     sys.unraisablehook = hook
 
 
-_ignore_late_tensorstore_callbacks()
+_ignore_leftovers_of_failed_restores()
