@@ -21,7 +21,7 @@ class TrainState(NamedTuple):
     step: Array  # int32[]: updates applied so far
     params: Any  # model parameters
     opt_state: Any  # optax state
-    key: Array  # uint32[2]: the run's dropout key, raw; row r of step t: fold_in(fold_in(key, t), r)
+    key: Array  # uint32[2]: the dropout key, raw; row r of step t: fold_in(fold_in(key, t), r)
     data_pos: Array  # int32[2]: (epoch, index) of the next training batch
 
 
