@@ -7,6 +7,7 @@ import dataclasses
 
 from s2s_jax.errors import ConfigError
 from s2s_jax.nn import attention
+from s2s_jax.nn.cells import CELLS
 from s2s_jax.tokens import UNK
 
 CONTEXT_MODES = ("init", "input", "both")
@@ -19,7 +20,7 @@ class Seq2SeqConfig:
 
     src_vocab: int = 64  # source vocabulary size, specials included
     tgt_vocab: int = 64  # target vocabulary size, specials included
-    cell: str = "gru"  # rnn | gru | lstm
+    cell: str = "gru"  # rnn | gru | lstm | sru | mingru | minlstm (the last three: linear cells)
     src_embed: int = 64  # source embedding size
     tgt_embed: int = 64  # target embedding size
     enc_hidden: int = 128  # per direction
@@ -54,9 +55,7 @@ class Seq2SeqConfig:
             if not ok:
                 raise ConfigError(msg)
 
-        check(
-            self.cell in ("rnn", "gru", "lstm"), f"cell must be rnn, gru or lstm, not {self.cell!r}"
-        )
+        check(self.cell in CELLS, f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
         check(
             self.context in CONTEXT_MODES,
             f"context must be one of {CONTEXT_MODES}, not {self.context!r}",

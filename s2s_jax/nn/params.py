@@ -54,7 +54,7 @@ def init(cfg: Seq2SeqConfig, *, key) -> dict:
     if cfg.tie_embeddings:
         del params["output"]["w"]
     if cfg.context in ("init", "both"):
-        n_states = 2 if cfg.cell == "lstm" else 1
+        n_states = len(cell.initial_carry(1, 1))  # the LSTM's and the SRU's: h and c
         params["bridge"] = [
             [_dense(next(keys), cfg.enc_out, cfg.dec_hidden) for _ in range(n_states)]
             for _ in range(cfg.dec_layers)

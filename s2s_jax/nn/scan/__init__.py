@@ -9,7 +9,15 @@ batch of sequences. Every implementation gives the same values and gradients:
   "fused"     the LSTM and GRU cells with a hand-written backward pass whose weight gradients
               are three large matmuls after the reverse loop (`fused.py`);
   "hoisted"   any step: the weight gradients of its matrix products computed after the reverse
-              loop, one matmul each (`hoisted.py`).
+              loop, one matmul each (`hoisted.py`);
+  "parallel"  a linear cell (SRU, minGRU, minLSTM: `cell.linear`) over whole sequences: one
+              input matmul for all steps, then one linear scan of the state, associative or
+              sequential as measured faster for the device and length (`linear.py`).
+
+A linear cell given "hoisted" runs "parallel": its only weights are in the input projection, so
+the parallel form is that scan with its weight gradients hoisted, and the model (which asks
+"hoisted" of every cell without a fused form) trains these cells in parallel. "autodiff" and
+"loop" run a linear cell step by step, its `step` (the decoder's form): the references.
 
 Public arrays are batch-major (`float32[B, T, ...]`); the scans run time-major inside. Variable
 lengths are handled by a mask: a padded step (t >= length) leaves the carry unchanged and emits
@@ -26,12 +34,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from s2s_jax.nn import cells
 from s2s_jax.nn.cells import Cell
-from s2s_jax.nn.scan import fused, hoisted, reference
+from s2s_jax.nn.scan import fused, hoisted, linear, reference
 
 Array = jax.Array
 
-IMPLEMENTATIONS = ("autodiff", "loop", "fused", "hoisted")
+IMPLEMENTATIONS = ("autodiff", "loop", "fused", "hoisted", "parallel")
 FUSED_CELLS = ("lstm", "gru")
 _SCANS = {"autodiff": reference.autodiff, "loop": reference.loop, "hoisted": hoisted.scan}
 
@@ -79,7 +88,8 @@ def run(
         put each step under `jax.checkpoint`, "fused" and "hoisted" keep only the carries.
       impl: one of `IMPLEMENTATIONS` (see the module docstring).
       projection: a cell's input matmul "inside" the scan (per step), "outside" (one matmul
-        for all steps before it) or None (`default_projection()`).
+        for all steps before it) or None (`default_projection()`); "parallel" is always
+        "outside".
 
     Returns:
       the outputs, batch-major (zeros at padded steps), and the final carry (each sequence's
@@ -91,13 +101,25 @@ def run(
     is_cell = isinstance(recurrence, Cell)
     if is_cell:
         if initial_carry is None:
-            hidden = params["w_hh"].shape[0]
+            hidden = params["b_ih"].shape[-1] // recurrence.gates
             initial_carry = recurrence.initial_carry(batch, hidden, xs.dtype)
         projection = projection or default_projection()
         if projection not in ("inside", "outside"):
             raise ValueError(f"projection must be 'inside' or 'outside', got {projection!r}")
+        if recurrence.linear is not None and impl in ("hoisted", "parallel"):
+            return linear.run(
+                recurrence, params, xs, lengths, initial_carry, reverse=reverse, unroll=unroll,
+                remat=remat,
+            )  # fmt: skip
     elif initial_carry is None:
         raise ValueError("scan.run needs `initial_carry` to run a step function")
+    if impl == "parallel":
+        what = f"the {recurrence.name!r} cell" if is_cell else "a step function"
+        linear_names = ", ".join(c.name for c in cells.CELLS.values() if c.linear)
+        raise ValueError(
+            f"impl='parallel' runs the linear cells ({linear_names}) only, not {what}: "
+            "use impl='hoisted' or 'autodiff'"
+        )
     keep = length_mask(lengths, steps) if lengths is not None else None
     if impl == "fused":
         if not is_cell or recurrence.name not in FUSED_CELLS:
