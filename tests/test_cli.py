@@ -325,7 +325,10 @@ def test_config_prints_what_a_run_of_a_file_and_sets_would_get(tmp_path, capsys)
     assert values["model"]["dropout"] == 0.25 and values["train"]["task"] == "copy"
     assert values["decode"]["beam"] == 3 and values["decode"]["max_len_ratio"] == 1.5  # moved key
     assert values["model"]["attention"] == "bahdanau"  # the defaults under every run
-    assert 'cell = "gru"  # rnn | gru | lstm' in out.splitlines()
+    assert (
+        'cell = "gru"  # rnn | gru | lstm | sru | mingru | minlstm (the last three: linear cells)'
+        in out.splitlines()
+    )
     one_line_error(capsys, "config", "--set", "beam=0", match="beam must be >= 1, got 0")
 
 
