@@ -119,6 +119,11 @@ def _check_vocabs(folder: Path, manifest: dict) -> None:
 def open_checked(folder: str | Path) -> TokenStore:
     """The encoded pairs of a prepared folder, memory-mapped, after `check_folder`; their token
     chunks checked as batches first read them."""
+    return _open(folder)[0]
+
+
+def _open(folder: str | Path) -> tuple[TokenStore, dict]:
+    """`open_checked`'s store, and the manifest it was checked against."""
     manifest = check_folder(folder)
     store = TokenStore.open(folder, STORE, id_limit=max(manifest["vocab_sizes"]))
     if len(store) != manifest["pairs"] or len(store.tokens) != manifest["tokens"]:
@@ -126,14 +131,13 @@ def open_checked(folder: str | Path) -> TokenStore:
             f"{folder}: its store holds {len(store):,} pairs and {len(store.tokens):,} ids, "
             f"its {MANIFEST} says {manifest['pairs']:,} and {manifest['tokens']:,}: {AGAIN}"
         )
-    return store
+    return store, manifest
 
 
 def verify_folder(folder: str | Path) -> dict:
     """Checks a prepared folder in full: `open_checked`, every token chunk, and every pair's
     ids against its side's vocabulary. Returns what was checked."""
-    store = open_checked(folder)
-    manifest = read_manifest(folder)
+    store, manifest = _open(folder)
     store.check.check_all()
     limits = manifest["vocab_sizes"]
     for begin in range(0, len(store), VERIFY_PAIRS):
