@@ -114,6 +114,26 @@ def assert_one_line(result, code: int, match: str) -> str:
     return lines[0]
 
 
+def on_small_filesystem(script: str, tmp_path, project, env, *, timeout: float) -> Path:
+    """Runs the bash `script` with `$1` a fresh mount point, `$2` the project and `$3` the s2s
+    command, in a user and mount namespace (no root needed: the script mounts a small tmpfs on
+    `$1` and exits 99 if it cannot); skips the test where that is impossible. Returns `$1`."""
+    if not shutil.which("unshare"):
+        pytest.skip("no unshare to mount a small filesystem")
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    proc = subprocess.run(
+        ["unshare", "-rm", "bash", "-c", script, "sh", str(mount), str(project), S2S],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode == 99 or "unshare" in proc.stderr:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    return mount
+
+
 class Running:
     """`s2s` in the background, its output lines collected as they come."""
 
@@ -618,19 +638,7 @@ def test_a_full_disk_stops_training_with_one_line_and_loses_nothing(
     project, straight, env, tmp_path
 ):
     """On a 6 MB tmpfs (in a user and mount namespace, so no root is needed), filled up."""
-    if not shutil.which("unshare"):
-        pytest.skip("no unshare to mount a small filesystem")
-    mount = tmp_path / "mnt"
-    mount.mkdir()
-    proc = subprocess.run(
-        ["unshare", "-rm", "bash", "-c", FULL_DISK, "sh", str(mount), str(project), S2S],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if proc.returncode == 99 or "unshare" in proc.stderr:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    on_small_filesystem(FULL_DISK, tmp_path, project, env, timeout=600)
     read = lambda name: (project / name).read_text()  # noqa: E731
     assert read("resume.rc").split() == ["resume", "1"], read("resume.err")
     assert_one_line((1, "", read("resume.err")), 1, "saving step 12")

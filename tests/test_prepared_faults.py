@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import test_faults
-from test_faults import S2S, TINY, assert_one_line, s2s
+from test_faults import S2S, TINY, assert_one_line, on_small_filesystem, s2s
 
 from s2s_jax.data import integrity
 from s2s_jax.run import config
@@ -323,19 +323,7 @@ ls -A "$1" >"$1.files"
 def test_a_full_disk_names_the_file(project, env, big, tmp_path):
     """On a 256 KB tmpfs (in a user and mount namespace): one line naming the file and "no
     space left on device", exit 1, nothing left on the filesystem."""
-    if not shutil.which("unshare"):
-        pytest.skip("no unshare to mount a small filesystem")
-    mount = tmp_path / "mnt"
-    mount.mkdir()
-    proc = subprocess.run(
-        ["unshare", "-rm", "bash", "-c", FULL_DISK, "sh", str(mount), str(project), S2S],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if proc.returncode == 99 or "unshare" in proc.stderr:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    mount = on_small_filesystem(FULL_DISK, tmp_path, project, env, timeout=300)
     read = lambda suffix: Path(f"{mount}{suffix}").read_text()  # noqa: E731
     assert read(".rc").strip() == "1", read(".err")
     assert_one_line((1, "", read(".err")), 1, "no space left on device (writing train.tokens)")
