@@ -35,6 +35,27 @@ VARIANTS = {
     "luong_general_tied": dict(
         cell="rnn", attention="luong_general", tie_embeddings=True, enc_hidden=16, dec_hidden=16
     ),
+    # Luong's attention without input feeding: teacher forcing runs the decoder layers first
+    "unfed_lstm": dict(cell="lstm", attention="luong_general", input_feeding=False),
+    "parallel_mingru": dict(  # a linear decoder: no sequential matmul in training
+        cell="gru",
+        dec_cell="mingru",
+        bidirectional=True,
+        attention="luong_general",
+        input_feeding=False,
+        dec_layers=2,
+        residual=True,
+    ),
+    "parallel_sru": dict(
+        cell="sru",
+        attention="luong_dot",
+        input_feeding=False,
+        enc_hidden=8,
+        dec_hidden=16,
+        bidirectional=True,
+        context="both",
+    ),
+    "fixed_context_minlstm": dict(cell="minlstm", context="both", dec_layers=2),
 }
 
 
@@ -68,7 +89,7 @@ def test_forward_equals_stepwise_decoding(name):
 def reference_step(params, enc, state, y_prev, cfg):
     """One decoder step written the textbook way: the first layer's whole input vector
     `[emb, ctx or feed]` through one matmul, readout inside the step."""
-    cell = get_cell(cfg.cell)
+    cell = get_cell(cfg.decoder_cell)
     emb = params["tgt_embed"][y_prev]
     attend = lambda q: attention.attend(
         params["attention"], cfg.attention, q, enc.keys, enc.annotations, enc.mask
@@ -79,7 +100,7 @@ def reference_step(params, enc, state, y_prev, cfg):
         ctx = attend(state.carries[-1].h)
         x = jnp.concatenate([emb, ctx], axis=-1)
     elif cfg.luong:
-        x = jnp.concatenate([emb, state.feed], axis=-1)
+        x = jnp.concatenate([emb, state.feed], axis=-1) if cfg.input_feeding else emb
     else:
         ctx = enc.context
         x = jnp.concatenate([emb, ctx], axis=-1) if cfg.context != "init" else emb
@@ -98,7 +119,7 @@ def reference_step(params, enc, state, y_prev, cfg):
     readout = jnp.tanh(features @ params["readout"]["w"] + params["readout"]["b"][None])
     out = params["output"]
     w = out["w"] if "w" in out else params["tgt_embed"].T
-    feed = readout if cfg.luong else state.feed
+    feed = readout if cfg.luong and cfg.input_feeding else state.feed
     return model.DecoderState(tuple(carries), feed), readout @ w + out["b"][None]
 
 
@@ -308,6 +329,8 @@ def _copy_batch(key, batch=16, length=5, vocab=9):
         ("luong_dot", "input"),
         ("luong_general_tied", "both"),
         ("sutskever", "init"),
+        ("parallel_mingru", "init"),
+        ("fixed_context_minlstm", "input"),
     ],
 )
 @pytest.mark.optax  # optax promotes dtypes implicitly: standard promotion here

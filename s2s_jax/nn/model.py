@@ -64,13 +64,21 @@ def reverse_within_length(x: Array, lengths: Array) -> Array:
     return jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
-def scan_implementations(cfg: Seq2SeqConfig) -> tuple[str, str]:
-    """How the encoder's layers and the decoder's teacher-forced scan run (`scan.run`'s impl):
-    the one place the model chooses. `fused=True`: the LSTM/GRU encoder "fused", other cells
-    and the decoder (attention and all layers) "hoisted"; `fused=False`: plain autodiff."""
+def scan_implementations(cfg: Seq2SeqConfig) -> tuple[str, str, str]:
+    """How the scans run (`scan.run`'s impl), the one place the model chooses: the encoder's
+    layers, the decoder's layers alone (teacher forcing without input feeding) and the
+    decoder's step with attention (every other design). `fused=True`: LSTM/GRU layers
+    "fused", linear cells "parallel", other cells and the attention decoder "hoisted";
+    `fused=False`: plain autodiff everywhere (the reference)."""
     if not cfg.fused:
-        return "autodiff", "autodiff"
-    return ("fused" if cfg.cell in scan.FUSED_CELLS else "hoisted"), "hoisted"
+        return "autodiff", "autodiff", "autodiff"
+
+    def layers(name: str) -> str:
+        if get_cell(name).linear is not None:
+            return "parallel"
+        return "fused" if name in scan.FUSED_CELLS else "hoisted"
+
+    return layers(cfg.cell), layers(cfg.decoder_cell), "hoisted"
 
 
 def encode(params: dict, src: Array, src_len: Array, *, cfg: Seq2SeqConfig, key=None) -> Encoded:
@@ -136,7 +144,7 @@ def init_decoder_state(params: dict, enc: Encoded, *, cfg: Seq2SeqConfig) -> Dec
     zeros otherwise. An LSTM's cell state is float32 whatever `cfg.dtype`."""
     params = compute_params(params, cfg=cfg)
     batch = enc.context.shape[0]
-    cell = get_cell(cfg.cell)
+    cell = get_cell(cfg.decoder_cell)
     carries = []
     for layer in range(cfg.dec_layers):
         carry = cell.initial_carry(batch, cfg.dec_hidden, enc.context.dtype)
@@ -146,7 +154,7 @@ def init_decoder_state(params: dict, enc: Encoded, *, cfg: Seq2SeqConfig) -> Dec
             ]
             carry = type(carry)(*(s.astype(z.dtype) for s, z in zip(states, carry)))
         carries.append(carry)
-    feed_dim = cfg.readout_dim if cfg.luong else 0
+    feed_dim = cfg.readout_dim if cfg.input_fed else 0
     return DecoderState(tuple(carries), jnp.zeros((batch, feed_dim), enc.context.dtype))
 
 
@@ -180,7 +188,7 @@ def _step_params(params: dict, cfg: Seq2SeqConfig) -> dict:
     return {
         "decoder": [first, *params["decoder"][1:]],
         "attention": params["attention"],
-        "readout": params["readout"] if cfg.luong else {},
+        "readout": params["readout"] if cfg.input_fed else {},
         "conditional": params["conditional"] if cfg.conditional else {},
     }
 
@@ -195,7 +203,7 @@ def _recurrent_step(
     cost nothing under jit).
 
     Every weight appears only in matrix products, so a hoisted scan hoists all of them."""
-    cell = get_cell(cfg.cell)
+    cell = get_cell(cfg.decoder_cell)
     attend = lambda query: attention.attend(
         sp["attention"], cfg.attention, query, enc.keys, enc.annotations, enc.mask
     )
@@ -203,7 +211,7 @@ def _recurrent_step(
     if cfg.attention == "bahdanau" and not cfg.conditional:  # from the previous state s_{i-1}
         ctx, weights = attend(state.carries[-1].h)
         xp = xp + ctx @ sp["decoder"][0]["w_ih"]
-    elif cfg.luong:
+    elif cfg.input_fed:
         xp = xp + state.feed @ sp["decoder"][0]["w_ih"]
     else:
         ctx = enc.context
@@ -217,8 +225,9 @@ def _recurrent_step(
         x = h + x if cfg.residual and layer > 0 else h
         carries.append(carry)
     feed = state.feed
-    if cfg.luong:  # context from the new state h_t; its readout feeds the next step
+    if cfg.luong:  # context from the new state h_t
         ctx, weights = attend(x)
+    if cfg.input_fed:  # the readout feeds the next step
         feed = _readout(sp, x, ctx, emb)
     return DecoderState(tuple(carries), feed), (x, ctx, weights)
 
@@ -251,7 +260,7 @@ def decode_step(
     xp = _input_projection(params, enc, emb, cfg=cfg)
     sp = _step_params(params, cfg)
     state, (h, ctx, weights) = _recurrent_step(sp, enc, state, xp, emb, cfg=cfg)
-    readout = state.feed if cfg.luong else _readout(params, h, ctx, emb)
+    readout = state.feed if cfg.input_fed else _readout(params, h, ctx, emb)
     if with_attention:
         if weights is None:
             raise ValueError("this model has no attention (attention='none'): nothing to align")
@@ -322,15 +331,26 @@ def teacher_forced_logits(
         word_key = rnn.fold_in_rows(emb_key, WORD_STREAM)
         emb = rnn.dropout(emb, cfg.tgt_word_dropout, word_key, whole_vectors=True)
         emb = rnn.dropout(emb, cfg.dropout, emb_key)
+    if cfg.recurrent_input:
+        readouts = _stepped_readouts(params, enc, emb, cfg=cfg)
+    else:
+        readouts = _layered_readouts(params, enc, emb, cfg=cfg)
+    if out_key is not None:
+        readouts = rnn.dropout(readouts, cfg.dropout, out_key)
+    return output_logits(params, readouts)
+
+
+def _stepped_readouts(params: dict, enc: Encoded, emb: Array, *, cfg: Seq2SeqConfig) -> Array:
+    """Teacher forcing where a step's input depends on the step before (Bahdanau's attention,
+    Luong's input feeding): attention and every decoder layer in one scan over a step.
+    `emb: float32[B, T, E]` -> readouts float32[B, T, R]."""
     xp = _input_projection(params, enc, emb, cfg=cfg)
 
     def step(sp, enc_data, mask, state, inputs):
         xp_t, emb_t = inputs
         enc_t = Encoded(*enc_data, mask)
         state, (h, ctx, _) = _recurrent_step(sp, enc_t, state, xp_t, emb_t, cfg=cfg)
-        if cfg.luong:
-            return state, state.feed
-        return state, (h, ctx) if cfg.attention == "bahdanau" else h
+        return state, (state.feed if cfg.input_fed else (h, ctx))
 
     sp, state0 = _step_params(params, cfg), init_decoder_state(params, enc, cfg=cfg)
     out, _ = scan.run(
@@ -342,22 +362,40 @@ def teacher_forced_logits(
         consts=enc.mask,
         unroll=cfg.unroll,
         remat=cfg.remat,
+        impl=scan_implementations(cfg)[2],
+    )
+    return out if cfg.input_fed else _readout(params, *out, emb)
+
+
+def _layered_readouts(params: dict, enc: Encoded, emb: Array, *, cfg: Seq2SeqConfig) -> Array:
+    """Teacher forcing where only the decoder state links the steps (no attention, or Luong's
+    without input feeding): each decoder layer runs over the whole target as an encoder layer
+    does (a linear cell: in parallel over time), then attention reads every step's state at
+    once. `emb: float32[B, T, E]` -> readouts float32[B, T, R]."""
+    cell = get_cell(cfg.decoder_cell)
+    steps = emb.shape[1]
+    broadcast = lambda c: jnp.broadcast_to(c[:, None], (c.shape[0], steps) + c.shape[1:])
+    x = emb
+    if cfg.attention == "none" and cfg.context != "init":  # C is part of every step's input
+        x = jnp.concatenate([emb, broadcast(enc.context)], axis=-1)
+    kw = dict(
+        unroll=cfg.unroll,
+        projection=cfg.projection,
+        remat=cfg.remat,
         impl=scan_implementations(cfg)[1],
     )
-    if cfg.luong:
-        readouts = out
-    else:
-        if cfg.attention == "bahdanau":
-            h, ctx = out
-        else:  # the fixed context C at every step
-            h, ctx = (
-                out,
-                jnp.broadcast_to(enc.context[:, None], out.shape[:2] + enc.context.shape[1:]),
-            )
-        readouts = _readout(params, h, ctx, emb)
-    if out_key is not None:
-        readouts = rnn.dropout(readouts, cfg.dropout, out_key)
-    return output_logits(params, readouts)
+    state0 = init_decoder_state(params, enc, cfg=cfg)
+    for layer, (p, carry) in enumerate(zip(params["decoder"], state0.carries)):
+        h, _ = scan.run(cell, p, x, initial_carry=carry, **kw)
+        x = h + x if cfg.residual and layer > 0 else h
+    if cfg.luong:  # one batched attention: every step's state asks at once
+        attend = lambda query: attention.attend(
+            params["attention"], cfg.attention, query, enc.keys, enc.annotations, enc.mask
+        )[0]
+        ctx = jax.vmap(attend, in_axes=1, out_axes=1)(x)
+    else:  # the fixed context C at every step
+        ctx = broadcast(enc.context)
+    return _readout(params, x, ctx, emb)
 
 
 def token_log_probs(logits: Array, tgt: Array, tgt_len: Array) -> Array:

@@ -21,6 +21,7 @@ class Seq2SeqConfig:
     src_vocab: int = 64  # source vocabulary size, specials included
     tgt_vocab: int = 64  # target vocabulary size, specials included
     cell: str = "gru"  # rnn | gru | lstm | sru | mingru | minlstm (the last three: linear cells)
+    dec_cell: str = ""  # the decoder's cell when it differs from the encoder's ("": cell)
     src_embed: int = 64  # source embedding size
     tgt_embed: int = 64  # target embedding size
     enc_hidden: int = 128  # per direction
@@ -31,6 +32,11 @@ class Seq2SeqConfig:
     context: str = "init"  # init | input | both: how C enters the decoder
     attention: str = "none"  # none | bahdanau | luong_dot | luong_general
     attn_dim: int = 128  # hidden size of the additive attention
+    # Luong's input feeding: each step's readout is part of the next step's input. Off, nothing
+    # but the decoder state links the steps, and teacher forcing runs the decoder layers over
+    # the whole target first, then attention for every step at once (with a linear decoder
+    # cell: a training step with no sequential matmul at all).
+    input_feeding: bool = True  # luong attention only
     # The first decoder layer as two cells (Nematus' conditional GRU): the first reads y_{t-1},
     # attention asks with its new state, the second reads the context.
     conditional: bool = False  # bahdanau only: attend between two cells of the first layer
@@ -55,7 +61,12 @@ class Seq2SeqConfig:
             if not ok:
                 raise ConfigError(msg)
 
-        check(self.cell in CELLS, f"cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
+        for name in ("cell", "dec_cell"):
+            value = getattr(self, name)
+            check(
+                value in CELLS or (name == "dec_cell" and value == ""),
+                f"{name} must be one of {', '.join(CELLS)}, not {value!r}",
+            )
         check(
             self.context in CONTEXT_MODES,
             f"context must be one of {CONTEXT_MODES}, not {self.context!r}",
@@ -105,6 +116,23 @@ class Seq2SeqConfig:
             not self.tie_embeddings or self.readout_dim == self.tgt_embed,
             "tie_embeddings needs readout == tgt_embed (leave readout at 0)",
         )
+        check(
+            self.input_feeding or self.luong,
+            "input_feeding = false applies to luong attention only (luong_dot, luong_general)",
+        )
+        if CELLS[self.decoder_cell].linear is not None and self.recurrent_input:
+            # A linear decoder cell is chosen to train in parallel over time: these designs
+            # would train it step by step.
+            why = (
+                "bahdanau attention is part of each step's input and asks with s_{t-1}"
+                if self.attention == "bahdanau"
+                else "Luong's input feeding makes each step's readout part of the next input"
+            )
+            raise ConfigError(
+                f"a {self.decoder_cell} decoder would train step by step: {why}; use "
+                "luong_dot or luong_general attention with input_feeding = false (or a gru or "
+                "lstm decoder)"
+            )
 
     @property
     def enc_out(self) -> int:
@@ -129,8 +157,24 @@ class Seq2SeqConfig:
         return any(rate > 0 for rate in rates)
 
     @property
+    def decoder_cell(self) -> str:
+        return self.dec_cell or self.cell
+
+    @property
     def luong(self) -> bool:
         return self.attention.startswith("luong")
+
+    @property
+    def recurrent_input(self) -> bool:
+        """Whether a decoder step's input depends on the step before beyond the state
+        (Bahdanau's attention, Luong's input feeding): teacher forcing then steps through
+        attention too, else it runs the decoder layers over the whole target first."""
+        return self.attention == "bahdanau" or self.input_fed
+
+    @property
+    def input_fed(self) -> bool:
+        """Whether each step's readout feeds the next step (Luong's input feeding)."""
+        return self.luong and self.input_feeding
 
     @property
     def dec_in(self) -> int:
@@ -138,7 +182,7 @@ class Seq2SeqConfig:
         if self.attention == "bahdanau":
             return self.tgt_embed + (0 if self.conditional else self.enc_out)
         if self.luong:
-            return self.tgt_embed + self.readout_dim  # input feeding
+            return self.tgt_embed + (self.readout_dim if self.input_feeding else 0)
         return self.tgt_embed + (self.enc_out if self.context != "init" else 0)
 
     @property

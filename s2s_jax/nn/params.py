@@ -22,7 +22,7 @@ def _dense(key, n_in: int, n_out: int) -> dict:
 
 def init(cfg: Seq2SeqConfig, *, key) -> dict:
     """Fresh parameters for `cfg`: a nested dict of float32 arrays."""
-    cell = get_cell(cfg.cell)
+    cell, dec_cell = get_cell(cfg.cell), get_cell(cfg.decoder_cell)
     keys = iter(jax.random.split(key, 16))
     params = {
         "src_embed": jax.random.normal(next(keys), (cfg.src_vocab, cfg.src_embed)) * 0.1,
@@ -38,7 +38,7 @@ def init(cfg: Seq2SeqConfig, *, key) -> dict:
         "decoder": [
             layer["fwd"]
             for layer in rnn.init_stack(
-                next(keys), cell, cfg.dec_in, cfg.dec_hidden, layers=cfg.dec_layers
+                next(keys), dec_cell, cfg.dec_in, cfg.dec_hidden, layers=cfg.dec_layers
             )
         ],
         "attention": attention.init(
@@ -54,13 +54,13 @@ def init(cfg: Seq2SeqConfig, *, key) -> dict:
     if cfg.tie_embeddings:
         del params["output"]["w"]
     if cfg.context in ("init", "both"):
-        n_states = len(cell.initial_carry(1, 1))  # the LSTM's and the SRU's: h and c
+        n_states = len(dec_cell.initial_carry(1, 1))  # the LSTM's and the SRU's: h and c
         params["bridge"] = [
             [_dense(next(keys), cfg.enc_out, cfg.dec_hidden) for _ in range(n_states)]
             for _ in range(cfg.dec_layers)
         ]
     if cfg.conditional:  # the second cell of the first layer: it reads the context
-        params["conditional"] = cell.init(next(keys), cfg.enc_out, cfg.dec_hidden)
+        params["conditional"] = dec_cell.init(next(keys), cfg.enc_out, cfg.dec_hidden)
     return params
 
 
