@@ -1,6 +1,7 @@
 """The benchmark harness at toy sizes: record fields, and its peers checked against our model."""
 
 import contextlib
+import dataclasses
 import importlib.util
 import io
 import json
@@ -131,6 +132,22 @@ def test_goals_summary_reads_the_records():
     assert lines[2].startswith("decode beam5: 1.46x")
     assert lines[3].startswith("time per token T=50 -> T=1000: +15%; compile 0.50-0.70 s")
     assert len(lines) == 4  # no gru_layer record, no line
+    lin = lambda impl, T, median_s: {
+        **rec("linear_scaling", "fwd_bwd", T=T, median_s=median_s),
+        "impl": impl,
+    }
+    records = [
+        lin("gru", 1000, 2.0),
+        lin("sru", 1000, 0.5),
+        lin("torch_sru", 1000, 1.5),
+        lin("torch_mingru", 1000, 1.0),
+        lin("gru", 4000, 1.0),  # farther from 1,024
+        lin("sru", 4000, 9.0),
+    ]
+    assert bench.goals(records) == [
+        "linear_scaling sru fwd+bwd T=1000: 4.00x our GRU layer, 2.00x torch_mingru "
+        "(goal on a GPU at T=1024: 5x the GRU, faster than the peers)"
+    ]
 
 
 def test_round_robin_medians():
@@ -309,3 +326,33 @@ def test_an_optional_jax_peer_that_fails_when_run_is_left_out(monkeypatch):
         cases = groups._layer_cases("lstm", B, T, I, H, "float32")
     impls = {c.impl for c in cases}
     assert "jax_cudnn" not in impls and {"s2s", "flax"} <= impls
+
+
+def test_linear_scaling_times_every_form_of_every_cell_and_the_torch_peers():
+    """At toy sizes: each linear cell's parallel form (each scan forced too) and step form, our
+    GRU and LSTM layers, and the PyTorch linear recurrences that are installed, forward and
+    forward+backward at every length, in one record each."""
+    sizes = dataclasses.replace(SIZES, linear_lengths=(9,))
+    before = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)  # dozens of tiny compilations
+    try:
+        records = groups.linear_bench(sizes, reps=1)
+    finally:
+        jax.config.update("jax_disable_most_optimizations", before)
+    impls = {"gru", "lstm"}
+    for name in ("sru", "mingru", "minlstm"):
+        impls |= {name, f"{name}_steps", f"{name}_sequential", f"{name}_associative"}
+    impls |= {"mingru_log", "minlstm_log"}  # the SRU's b may be negative: no log space
+    torch = peers.torch_module()
+    theirs = set(peers.torch_linear_layers(torch, 8)) if torch is not None else set()
+    if theirs and peers.torch_device(torch) == "cpu" and torch.get_num_threads() > 1:
+        theirs |= {f"{impl}_1thread" for impl in theirs}
+    for T in sizes.linear_lengths:
+        at_t = [r for r in records if r["T"] == T]
+        assert {(r["impl"], r["mode"]) for r in at_t} == {
+            (impl, mode) for impl in impls | theirs for mode in ("fwd", "fwd_bwd")
+        }
+        for r in at_t:
+            assert r["bench"] == "linear_scaling" and r["cell"] in r["impl"]
+            assert r["s_per_token"] == pytest.approx(r["median_s"] / (r["B"] * T))
+            assert math.isfinite(r["median_s"]) and r["median_s"] > 0

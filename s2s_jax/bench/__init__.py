@@ -7,7 +7,9 @@
     groups   the matmul peak; LSTM and GRU layers (forward, forward+backward) for every
              `scan.run` implementation, Flax's `nn.RNN` and PyTorch; the training step users
              run (`training.step.train_step`) against the PyTorch model; batched greedy and
-             beam decoding against a one-sentence-at-a-time numpy decoder; cost against length
+             beam decoding against a one-sentence-at-a-time numpy decoder; cost against length;
+             the linear cells (parallel and step forms) against our GRU/LSTM layers and
+             PyTorch's `sru` and `mingru-pytorch` at lengths up to 4,096
     report   the text table and the goals read off the records
 
 `vs_torch` is torch's time over ours (>1: ours is faster), taking torch's fastest variant (on a
@@ -86,6 +88,7 @@ def run(
             ("train_step", lambda: g.train_bench(sizes, reps, dtype, bool(torch_compile))),
             ("decode", lambda: g.decode_bench(sizes, reps)),
             ("length_scaling", lambda: g.length_bench(sizes, reps)),
+            ("linear_scaling", lambda: g.linear_bench(sizes, reps)),
         ]
     if only is not None:
         wanted = {only} if isinstance(only, str) else set(only)
@@ -100,7 +103,7 @@ def run(
     return records
 
 
-GROUPS = ("lstm_layer", "gru_layer", "train_step", "decode", "length_scaling")
+GROUPS = ("lstm_layer", "gru_layer", "train_step", "decode", "length_scaling", "linear_scaling")
 STAMP = ("device", "backend", "jax", "torch", "matmul_precision", "torch_matmul_precision")
 
 

@@ -57,6 +57,7 @@ class Sizes:
     lengths: tuple = (25, 50, 100, 200, 500, 1000)  # length scaling, LSTM I=H=256
     length_batch: int = 32
     length_hidden: int = 256
+    linear_lengths: tuple = (25, 100, 400, 1024, 4096)  # the linear cells, B and H as above
     matmul: int = 1024  # n of the n x n x n reference matmul
 
     @classmethod
@@ -80,6 +81,7 @@ class Sizes:
             lengths=(5, 10),
             length_batch=2,
             length_hidden=8,
+            linear_lengths=(5, 17),
             matmul=64,
         )
 

@@ -6,6 +6,7 @@ and a numpy decoder translating one sentence at a time. PyTorch and Flax are opt
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import jax
@@ -243,3 +244,25 @@ def numpy_greedy(
         if y == model.EOS:
             break
     return out
+
+
+def torch_linear_layers(torch, hidden: int) -> dict:
+    """The PyTorch linear recurrences on PyPI, each as `(module, batch_first)` at input and
+    hidden size `hidden`, those that are installed: `sru`'s SRU (its CUDA kernel on a GPU, its
+    own CPU path otherwise) and `mingru-pytorch`'s minGRU (log-space associative scan)."""
+    device, layers = torch_device(torch), {}
+    try:
+        with warnings.catch_warnings():  # off a GPU: that it could not compile CUDA kernels
+            warnings.simplefilter("ignore")
+            import sru
+
+        layers["torch_sru"] = (sru.SRU(hidden, hidden, num_layers=1).to(device), False)
+    except ImportError:
+        pass
+    try:
+        from minGRU_pytorch import minGRU
+
+        layers["torch_mingru"] = (minGRU(hidden, expansion_factor=1.0).to(device), True)
+    except ImportError:
+        pass
+    return layers

@@ -92,6 +92,28 @@ def goals(records: Sequence[dict]) -> list[str]:
             f"{min(compile_s):.2f}-{max(compile_s):.2f} s over T={min(per_token)}..{top} "
             "(goal: within 20%, compile independent of T)"
         )
+    lines += _linear_goals(records)
+    return lines
+
+
+def _linear_goals(records: Sequence[dict]) -> list[str]:
+    """Each linear cell's parallel form at the length nearest 1,024: forward+backward against
+    our sequential GRU layer and the fastest PyTorch linear recurrence of the same length."""
+    scaling = [r for r in records if r["bench"] == "linear_scaling" and r["mode"] == "fwd_bwd"]
+    if not scaling:
+        return []
+    T = min({r["T"] for r in scaling}, key=lambda t: abs(t - 1024))
+    at = {r["impl"]: r["median_s"] for r in scaling if r["T"] == T}
+    theirs = {impl: s for impl, s in at.items() if impl.startswith("torch")}
+    fastest = min(theirs, key=theirs.get) if theirs else None
+    lines = []
+    for cell in ("sru", "mingru", "minlstm"):
+        if cell not in at or "gru" not in at:
+            continue
+        line = f"linear_scaling {cell} fwd+bwd T={T}: {at['gru'] / at[cell]:.2f}x our GRU layer"
+        if fastest:
+            line += f", {theirs[fastest] / at[cell]:.2f}x {fastest}"
+        lines.append(line + " (goal on a GPU at T=1024: 5x the GRU, faster than the peers)")
     return lines
 
 
