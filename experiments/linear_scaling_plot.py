@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if not lines:
         print(f"{args.records}: no linear_scaling records", file=sys.stderr)
         return 2
-    device = next(r.get("device") for r in records if r["bench"] == "linear_scaling")
+    first = next(r for r in records if r["bench"] == "linear_scaling")
     colours = {"sru": "C0", "mingru": "C1", "minlstm": "C2", "gru": "C3", "lstm": "C4"}
     fig, ax = plt.subplots(figsize=(8, 5))
     for impl, points in lines.items():
@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     ax.set_yscale("log")
     ax.set_xlabel("sequence length T")
     ax.set_ylabel(f"{args.mode} time per token (µs)")
-    ax.set_title(f"One layer, B={records[0].get('B')}, H={records[-1].get('H')}: {device}")
-    ax.legend(fontsize=8, ncol=2)
+    ax.set_title(f"One layer, B={first['B']}, I=H={first['H']}: {first.get('device')}")
+    ax.legend(fontsize=8, ncol=2, loc="best")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(args.out, dpi=120)

@@ -358,8 +358,8 @@ def length_bench(sizes: Sizes, reps: int) -> list[dict]:
         "s2s_plain": {"impl": "autodiff"},
         "s2s_plain_remat": {"impl": "autodiff", "projection": "inside", "remat": True},
     }
-    records = []
-    for T in sizes.lengths:
+
+    def cases_at(T: int) -> list[Case]:
         xs = jax.random.normal(jax.random.key(1), (B, T, H), jnp.float32)
         cases = []
         for impl, kw in impls.items():
@@ -373,13 +373,25 @@ def length_bench(sizes: Sizes, reps: int) -> list[dict]:
             cases.append(
                 Case(impl, "fwd_bwd", run_once, secs, {"peak_bytes": peak, "temp_bytes": temp})
             )
-        flops = layer_flops("lstm", B, T, H, H, "fwd_bwd")
+        return cases
+
+    flops = lambda T: lambda mode, impl: layer_flops("lstm", B, T, H, H, mode)
+    return _per_length("length_scaling", sizes.lengths, cases_at, sizes, reps, flops)
+
+
+def _per_length(bench, lengths, cases_at, sizes: Sizes, reps: int, flops=None) -> list[dict]:
+    """`bench` records of `cases_at(T)` for each T of `lengths` (a group each, at B and H of
+    `sizes.length_batch`, `.length_hidden`; half the repetitions), with `s_per_token` =
+    median_s / (B * T). `flops(T)`: the group's FLOP counter, or None."""
+    B, H = sizes.length_batch, sizes.length_hidden
+    records = []
+    for T in lengths:
         group = time_group(
-            "length_scaling",
-            cases,
+            bench,
+            cases_at(T),
             shape=dict(B=B, T=T, I=H, H=H),
             tokens=B * T,
-            flops=lambda mode, impl, f=flops: f,
+            flops=flops(T) if flops else None,
             reps=max(1, reps // 2),
             peak_n=sizes.matmul,
         )
@@ -456,18 +468,5 @@ def linear_bench(sizes: Sizes, reps: int) -> list[dict]:
     and PyTorch's `sru` and `mingru-pytorch` where installed. `cell` names the recurrence,
     `s_per_token` = median_s / (B * T)."""
     B, H = sizes.length_batch, sizes.length_hidden
-    records = []
-    for T in sizes.linear_lengths:
-        group = time_group(
-            "linear_scaling",
-            _linear_cases(B, T, H),
-            shape=dict(B=B, T=T, I=H, H=H),
-            tokens=B * T,
-            flops=None,
-            reps=max(1, reps // 2),
-            peak_n=sizes.matmul,
-        )
-        for r in group:
-            r["s_per_token"] = r["median_s"] / (B * T)
-        records += group
-    return records
+    cases_at = lambda T: _linear_cases(B, T, H)
+    return _per_length("linear_scaling", sizes.linear_lengths, cases_at, sizes, reps)

@@ -241,10 +241,10 @@ class Translator:
         limits = dict(min_len=min_len, no_repeat_ngram=no_repeat_ngram)
         pending = self._search(ids, beam=beam, alpha=alpha, sample=sample, **limits)
         out: list = [None] * len(texts)
-        for start, stop, toks, lengths, scores, _ in jax.device_get(pending):
+        for rows, toks, lengths, scores, _ in jax.device_get(pending):
             ranked = np.asarray(scores / decoding.length_penalty(lengths, alpha))  # on the host
-            for r in range(stop - start):
-                out[start + r] = [
+            for r, i in enumerate(rows):
+                out[i] = [
                     Hypothesis(
                         self.tgt_vocab.decode(toks[r, j]),
                         float(scores[r, j]),
@@ -280,12 +280,19 @@ class Translator:
                 jax.block_until_ready(pending)
 
     def _search(self, ids, *, beam, alpha, sample, min_len, no_repeat_ngram, attention=False):
-        """Dispatches the search over every chunk of `ids` and returns, per chunk, (start,
-        stop, tokens [R, K, L], lengths [R, K], scores [R, K], attention [R, K, L, S] or None)
-        still on the device: the caller copies them back once."""
+        """Dispatches the search over every chunk of `ids` and returns, per chunk, (the
+        indices in `ids` of its rows, tokens [R, K, L], lengths [R, K], scores [R, K], attention
+        [R, K, L, S] or None) still on the device: the caller copies them back once.
+
+        The sentences are decoded in order of length: a batch decodes until its longest
+        sentence ends, so sentences of like lengths together take fewer steps, and their sources
+        less padding. Decoding does not depend on a sentence's batch (sampling aside: its draws
+        follow the batch), so the order changes no translation."""
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         pending = []
         for chunk, (start, stop, rows) in enumerate(self._chunks(len(ids))):
-            b = self._batch([(s, []) for s in ids[start:stop]], rows)
+            indices = order[start:stop]
+            b = self._batch([(ids[i], []) for i in indices], rows)
             src, src_len, cap = self._place(b.src, b.src_len, self._caps(b.src_len))
             common = dict(
                 cfg=self.cfg,
@@ -313,7 +320,7 @@ class Translator:
                 d = _beam(self.params, src, src_len, beam=beam, alpha=alpha, **common)
             if sample is not None or beam == 1:  # one hypothesis: give it a beam axis
                 d = jax.tree.map(lambda x: x[:, None], d)
-            pending.append((start, stop, d.tokens, d.lengths, d.scores, d.attention))
+            pending.append((indices, d.tokens, d.lengths, d.scores, d.attention))
         return pending
 
     def align(
@@ -351,15 +358,15 @@ class Translator:
             attention=True,
         )
         out: list = [None] * len(texts)
-        for start, stop, toks, lengths, _, attn in jax.device_get(pending):
-            for r in range(stop - start):
-                n, m = len(ids[start + r]), int(lengths[r, 0]) if ids[start + r] else 0
+        for rows, toks, lengths, _, attn in jax.device_get(pending):
+            for r, i in enumerate(rows):
+                n, m = len(ids[i]), int(lengths[r, 0]) if ids[i] else 0
                 weights = np.asarray(attn[r, 0, :m, :n], np.float32)
                 if reverse == {True}:  # the encoder read the source backwards
                     weights = weights[:, ::-1]
-                out[start + r] = Alignment(
+                out[i] = Alignment(
                     self.tgt_vocab.decode(toks[r, 0]) if n else "",
-                    self.src_vocab.tokenize(texts[start + r])[:n],
+                    self.src_vocab.tokenize(texts[i])[:n],
                     [self.tgt_vocab.tokens[int(i)] for i in toks[r, 0, :m]],
                     weights,
                 )
