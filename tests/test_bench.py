@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from s2s_jax import bench
-from s2s_jax.bench import groups, harness, peers
+from s2s_jax.bench import groups, harness, peers, scaling
 from s2s_jax.nn import decoding, model
 
 SIZES = bench.Sizes.toy()
@@ -336,7 +336,7 @@ def test_linear_scaling_times_every_form_of_every_cell_and_the_torch_peers():
     before = jax.config.read("jax_disable_most_optimizations")
     jax.config.update("jax_disable_most_optimizations", True)  # dozens of tiny compilations
     try:
-        records = groups.linear_bench(sizes, reps=1)
+        records = scaling.linear_bench(sizes, reps=1)
     finally:
         jax.config.update("jax_disable_most_optimizations", before)
     impls = {"gru", "lstm"}

@@ -7,9 +7,9 @@
     groups   the matmul peak; LSTM and GRU layers (forward, forward+backward) for every
              `scan.run` implementation, Flax's `nn.RNN` and PyTorch; the training step users
              run (`training.step.train_step`) against the PyTorch model; batched greedy and
-             beam decoding against a one-sentence-at-a-time numpy decoder; cost against length;
-             the linear cells (parallel and step forms) against our GRU/LSTM layers and
-             PyTorch's `sru` and `mingru-pytorch` at lengths up to 4,096
+             beam decoding against a one-sentence-at-a-time numpy decoder
+    scaling  cost against length: an LSTM layer; the linear cells (parallel and step forms)
+             against our GRU/LSTM layers and PyTorch's `sru` and `mingru-pytorch`, T to 4,096
     report   the text table and the goals read off the records
 
 `vs_torch` is torch's time over ours (>1: ours is faster), taking torch's fastest variant (on a
@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 import jax
 
 from s2s_jax.bench import groups as g
-from s2s_jax.bench import peers
+from s2s_jax.bench import peers, scaling
 from s2s_jax.bench.harness import FIELDS, Sizes
 from s2s_jax.bench.report import goals, machine, table
 
@@ -87,8 +87,8 @@ def run(
             ("gru_layer", lambda: g.layer_bench("gru", sizes, reps, dtype)),
             ("train_step", lambda: g.train_bench(sizes, reps, dtype, bool(torch_compile))),
             ("decode", lambda: g.decode_bench(sizes, reps)),
-            ("length_scaling", lambda: g.length_bench(sizes, reps)),
-            ("linear_scaling", lambda: g.linear_bench(sizes, reps)),
+            ("length_scaling", lambda: scaling.length_bench(sizes, reps)),
+            ("linear_scaling", lambda: scaling.linear_bench(sizes, reps)),
         ]
     if only is not None:
         wanted = {only} if isinstance(only, str) else set(only)

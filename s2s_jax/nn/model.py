@@ -1,13 +1,15 @@
 """The RNN encoder-decoder (Cho 2014, Sutskever 2014) with optional attention (Bahdanau 2015,
 Luong 2015), as pure functions of a parameter pytree and a frozen `Seq2SeqConfig`.
 
-    src ─embed─▶ (reverse?) ─▶ encoder stack ─▶ Encoded(annotations, keys, context C, mask)
+    src ─encode (nn/encoder.py)─▶ Encoded(annotations, keys, context C, mask)
     Encoded, y_{t-1} ─decode_step─▶ logits_t        (one step; inference)
-    Encoded, y_{<T}  ─forward────▶ logits[B, T, V]  (teacher forcing: one lax.scan)
+    Encoded, y_{<T}  ─forward────▶ logits[B, T, V]  (teacher forcing, all steps at once)
 
 `forward` and `decode_step` share `_recurrent_step`; `forward` moves everything that does not
-depend on the recurrence (embedding projection, readout, output layer) out of its scan.
-`scan_implementations` is the one place that chooses how the scans run (`scan.run`'s `impl`).
+depend on the recurrence (embedding projection, readout, output layer) out of its scan, and
+where only the state links the steps (no attention, or Luong's without input feeding) runs the
+decoder's layers over the whole target, then attention for every step at once.
+`scan_implementations` (`model_config`) chooses how the scans run (`scan.run`'s `impl`).
 
 How the context enters the decoder (`Seq2SeqConfig.context`):
   * "init": C, through a tanh bridge, is each decoder layer's initial state (Sutskever);
@@ -28,25 +30,27 @@ from s2s_jax.nn import attention, rnn, scan
 from s2s_jax.nn.affine import add_bias, affine
 from s2s_jax.nn.cells import get_cell
 
-# The config and the parameter pytree live in modules of their own; `model.X` names them all.
-from s2s_jax.nn.model_config import CONTEXT_MODES, DTYPES, Seq2SeqConfig  # noqa: F401
+# The config, the parameter pytree and the encoder live in modules of their own; `model.X`
+# names them all.
+from s2s_jax.nn.encoder import (  # noqa: F401
+    ANNOTATION_STREAM,
+    WORD_STREAM,
+    Encoded,
+    encode,
+    read_source,
+    reverse_within_length,
+    with_keys,
+)
+from s2s_jax.nn.model_config import (  # noqa: F401
+    CONTEXT_MODES,
+    DTYPES,
+    Seq2SeqConfig,
+    scan_implementations,
+)
 from s2s_jax.nn.params import compute_params, init, param_count, reindex_vocab  # noqa: F401
 from s2s_jax.tokens import BOS, EOS, PAD, UNK  # noqa: F401 (model.EOS etc. for users)
 
 Array = jax.Array
-# The annotations' and the words' dropouts draw from `fold_in(key, STREAM)` of their part's key
-# (each row's), so switching one on leaves the other dropouts' draws as they were.
-ANNOTATION_STREAM = 1
-WORD_STREAM = 2
-
-
-class Encoded(NamedTuple):
-    """What the decoder reads of the source."""
-
-    annotations: Array  # float32[B, S, enc_out], zeros at padding
-    keys: Array  # float32[B, S, A], attention keys projected once per source
-    context: Array  # float32[B, enc_out], C: final states of the top encoder layer
-    mask: Array  # bool[B, S], True at real source positions
 
 
 class DecoderState(NamedTuple):
@@ -54,89 +58,6 @@ class DecoderState(NamedTuple):
 
     carries: tuple  # one cell carry per decoder layer, float32[B, dec_hidden] leaves
     feed: Array  # float32[B, readout] previous readout (Luong input feeding), else float32[B, 0]
-
-
-def reverse_within_length(x: Array, lengths: Array) -> Array:
-    """Reverses each row's first `lengths[b]` entries, leaving the padding in place.
-    `x: [B, S, ...]`, `lengths: int32[B]`."""
-    t = jnp.arange(x.shape[1])[None, :]
-    idx = jnp.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
-    return jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
-
-
-def scan_implementations(cfg: Seq2SeqConfig) -> tuple[str, str, str]:
-    """How the scans run (`scan.run`'s impl), the one place the model chooses: the encoder's
-    layers, the decoder's layers alone (teacher forcing without input feeding) and the
-    decoder's step with attention (every other design). `fused=True`: LSTM/GRU layers
-    "fused", linear cells "parallel", other cells and the attention decoder "hoisted";
-    `fused=False`: plain autodiff everywhere (the reference)."""
-    if not cfg.fused:
-        return "autodiff", "autodiff", "autodiff"
-
-    def layers(name: str) -> str:
-        if get_cell(name).linear is not None:
-            return "parallel"
-        return "fused" if name in scan.FUSED_CELLS else "hoisted"
-
-    return layers(cfg.cell), layers(cfg.decoder_cell), "hoisted"
-
-
-def encode(params: dict, src: Array, src_len: Array, *, cfg: Seq2SeqConfig, key=None) -> Encoded:
-    """Reads the source: `read_source`, then the attention's keys (`with_keys`).
-
-    Args:
-      src: int32[B, S] token ids, right-padded with 0.
-      src_len: int32[B] lengths.
-      key: dropout keys (training), one per row `key[B]` or one for the batch (`rnn.row_keys`);
-        None at inference.
-    """
-    return with_keys(params, read_source(params, src, src_len, cfg=cfg, key=key), cfg=cfg)
-
-
-def with_keys(params: dict, enc: Encoded, *, cfg: Seq2SeqConfig) -> Encoded:
-    """`enc` with the attention's keys of its annotations (the decoder's parameters: the
-    encoder alone does not know the attention)."""
-    params = compute_params(params, cfg=cfg)
-    keys = attention.precompute(params["attention"], cfg.attention, enc.annotations)
-    return enc._replace(keys=keys)
-
-
-def read_source(
-    params: dict, src: Array, src_len: Array, *, cfg: Seq2SeqConfig, key=None
-) -> Encoded:
-    """The encoder alone (`src_embed`, `encoder`): annotations float32[B, S, enc_out], C
-    float32[B, enc_out] and the mask; `keys` is None (see `with_keys`). Under mixed precision
-    the annotations and C are bfloat16. `key`: as `encode`'s; row b's masks come from its key."""
-    params = compute_params(params, cfg=cfg)
-    cell = get_cell(cfg.cell)
-    if cfg.reverse_source:
-        src = reverse_within_length(src, src_len)
-    x = params["src_embed"][src]
-    key = rnn.row_keys(key, src.shape[0])
-    if key is not None:
-        word_key = rnn.fold_in_rows(key, WORD_STREAM)
-        x = rnn.dropout(x, cfg.src_word_dropout, word_key, whole_vectors=True)
-        key, sub = rnn.split_rows(key)
-        x = rnn.dropout(x, cfg.dropout, sub)
-    annotations, finals = rnn.run_stack(
-        cell,
-        params["encoder"],
-        x,
-        src_len,
-        residual=cfg.residual,
-        dropout_rate=cfg.dropout,
-        key=key,
-        unroll=cfg.unroll,
-        projection=cfg.projection,
-        remat=cfg.remat,
-        impl=scan_implementations(cfg)[0],
-    )
-    if key is not None:
-        annotations = rnn.dropout(
-            annotations, cfg.annotation_dropout, rnn.fold_in_rows(key, ANNOTATION_STREAM)
-        )
-    context = jnp.concatenate([carry.h for carry in finals[-1]], axis=-1)
-    return Encoded(annotations, None, context, scan.length_mask(src_len, src.shape[1]))
 
 
 def init_decoder_state(params: dict, enc: Encoded, *, cfg: Seq2SeqConfig) -> DecoderState:

@@ -1,12 +1,13 @@
 """`Seq2SeqConfig`: the architecture of an encoder-decoder, frozen and hashable (a static `jit`
-argument), with the sizes derived from it (`enc_out`, `dec_in`, `readout_dim`, ...)."""
+argument), with the sizes derived from it (`enc_out`, `dec_in`, `readout_dim`, ...), and how
+its scans run (`scan_implementations`)."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from s2s_jax.errors import ConfigError
-from s2s_jax.nn import attention
+from s2s_jax.nn import attention, scan
 from s2s_jax.nn.cells import CELLS
 from s2s_jax.tokens import UNK
 
@@ -191,3 +192,20 @@ class Seq2SeqConfig:
 
     def replace(self, **changes) -> Seq2SeqConfig:
         return dataclasses.replace(self, **changes)
+
+
+def scan_implementations(cfg: Seq2SeqConfig) -> tuple[str, str, str]:
+    """How the scans run (`scan.run`'s impl), the one place the model chooses: the encoder's
+    layers, the decoder's layers alone (teacher forcing without input feeding) and the
+    decoder's step with attention (every other design). `fused=True`: LSTM/GRU layers
+    "fused", linear cells "parallel", other cells and the attention decoder "hoisted";
+    `fused=False`: plain autodiff everywhere (the reference)."""
+    if not cfg.fused:
+        return "autodiff", "autodiff", "autodiff"
+
+    def layers(name: str) -> str:
+        if CELLS[name].linear is not None:
+            return "parallel"
+        return "fused" if name in scan.FUSED_CELLS else "hoisted"
+
+    return layers(cfg.cell), layers(cfg.decoder_cell), "hoisted"
