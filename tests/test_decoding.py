@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from s2s_jax.nn import decoding, model
+from s2s_jax.nn import decoding, model, search_rules
 
 SRC = jnp.array([[4, 5, 6, 4, 5], [6, 4, 0, 0, 0], [5, 0, 0, 0, 0]])
 SRC_LEN = jnp.array([5, 2, 1])
@@ -234,3 +234,24 @@ def test_no_repeat_ngram_writes_no_n_gram_twice(n):
         lengths = np.asarray(out.lengths).reshape(-1)
         for row, length in zip(tokens, lengths):
             assert ngrams_distinct(row, length), (search.__name__, row)
+
+
+@pytest.mark.parametrize(
+    "width, block", [(30020, None), (4001, None), (997, None), (1000, 64), (40, None)]
+)
+def test_block_top_k_equals_lax_top_k(width, block):
+    """search_rules.top_k against lax.top_k: the same values and indices, ties (repeated values,
+    rows of -inf with a few finite entries, all -inf) to the lower index."""
+    rng = np.random.default_rng(width)
+    x = rng.integers(0, 50, (6, width)).astype(np.float32)  # many ties
+    x[1] = -np.inf
+    x[1, rng.integers(0, width, 3)] = 2.0  # fewer finite entries than k
+    x[2] = -np.inf
+    x[3, :] = 7.0
+    x[4] = rng.normal(size=width).astype(np.float32)
+    x[5, -1] = 99.0  # the best in the last (maybe partial) block
+    for k in (1, 10):
+        want = jax.lax.top_k(jnp.asarray(x), k)
+        got = jax.jit(lambda x: search_rules.top_k(x, k, block))(jnp.asarray(x))
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from s2s_jax.nn import ensemble, model
 from s2s_jax.nn.model import Seq2SeqConfig
-from s2s_jax.nn.search_rules import length_penalty, step_log_probs, truncate
+from s2s_jax.nn.search_rules import length_penalty, step_log_probs, top_k, truncate
 from s2s_jax.tokens import BOS, EOS, PAD
 
 Array = jax.Array
@@ -280,7 +280,7 @@ def beam_search(
         logp = step_log_probs(logits, s.t, cap_k, min_len, history, no_repeat_ngram)
         vocab = logp.shape[-1]
         cand = (s.live_scores[:, :, None] + logp.reshape(batch, k, vocab)).reshape(batch, -1)
-        cand_scores, cand_idx = jax.lax.top_k(cand, 2 * k)
+        cand_scores, cand_idx = top_k(cand, 2 * k)  # over K * V candidates
         origin, token = cand_idx // vocab, cand_idx % vocab
         cand_tokens = _gather_beams(s.live_tokens, origin).at[:, :, s.t].set(token)
         cand_attn = None
