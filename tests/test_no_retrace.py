@@ -1,12 +1,15 @@
 """The library's own cached, jitted entry points compile once per shape, however often they are
 called and from however many objects: `Translator`'s decoders and scorer, the evaluation loss,
-and the data-parallel step. (Counted on those very entry points, through jax's compilation
-cache of each, and with `chex.assert_max_traces` on the step body.)"""
+and the data-parallel step, in the training loop too. (Counted on those very entry points,
+through jax's compilation cache of each, with `chex.assert_max_traces` on the step body, and
+by the compilations jax reports through `jax.monitoring`.)"""
 
 import chex
 import jax
 import numpy as np
+import pytest
 
+from s2s_jax import cli
 from s2s_jax.data import Task, Vocab, load_task, train_batches
 from s2s_jax.inference import evaluate, translate
 from s2s_jax.nn import model
@@ -114,3 +117,40 @@ def test_the_parallel_step_traces_its_body_once():
             _, _, batch = next(batches)
             st, metrics = dp.step(st, dp.shard_batch(batch))
         assert np.isfinite(float(dp.fetch(metrics)["loss"]))
+
+
+@pytest.mark.parametrize("mode", ["none", "shard_map", "pmap"])
+def test_the_training_loop_compiles_its_step_once(mode, tmp_path, monkeypatch):
+    """A fresh state, the updated state, a checkpoint's data position and a restored state all
+    reach the step: arrays on the device whether or not committed to it must not compile it
+    again (each compilation of a real model costs seconds to minutes)."""
+    compiled, stepping = [], []
+
+    def count(event, duration, fun_name="", **kw):
+        if event == "/jax/core/compile/backend_compile_duration" and stepping:
+            compiled.append(fun_name)
+
+    def step(self, state, batch):  # compilations while the loop calls the step are the step's
+        stepping.append(True)
+        try:
+            return take_step(self, state, batch)
+        finally:
+            stepping.pop()
+
+    take_step = parallel.DataParallel.step
+    monkeypatch.setattr(parallel.DataParallel, "step", step)
+    jax.monitoring.register_event_duration_secs_listener(count)
+    # Sizes no other test uses, so that no earlier compilation in this process is reused.
+    argv = ["train", "--workdir", str(tmp_path / "run"), "--task", "copy", "--no-progress",
+            "--parallel", mode, "--set", "src_embed=7", "--set", "tgt_embed=5",
+            "--set", "enc_hidden=11", "--set", "dec_hidden=13", "--set", "buckets=1",
+            "--set", "batch_size=4", "--set", "max_src_len=9", "--set", "max_tgt_len=9",
+            "--set", "eval_every=2", "--set", "eval_examples=4",
+            "--set", "log_every=1"]  # fmt: skip
+    try:
+        assert cli.main([*argv, "--steps", "4"]) == 0  # saves at steps 2 and 4
+        assert len(compiled) == 1, compiled
+        assert cli.main([*argv, "--steps", "6"]) == 0  # resumed from step 4's checkpoint
+    finally:
+        jax.monitoring.unregister_event_duration_listener(count)
+    assert len(compiled) == 2, compiled  # once more: a restored state's step

@@ -91,7 +91,14 @@ class DataParallel:
             self.n_devices = 1
             first = jax.local_devices()[0] if devices is None else devices[0]
             self._replicated = SingleDeviceSharding(first)
-            self._step = jax.jit(body, donate_argnums=0)
+            # Shardings named: arrays on the device but not committed to it (a jit's outputs
+            # from uncommitted inputs, `jnp.array`) would otherwise compile the step again.
+            self._step = jax.jit(
+                body,
+                donate_argnums=0,
+                in_shardings=self._replicated,
+                out_shardings=self._replicated,
+            )
             return
         if devices is not None and jax.process_count() > 1:
             raise ConfigError("a multi-process run uses every device: do not pass devices")
@@ -107,7 +114,10 @@ class DataParallel:
             )
         self._replicated = NamedSharding(self.mesh, P())
         self._rows = NamedSharding(self.mesh, P(AXIS))
-        per_device = lambda state, batch: body(state, batch, axis_name=AXIS)
+
+        def per_device(state, batch):  # the name the step's compilations are logged under
+            return body(state, batch, axis_name=AXIS)
+
         if self.mode == "shard_map":
             # check_vma=False, as pmap does: the model's scans start from constant (device-
             # invariant) carries that vma typing would reject. The outputs declared
