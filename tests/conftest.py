@@ -1,6 +1,6 @@
 """Test settings: float32 everywhere; strict dtype and rank promotion in the tests of the maths
 layer; fake CPU devices only where a test asks (subprocesses); one compilation cache for the
-session."""
+session; XLA's quick compilations."""
 
 import atexit
 import os
@@ -13,6 +13,12 @@ import pytest
 from s2s_jax import compile_cache
 
 jax.config.update("jax_default_matmul_precision", "highest")
+# XLA compiles the tests' programs without its costlier optimisations, here and in the `s2s`
+# processes they launch: the tests check what programs compute (to float tolerances), not how
+# fast they run, and compiling is most of the suite's time (about half as long this way). What
+# `s2s bench` and the experiments time is compiled in full.
+os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+jax.config.update("jax_disable_most_optimizations", True)
 
 # What a user gets from the `s2s` command, in a folder of this session's own (never the user's
 # cache): the tests and the commands they launch load what an earlier one compiled.
@@ -36,6 +42,7 @@ STRICT_PROMOTION = {
     "test_cells",
     "test_decoding",
     "test_family",
+    "test_linear_cells",
     "test_model",
     "test_rnn",
     "test_scan",

@@ -18,24 +18,6 @@ LINEAR = ("sru", "mingru", "minlstm")
 I, H = 3, 4
 
 
-@pytest.fixture(autouse=True)
-def strict_promotion_and_quick_compiles(request):
-    """Strict promotion as conftest sets it for the maths' other tests (optax promotes
-    implicitly). And XLA's optimisations off: they cost most of this module's time (an
-    associative scan takes seconds to compile; its arrays here are tiny), and change no value
-    beyond rounding."""
-    before = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    try:
-        if request.node.get_closest_marker("optax"):
-            yield
-        else:
-            with jax.numpy_dtype_promotion("strict"), jax.numpy_rank_promotion("raise"):
-                yield
-    finally:
-        jax.config.update("jax_disable_most_optimizations", before)
-
-
 def lengths_for(steps: int) -> jnp.ndarray:
     """Mixed lengths in one batch: the full length, about half, one, and one less."""
     return jnp.array([steps, (steps + 1) // 2, 1, max(steps - 1, 1)])

@@ -82,11 +82,13 @@ def _per_length(bench, lengths, cases_at, sizes: Sizes, reps: int, flops=None) -
 # The linear cells against length: their parallel form, its two scans, their step form, our
 # sequential LSTM and GRU layers, and the PyTorch linear recurrences.
 
+LINEAR_BENCH_CELLS = ("sru", "mingru", "minlstm", "gru", "lstm")
 
-def _linear_cases(B: int, T: int, H: int) -> list[Case]:
+
+def _linear_cases(B: int, T: int, H: int, names: tuple[str, ...]) -> list[Case]:
     xs = jax.random.normal(jax.random.key(1), (B, T, H), jnp.float32)
     cases = []
-    for name in ("sru", "mingru", "minlstm", "gru", "lstm"):
+    for name in names:
         cell = cells.get_cell(name)
         params = cell.init(jax.random.key(0), H, H)
         if cell.linear is None:  # our sequential layers as the model runs them
@@ -137,13 +139,16 @@ def _linear_cases(B: int, T: int, H: int) -> list[Case]:
     return cases
 
 
-def linear_bench(sizes: Sizes, reps: int) -> list[dict]:
+def linear_bench(
+    sizes: Sizes, reps: int, cells: tuple[str, ...] = LINEAR_BENCH_CELLS
+) -> list[dict]:
     """`linear_scaling` records: one layer (I = H) of each linear cell forward and
     forward+backward against T, in its parallel form (`impl` the cell's name: the scan
     `linear.choose` picks; `_sequential`, `_associative`, `_log`: each scan forced), its step
     form (`_steps`, as decoding and `impl="autodiff"` run it), our fused GRU and LSTM layers,
     and PyTorch's `sru` and `mingru-pytorch` where installed. `cell` names the recurrence,
-    `s_per_token` = median_s / (B * T)."""
+    `s_per_token` = median_s / (B * T). `cells`: the cells of ours to time (the peers run
+    whatever the cells)."""
     B, H = sizes.length_batch, sizes.length_hidden
-    cases_at = lambda T: _linear_cases(B, T, H)
+    cases_at = lambda T: _linear_cases(B, T, H, cells)
     return _per_length("linear_scaling", sizes.linear_lengths, cases_at, sizes, reps)
