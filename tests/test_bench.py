@@ -328,6 +328,32 @@ def test_an_optional_jax_peer_that_fails_when_run_is_left_out(monkeypatch):
     assert "jax_cudnn" not in impls and {"s2s", "flax"} <= impls
 
 
+def test_the_groups_against_length_reach_on_group_one_length_at_a_time(monkeypatch):
+    """A long run stopped at its longest length keeps the lengths it finished: `run` hands
+    `on_group` the records of each length as soon as that length is done."""
+    monkeypatch.setattr(
+        groups, "matmul_peak", lambda sizes, reps, dtype: [{"bench": "matmul_peak"}]
+    )
+    timed = lambda bench, field: (
+        lambda sizes, reps: [{"bench": bench, "T": T} for T in getattr(sizes, field)]
+    )
+    monkeypatch.setattr(scaling, "length_bench", timed("length_scaling", "lengths"))
+    monkeypatch.setattr(scaling, "linear_bench", timed("linear_scaling", "linear_lengths"))
+    sizes = dataclasses.replace(SIZES, lengths=(3, 7), linear_lengths=(5, 9, 17))
+    handed = []
+    only = ["length_scaling", "linear_scaling"]
+    records = bench.run(sizes=sizes, reps=1, only=only, on_group=handed.append)
+    assert [[(r["bench"], r.get("T")) for r in group] for group in handed] == [
+        [("matmul_peak", None)],
+        [("length_scaling", 3)],
+        [("length_scaling", 7)],
+        [("linear_scaling", 5)],
+        [("linear_scaling", 9)],
+        [("linear_scaling", 17)],
+    ]
+    assert records == [r for group in handed for r in group]
+
+
 def test_linear_scaling_times_every_form_of_a_cell_and_the_torch_peers():
     """At toy sizes: a linear cell's parallel form (each scan forced too) and step form, with
     and without a log-space scan, a GRU layer, and the PyTorch linear recurrences that are

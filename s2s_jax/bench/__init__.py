@@ -22,6 +22,7 @@ extra); without them their records are left out.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -87,8 +88,17 @@ def run(
             ("gru_layer", lambda: g.layer_bench("gru", sizes, reps, dtype)),
             ("train_step", lambda: g.train_bench(sizes, reps, dtype, bool(torch_compile))),
             ("decode", lambda: g.decode_bench(sizes, reps)),
-            ("length_scaling", lambda: scaling.length_bench(sizes, reps)),
-            ("linear_scaling", lambda: scaling.linear_bench(sizes, reps)),
+        ]
+        # The groups against length one length at a time (each reaches `on_group` when done):
+        # their longest lengths take the longest, and a run stopped there keeps the others.
+        at = lambda **length: dataclasses.replace(sizes, **length)
+        groups += [
+            ("length_scaling", lambda T=T: scaling.length_bench(at(lengths=(T,)), reps))
+            for T in sizes.lengths
+        ]
+        groups += [
+            ("linear_scaling", lambda T=T: scaling.linear_bench(at(linear_lengths=(T,)), reps))
+            for T in sizes.linear_lengths
         ]
     if only is not None:
         wanted = {only} if isinstance(only, str) else set(only)
