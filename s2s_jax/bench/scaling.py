@@ -147,8 +147,8 @@ def linear_bench(
     `linear.choose` picks; `_sequential`, `_associative`, `_log`: each scan forced), its step
     form (`_steps`, as decoding and `impl="autodiff"` run it), our fused GRU and LSTM layers,
     and PyTorch's `sru` and `mingru-pytorch` where installed. `cell` names the recurrence,
-    `s_per_token` = median_s / (B * T). `cells`: the cells of ours to time (the peers run
-    whatever the cells)."""
+    `s_per_token` = median_s / (B * T). `cells`: which of ours to time (the PyTorch peers
+    are timed whichever)."""
     B, H = sizes.length_batch, sizes.length_hidden
     cases_at = lambda T: _linear_cases(B, T, H, cells)
     return _per_length("linear_scaling", sizes.linear_lengths, cases_at, sizes, reps)

@@ -114,10 +114,7 @@ class DataParallel:
             )
         self._replicated = NamedSharding(self.mesh, P())
         self._rows = NamedSharding(self.mesh, P(AXIS))
-
-        def per_device(state, batch):  # the name the step's compilations are logged under
-            return body(state, batch, axis_name=AXIS)
-
+        per_device = lambda state, batch: body(state, batch, axis_name=AXIS)
         if self.mode == "shard_map":
             # check_vma=False, as pmap does: the model's scans start from constant (device-
             # invariant) carries that vma typing would reject. The outputs declared
