@@ -1,6 +1,6 @@
 """Test settings: float32 everywhere; strict dtype and rank promotion in the tests of the maths
 layer; fake CPU devices only where a test asks (subprocesses); one compilation cache for the
-session; XLA's quick compilations."""
+test run; XLA's quick compilations."""
 
 import atexit
 import os
