@@ -75,10 +75,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < args.from_step + 2 * LOG_EVERY:
         p.error(f"--steps must be at least --from-step + {2 * LOG_EVERY}")
     pair = tuple(args.pair.split("-"))
+    missing = [f"{split}.{lang}.gz" for split in ("train", "val") for lang in pair]
+    missing = [name for name in missing if not (args.data / "raw" / name).is_file()]
+    if missing:
+        p.error(f"--data {args.data}: no raw/{', raw/'.join(missing)} (give multi30k/data/task1)")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for config in args.configs:
-            run = train(config, args.data, pair, args.steps, Path(tmp) / config)
+            try:
+                run = train(config, args.data, pair, args.steps, Path(tmp) / config)
+            except subprocess.CalledProcessError as e:  # s2s has said why on stderr
+                print(f"{config}: s2s train exited {e.returncode}", file=sys.stderr)
+                return 2
             results[config] = {**summarise(run, args.from_step), "argv": run["argv"]}
             print(f"{config}: {results[config]['tokens_per_s_median']:,.0f} tokens/s", flush=True)
     base = results[args.configs[0]]["tokens_per_s_median"]
